@@ -1,0 +1,130 @@
+"""The ``rightsize`` command line: a thin shell over models/ and ops/ (each command parses flags, calls one
+plain function, prints its result)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+EXAMPLES = {
+    "train": """examples:
+  rightsize train --model minilm --train ag_news/train.jsonl --dev ag_news/dev.jsonl --out models/ag
+  rightsize train --model path/to/bert --train snli_train.jsonl --dev snli_dev.jsonl \\
+      --text-field premise --pair-field hypothesis --exits 2,4,6 --epochs 2 --out models/snli
+""",
+    "predict": """examples:
+  rightsize predict --model models/ag --input ag_news/test.jsonl --output preds.parquet
+  rightsize predict --model models/ag --input docs.txt --output preds.parquet --threshold 0.8 --batch-size 128
+""",
+}
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers like 2,4,6, got {text!r}")
+
+
+def _add_field_flags(p: argparse.ArgumentParser, with_label: bool) -> None:
+    p.add_argument("--text-field", default="text", help="field holding the text (default: text)")
+    p.add_argument("--pair-field", default=None, help="field holding the second text of a pair task (e.g. NLI)")
+    if with_label:
+        p.add_argument("--label-field", default="label", help="field holding the gold label (default: label)")
+    else:
+        p.add_argument("--id-field", default="id", help="field holding the document id (default: id; "
+                                                         "missing ids are derived from file and line)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rightsize", description="Early-exit transformer classification: label large corpora cheaply.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="run 'rightsize COMMAND --help' for the flags and examples of each command",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, epilog=EXAMPLES[name],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = command("train", "fine-tune an encoder with early exits (joint training, loss = sum of exit losses)")
+    p.add_argument("--model", required=True, help="backbone: local dir, hub name, or 'minilm' (packaged all-MiniLM-L6-v2)")
+    p.add_argument("--train", required=True, help="training data: .jsonl/.csv/.parquet file or hub dataset name[:split]")
+    p.add_argument("--dev", required=True, help="dev data, same format; every exit is evaluated on it each epoch")
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--exits", type=_int_list, default=None,
+                   help="1-based layers with an exit, ending at the last layer (default: every quarter of the depth)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per document after truncation (default 128)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4, help="AdamW peak learning rate (default 1e-4; 2e-5..5e-5 for base-size models)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--pooling", choices=("mean", "cls"), default="mean",
+                   help="what each exit reads: mean of token states (default) or the first token")
+    _add_field_flags(p, with_label=True)
+    p.set_defaults(run=_train)
+
+    p = command("predict", "label one file in-process with early exit and write Parquet")
+    p.add_argument("--model", required=True, help="model directory written by 'rightsize train'")
+    p.add_argument("--input", required=True, help="input file: .jsonl/.csv/.parquet, or text with one document per line")
+    p.add_argument("--output", required=True, help="output .parquet file; dead letters go to <output>.deadletter.jsonl")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="exit when calibrated confidence >= this (default: the model's; >1 = always full depth)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--run-id", default=None, help="run id written in every row (default: time + random)")
+    _add_field_flags(p, with_label=False)
+    p.set_defaults(run=_predict)
+    return parser
+
+
+def _train(args) -> None:
+    from models.training import TrainConfig, train
+    from ops.examples import load_examples
+
+    config = TrainConfig(model=args.model, exits=args.exits, epochs=args.epochs, max_length=args.max_length,
+                         batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         pooling=args.pooling)
+    fields = dict(text_field=args.text_field, pair_field=args.pair_field, label_field=args.label_field)
+    train_set = load_examples(args.train, **fields, split="train")
+    dev_set = load_examples(args.dev, **fields, split="validation")
+    model, report = train(config, train_set, dev_set, out=args.out)
+    best = report.epochs[report.best_epoch - 1]
+    print(f"saved {args.out} (epoch {report.best_epoch}); dev accuracy per exit:")
+    for layer, acc in zip(model.config.exit_layers, best.dev_accuracy):
+        print(f"  layer {layer:>2}: {acc:.4f}")
+
+
+def _predict(args) -> None:
+    from flows.predict import predict_file
+    from models import EarlyExitClassifier
+    from ops.records import InputFields
+
+    model = EarlyExitClassifier.from_pretrained(args.model)
+    fields = InputFields(text_field=args.text_field, pair_field=args.pair_field, id_field=args.id_field)
+    s = predict_file(model, args.input, args.output, fields, args.threshold, args.batch_size, args.run_id)
+    print(f"labelled {s.documents} documents -> {s.output}")
+    if s.dead_letters:
+        print(f"{s.dead_letters} inputs could not be labelled -> {s.dead_letter_output}")
+    if s.documents:
+        hist = ", ".join(f"L{layer}: {n}" for layer, n in sorted(s.exit_counts.items()))
+        print(f"exits: {hist}")
+        print(f"FLOPs: {s.flops / s.full_flops:.1%} of the full model ({1 - s.flops / s.full_flops:.1%} saved)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback
+        print(f"rightsize {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

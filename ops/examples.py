@@ -1,0 +1,79 @@
+"""Labelled examples for fine-tuning and calibration, read through Hugging Face ``datasets``.
+
+Local JSONL/JSON, CSV and Parquet files are read with the matching ``datasets`` builder; anything else is
+taken as a hub dataset name (``name`` or ``name:split``), which needs the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class Examples:
+    texts: list[str]
+    pairs: list[str] | None  # second segment of text-pair tasks (NLI), else None
+    labels: list[str]  # label names as strings
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def label_ids(self, label_names: Sequence[str]) -> list[int]:
+        index = {name: i for i, name in enumerate(label_names)}
+        unknown = sorted(set(self.labels) - set(index))
+        if unknown:
+            raise ValueError(f"{self.source}: labels {unknown[:5]} are not among the model's {list(label_names)}")
+        return [index[name] for name in self.labels]
+
+
+def load_examples(
+    source: str,
+    text_field: str = "text",
+    pair_field: str | None = None,
+    label_field: str = "label",
+    split: str = "train",
+    limit: int | None = None,
+) -> Examples:
+    """Reads ``source`` into ``Examples``; fails with the file, row and field named on a bad row."""
+    import datasets  # heavy import, only needed here
+
+    suffix = Path(source).suffix.lower()
+    if suffix in _BUILDERS:
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"{source}: no such file")
+        data = datasets.load_dataset(_BUILDERS[suffix], data_files=source, split="train")
+    else:
+        name, _, hub_split = source.partition(":")
+        data = datasets.load_dataset(name, split=hub_split or split)
+    if limit is not None:
+        data = data.select(range(min(limit, len(data))))
+    for field in (text_field, label_field) + ((pair_field,) if pair_field else ()):
+        if field not in data.column_names:
+            raise ValueError(f"{source}: no field {field!r}; fields are {data.column_names}")
+
+    label_feature = data.features[label_field]
+    names = getattr(label_feature, "names", None)  # ClassLabel: ints that stand for names
+    labels = [names[v] if names is not None and isinstance(v, int) else v for v in data[label_field]]
+    texts = _check_texts(data[text_field], source, text_field)
+    pairs = _check_texts(data[pair_field], source, pair_field) if pair_field else None
+    for row, label in enumerate(labels):
+        if label is None or (isinstance(label, str) and not label.strip()):
+            raise ValueError(f"{source}: row {row}: field {label_field!r} is empty")
+    return Examples(texts, pairs, [str(v) for v in labels], source)
+
+
+def _check_texts(values: list, source: str, field: str) -> list[str]:
+    for row, value in enumerate(values):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{source}: row {row}: field {field!r} must be non-empty text, got {value!r:.60}")
+    return values
+
+
+def label_names(*sets: Examples) -> list[str]:
+    """The sorted label names seen in ``sets`` (so class ids do not depend on row order)."""
+    return sorted({label for examples in sets for label in examples.labels})

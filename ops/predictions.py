@@ -1,0 +1,73 @@
+"""The predictions table of DESIGN.md: schema, rows, and writing Parquet/dead letters through fsspec."""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable, Sequence
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ops.records import DeadLetter, Document
+
+PREDICTION_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("label", pa.string()),
+    ("confidence", pa.float32()),  # calibrated probability of ``label`` at the exit taken
+    ("exit_layer", pa.int16()),  # transformer layers run for this document
+    ("num_layers", pa.int16()),  # layers of the full model
+    ("num_tokens", pa.int32()),  # tokens after truncation
+    ("flops", pa.int64()),  # FLOPs spent on this document
+    ("full_flops", pa.int64()),  # FLOPs the full model would have spent
+    ("threshold", pa.float32()),
+    ("model_id", pa.string()),
+    ("run_id", pa.string()),
+])
+
+
+def prediction_rows(documents: Sequence[Document], predictions: Sequence, *, num_layers: int, threshold: float,
+                    model_id: str, run_id: str) -> list[dict]:
+    """One row per document, in the columns of PREDICTION_SCHEMA."""
+    return [
+        {
+            "id": doc.id, "label": p.label, "confidence": p.confidence, "exit_layer": p.exit_layer,
+            "num_layers": num_layers, "num_tokens": p.num_tokens, "flops": p.flops, "full_flops": p.full_flops,
+            "threshold": threshold, "model_id": model_id, "run_id": run_id,
+        }
+        for doc, p in zip(documents, predictions, strict=True)
+    ]
+
+
+class PredictionWriter:
+    """Appends row groups to one Parquet file (local path or fsspec URL); use as a context manager."""
+
+    def __init__(self, url: str):
+        self._file = fsspec.open(url, "wb").open()
+        self._writer = pq.ParquetWriter(self._file, PREDICTION_SCHEMA)
+        self.rows = 0
+
+    def write(self, rows: list[dict]) -> None:
+        if rows:
+            self._writer.write_table(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA))
+            self.rows += len(rows)
+
+    def close(self) -> None:
+        self._writer.close()
+        self._file.close()
+
+    def __enter__(self) -> "PredictionWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_dead_letters(letters: Iterable[DeadLetter], url: str) -> int:
+    """Writes dead letters as JSON Lines (source, position, raw, reason); returns how many."""
+    count = 0
+    with fsspec.open(url, "w", encoding="utf-8") as f:
+        for letter in letters:
+            f.write(json.dumps(letter.to_dict(), ensure_ascii=False) + "\n")
+            count += 1
+    return count

@@ -1,0 +1,82 @@
+"""Save/load round trip, and loading rejects inconsistent directories with the file and field named."""
+
+import json
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from models import ConfigError, EarlyExitClassifier
+from models.config import CONFIG_FILE, WEIGHTS_FILE, default_exit_layers
+from tests.conftest import TEXTS, tiny_classifier
+
+
+@pytest.fixture
+def saved(tokenizer, tmp_path):
+    model = tiny_classifier(tokenizer, "roberta", "sdpa", temperatures=(0.05, 0.1, 0.2, 0.5), threshold=0.7)
+    model.save_pretrained(tmp_path / "m")
+    return model, tmp_path / "m"
+
+
+def test_round_trip(saved):
+    model, path = saved
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        ["config.json", CONFIG_FILE, WEIGHTS_FILE, "tokenizer.json", "tokenizer_config.json"])
+    loaded = EarlyExitClassifier.from_pretrained(path, device="cpu")
+    assert loaded.config == model.config
+    assert loaded.model_id == model.model_id and loaded.model_id.startswith("sha256:")
+    assert loaded.predict(TEXTS) == model.predict(TEXTS)
+    settings = json.loads((path / CONFIG_FILE).read_text())
+    assert settings["temperatures"] == [0.05, 0.1, 0.2, 0.5] and settings["threshold"] == 0.7
+    assert settings["exit_layers"] == [1, 2, 3, 4] and settings["labels"] == ["a", "b", "c"]
+
+
+def _edit(path, **changes):
+    settings = json.loads((path / CONFIG_FILE).read_text())
+    settings.update(changes)
+    (path / CONFIG_FILE).write_text(json.dumps(settings))
+
+
+@pytest.mark.parametrize("changes,field", [
+    ({"exit_layers": [1, 2, 7]}, "exit_layers"),
+    ({"exit_layers": [2, 1, 4]}, "exit_layers"),
+    ({"temperatures": [1.0, 1.0]}, "temperatures"),
+    ({"temperatures": [1.0, 1.0, 0.0, 1.0]}, "temperatures"),
+    ({"labels": ["only"]}, "labels"),
+    ({"model_type": "bert"}, "model_type"),
+    ({"num_layers": 6, "exit_layers": [2, 4, 5, 6]}, "num_layers"),
+    ({"max_length": 4096}, "max_length"),
+    ({"pooling": "max"}, "pooling"),
+])
+def test_inconsistent_settings_name_file_and_field(saved, changes, field):
+    _, path = saved
+    _edit(path, **changes)
+    with pytest.raises(ConfigError, match=f"{CONFIG_FILE}.*'{field}'"):
+        EarlyExitClassifier.from_pretrained(path, device="cpu")
+
+
+def test_missing_field_and_missing_file(saved):
+    _, path = saved
+    settings = json.loads((path / CONFIG_FILE).read_text())
+    del settings["labels"]
+    (path / CONFIG_FILE).write_text(json.dumps(settings))
+    with pytest.raises(ConfigError, match="field 'labels' is missing"):
+        EarlyExitClassifier.from_pretrained(path)
+    (path / WEIGHTS_FILE).unlink()
+    with pytest.raises(ConfigError, match=f"{WEIGHTS_FILE} is missing"):
+        EarlyExitClassifier.from_pretrained(path)
+
+
+def test_weights_that_do_not_match_are_rejected(saved):
+    _, path = saved
+    weights = load_file(path / WEIGHTS_FILE)
+    del weights["exits.3.net.4.weight"]
+    save_file(weights, path / WEIGHTS_FILE)
+    with pytest.raises(ConfigError, match=f"(?s){WEIGHTS_FILE}.*exits.3.net.4.weight"):
+        EarlyExitClassifier.from_pretrained(path)
+
+
+def test_default_exit_spread():
+    assert default_exit_layers(6) == (1, 2, 3, 4, 5, 6)
+    assert default_exit_layers(12) == (3, 6, 9, 12)
+    assert default_exit_layers(24) == (6, 12, 18, 24)
+    assert default_exit_layers(2) == (1, 2)

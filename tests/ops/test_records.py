@@ -1,0 +1,93 @@
+"""Every input record becomes exactly one Document or one DeadLetter, whatever is wrong with it."""
+
+import json
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ops.records import DeadLetter, Document, InputFields, expand_glob, file_format, read_file
+
+FIELDS = InputFields()
+
+
+def _write(url: str, data: bytes) -> str:
+    with fsspec.open(url, "wb") as f:
+        f.write(data)
+    return url
+
+
+def test_jsonl_bad_records_become_dead_letters():
+    lines = [
+        b'{"id": "a", "text": "fine"}',
+        b'{"id": "b", "text": ',  # invalid JSON
+        b'{"id": "c"}',  # missing text
+        b'{"id": "d", "text": null}',
+        b'{"id": "e", "text": 42}',
+        b'{"id": "f", "text": ""}',
+        b'{"id": "g", "text": "   \\t "}',
+        b'{"id": "h", "text": "caf\xe9"}',  # Latin-1 byte: invalid UTF-8
+        b'[1, 2]',
+        b'{"text": "no id here"}',
+        b'',  # blank line: layout, not a record
+        json.dumps({"id": "big", "text": "x" * 1_000_000}).encode(),
+    ]
+    url = _write("memory://records/mixed.jsonl", b"\n".join(lines) + b"\n")
+    out = list(read_file(url, FIELDS))
+    docs = [r for r in out if isinstance(r, Document)]
+    letters = {r.position: r.reason for r in out if isinstance(r, DeadLetter)}
+    assert [d.id for d in docs] == ["a", f"{url}:10", "big"]
+    assert len(docs[-1].text) == 1_000_000
+    assert sorted(letters) == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert "invalid JSON" in letters[2]
+    assert letters[3] == letters[4] == "field 'text' is missing or null"
+    assert letters[5] == "field 'text' is int, not text"
+    assert letters[6] == letters[7] == "field 'text' is empty"
+    assert "invalid UTF-8" in letters[8]
+    assert "not an object" in letters[9]
+    assert len(docs) + len(letters) == 11  # every non-blank line accounted for
+
+
+def test_csv_with_quoted_newlines_and_invalid_bytes():
+    data = b'id,text\n1,"first line\nsecond line"\n2,\n3,"ok, with comma"\n4,caf\xe9\n'
+    out = list(read_file(_write("memory://records/a.csv", data), FIELDS))
+    assert [(type(r).__name__, getattr(r, "id", None)) for r in out] == [
+        ("Document", "1"), ("DeadLetter", None), ("Document", "3"), ("DeadLetter", None)]
+    assert out[0].text == "first line\nsecond line"
+    assert out[3].reason == "field 'text' is not valid UTF-8"
+
+
+def test_parquet_with_wrong_column_type(tmp_path):
+    path = str(tmp_path / "x.parquet")
+    pq.write_table(pa.table({"id": ["a", "b"], "text": [1, 2]}), path)
+    out = list(read_file(path, FIELDS))
+    assert all(isinstance(r, DeadLetter) and "is int" in r.reason for r in out) and len(out) == 2
+    pq.write_table(pa.table({"text": ["x", None, "z"]}), path)
+    out = list(read_file(path, FIELDS))
+    assert [type(r).__name__ for r in out] == ["Document", "DeadLetter", "Document"]
+    assert out[2].id == f"{path}:3"
+
+
+def test_text_lines_and_pairs():
+    url = _write("memory://records/plain.txt", b"one doc\n\n   \nanother doc\n")
+    out = list(read_file(url, FIELDS))
+    assert [(r.id, r.text) for r in out] == [(f"{url}:1", "one doc"), (f"{url}:4", "another doc")]
+    pairs = InputFields(text_field="premise", pair_field="hypothesis")
+    url = _write("memory://records/nli.jsonl", b'{"premise": "a", "hypothesis": "b"}\n{"premise": "a"}\n')
+    out = list(read_file(url, pairs))
+    assert out[0].pair == "b" and out[1].reason == "field 'hypothesis' is missing or null"
+
+
+def test_empty_file_and_globs():
+    _write("memory://glob/empty.jsonl", b"")
+    _write("memory://glob/one.jsonl", b'{"text": "x"}\n')
+    assert list(read_file("memory://glob/empty.jsonl", FIELDS)) == []
+    assert expand_glob("memory://glob/*.jsonl") == ["memory://glob/empty.jsonl", "memory://glob/one.jsonl"]
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        expand_glob("memory://glob/*.csv")
+
+
+def test_file_format():
+    assert [file_format(p) for p in ("a.jsonl", "a.JSON.gz", "b.csv", "c.parquet", "d.txt", "e")] == [
+        "json", "json", "csv", "parquet", "text", "text"]

@@ -13,6 +13,14 @@ EXAMPLES = {
   rightsize train --model path/to/bert --train snli_train.jsonl --dev snli_dev.jsonl \\
       --text-field premise --pair-field hypothesis --exits 2,4,6 --epochs 2 --out models/snli
 """,
+    "calibrate": """examples:
+  rightsize calibrate --model models/ag --data ag_news/dev.jsonl                       # --target-drop 0.01
+  rightsize calibrate --model models/ag --data ag_news/dev.jsonl --flops-budget 0.4
+  rightsize calibrate --model models/ag --data ag_news/dev.jsonl --threshold 0.95     # temperatures only
+
+writes into the model directory: rightsize.json (temperatures, threshold), calibration.json, curve.csv,
+curve.png (speed/accuracy curve) and reliability.png (reliability diagrams per exit)
+""",
     "predict": """examples:
   rightsize predict --model models/ag --input ag_news/test.jsonl --output preds.parquet
   rightsize predict --model models/ag --input docs.txt --output preds.parquet --threshold 0.8 --batch-size 128
@@ -67,6 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_field_flags(p, with_label=True)
     p.set_defaults(run=_train)
 
+    p = command("calibrate", "fit per-exit temperatures and choose the default threshold for a target")
+    p.add_argument("--model", required=True, help="model directory written by 'rightsize train' (updated in place)")
+    p.add_argument("--data", required=True, help="labelled dev data (.jsonl/.csv/.parquet or hub name[:split])")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--target-drop", type=float, default=None,
+                        help="cheapest threshold losing at most this accuracy vs the last exit (default 0.01)")
+    target.add_argument("--flops-budget", type=float, default=None,
+                        help="most accurate threshold spending at most this fraction of the full model's FLOPs")
+    target.add_argument("--threshold", type=float, default=None, help="use this threshold as is")
+    p.add_argument("--fit-fraction", type=float, default=0.5,
+                   help="share of --data used to fit; the rest judges the choice (default 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fit/held-out split")
+    _add_field_flags(p, with_label=True)
+    p.set_defaults(run=_calibrate)
+
     p = command("predict", "label one file in-process with early exit and write Parquet")
     p.add_argument("--model", required=True, help="model directory written by 'rightsize train'")
     p.add_argument("--input", required=True, help="input file: .jsonl/.csv/.parquet, or text with one document per line")
@@ -95,6 +118,32 @@ def _train(args) -> None:
     print(f"saved {args.out} (epoch {report.best_epoch}); dev accuracy per exit:")
     for layer, acc in zip(model.config.exit_layers, best.dev_accuracy):
         print(f"  layer {layer:>2}: {acc:.4f}")
+
+
+def _calibrate(args) -> None:
+    from models import EarlyExitClassifier
+    from models.calibration import CalibrationConfig, calibrate
+    from ops.examples import load_examples
+
+    if args.target_drop is None and args.flops_budget is None and args.threshold is None:
+        args.target_drop = 0.01
+    config = CalibrationConfig(target_drop=args.target_drop, flops_budget=args.flops_budget, threshold=args.threshold,
+                               fit_fraction=args.fit_fraction, seed=args.seed)
+    model = EarlyExitClassifier.from_pretrained(args.model)
+    data = load_examples(args.data, text_field=args.text_field, pair_field=args.pair_field,
+                         label_field=args.label_field, split="validation")
+    r = calibrate(model, data, config, out=args.model)
+    print(f"calibrated on {r.documents_fit} documents, judged on {r.documents_held_out} held out")
+    print("exit  temperature  accuracy  NLL before/after  ECE before/after   (held-out part)")
+    for e in r.exits:
+        print(f"L{e['exit_layer']:<4} {e['temperature']:11.3f}  {e['accuracy']:8.4f}  {e['nll_before']:6.3f} / "
+              f"{e['nll_after']:<6.3f}    {e['ece_before']:.4f} / {e['ece_after']:.4f}")
+    print(("" if r.target_met else "TARGET NOT MET: ") + r.choice)
+    for name, part in (("fit", r.fit), ("held-out", r.held_out)):
+        print(f"{name:>9}: accuracy {part['accuracy']:.4f} (last exit {part['last_exit_accuracy']:.4f}, "
+              f"drop {part['accuracy_drop']:+.4f}), FLOPs {part['flops_fraction']:.1%}, "
+              f"mean exit layer {part['mean_exit_layer']:.2f}")
+    print(f"saved threshold {r.threshold:.4f} and temperatures to {args.model}; plots: curve.png, reliability.png")
 
 
 def _predict(args) -> None:

@@ -248,6 +248,12 @@ class EarlyExitClassifier(nn.Module):
         self.train(was_training)
         return out
 
+    def token_counts(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
+        """(n,) tokens per input after truncation, special tokens included."""
+        if not len(texts):
+            return np.zeros(0, dtype=np.int64)
+        return np.array([len(ids) for ids in self.tokenize(texts, pairs, padding=False)["input_ids"]], dtype=np.int64)
+
     def _length_sorted_batches(self, texts, pairs, batch_size):
         """Yields (row indices, right-padded batch on the model's device), longest documents first so that
         each batch pads little and the first batch shows the peak memory."""
@@ -258,8 +264,7 @@ class EarlyExitClassifier(nn.Module):
         if not len(texts):
             return
         encoded = self.tokenize(texts, pairs, padding=False)
-        lengths = np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
-        order = np.argsort(-lengths, kind="stable")
+        order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
             batch = self.tokenizer.pad({key: [encoded[key][i] for i in rows] for key in encoded.keys()}, return_tensors="pt")

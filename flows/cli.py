@@ -21,6 +21,17 @@ EXAMPLES = {
 writes into the model directory: rightsize.json (temperatures, threshold), calibration.json, curve.csv,
 curve.png (speed/accuracy curve) and reliability.png (reliability diagrams per exit)
 """,
+    "label": """examples:
+  rightsize label --model models/ag --input 'corpus/*.jsonl' --output out/labels
+  rightsize label --model models/ag --input 'corpus/*.csv' --output out/labels --run-id nightly-2026-11-21 \
+      --direct_running_mode=multi_processing --direct_num_workers=2
+  rightsize label --model gs://bucket/models/ag --input 'gs://bucket/corpus/*.jsonl' --output gs://bucket/labels \
+      --runner=DataflowRunner --project=P --region=us-central1 --temp_location=gs://bucket/tmp \
+      --requirements_file=requirements.txt
+
+any flag not listed above is passed to Beam as a pipeline option (--runner, --direct_num_workers, ...);
+the run writes <output>/<run-id>/predictions-*.parquet, deadletter-*.jsonl and manifest.json
+""",
     "predict": """examples:
   rightsize predict --model models/ag --input ag_news/test.jsonl --output preds.parquet
   rightsize predict --model models/ag --input docs.txt --output preds.parquet --threshold 0.8 --batch-size 128
@@ -90,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_field_flags(p, with_label=True)
     p.set_defaults(run=_calibrate)
 
+    p = command("label", "label a corpus with the Apache Beam pipeline (DirectRunner, Dataflow, Flink, Spark)")
+    from pipelines.label_config import add_flags
+    add_flags(p)
+    p.set_defaults(run=_label, beam_args=True)
+
     p = command("predict", "label one file in-process with early exit and write Parquet")
     p.add_argument("--model", required=True, help="model directory written by 'rightsize train'")
     p.add_argument("--input", required=True, help="input file: .jsonl/.csv/.parquet, or text with one document per line")
@@ -146,6 +162,17 @@ def _calibrate(args) -> None:
     print(f"saved threshold {r.threshold:.4f} and temperatures to {args.model}; plots: curve.png, reliability.png")
 
 
+def _label(args) -> None:
+    from pipelines.label import run
+    from pipelines.label_config import config_from_args
+
+    manifest = run(config_from_args(args), args.extra)
+    counts = manifest["counts"]
+    print(f"run {manifest['run_id']}: {counts['documents_in']} inputs, {counts['labelled']} labelled, "
+          f"{counts['dead_letters']} dead letters -> {manifest['output']}")
+    print("exits: " + ", ".join(f"L{k}: {v}" for k, v in counts["exit_layers"].items()))
+
+
 def _predict(args) -> None:
     from flows.predict import predict_file
     from models import EarlyExitClassifier
@@ -164,7 +191,11 @@ def _predict(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "beam_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

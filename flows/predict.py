@@ -7,23 +7,17 @@ Streams the input in chunks so memory stays flat whatever the file size; the Bea
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from itertools import islice
 
 import fsspec
 from tqdm.auto import tqdm
 
 from models import EarlyExitClassifier
-from ops.predictions import PredictionWriter, prediction_rows
+from ops.predictions import PredictionWriter, new_run_id, prediction_rows
 from ops.records import DeadLetter, Document, InputFields, read_file
 
 CHUNK_DOCUMENTS = 8192  # documents tokenized, sorted by length and labelled together
-
-
-def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
 
 def dead_letter_path(output: str) -> str:

@@ -164,11 +164,9 @@ class EarlyExitClassifier(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None) -> "EarlyExitClassifier":
         """Loads a model directory (local path or fsspec URL) onto ``device`` (CUDA when present, else CPU)."""
+        read_model_config(directory)  # fails early, naming the remote path, before anything is copied
         local = _localize(str(directory))
-        for name in (CONFIG_FILE, WEIGHTS_FILE, "config.json"):
-            if not (local / name).is_file():
-                raise ConfigError(f"{directory}: {name} is missing; is this a rightsize model directory?")
-        config = EarlyExitConfig.from_json((local / CONFIG_FILE).read_text(), source=str(local / CONFIG_FILE))
+        config = read_model_config(local)
         backbone_config = AutoConfig.from_pretrained(local, trust_remote_code=False)
         backbone = AutoModel.from_config(backbone_config, trust_remote_code=False)
         tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=False)
@@ -282,11 +280,23 @@ class EarlyExitClassifier(nn.Module):
         )
 
 
+def read_model_config(directory: str | Path) -> EarlyExitConfig:
+    """Checks that a model directory (local or fsspec URL) has its files and a valid rightsize.json, without
+    loading weights: what a job checks before any work starts."""
+    base = str(directory).rstrip("/")
+    fs, _ = fsspec.core.url_to_fs(base)
+    for name in (CONFIG_FILE, WEIGHTS_FILE, "config.json"):
+        if not fs.isfile(fsspec.core.url_to_fs(f"{base}/{name}")[1]):
+            raise ConfigError(f"{directory}: {name} is missing; is this a rightsize model directory?")
+    with fsspec.open(f"{base}/{CONFIG_FILE}", "r") as f:
+        return EarlyExitConfig.from_json(f.read(), source=f"{base}/{CONFIG_FILE}")
+
+
 def artifact_id(directory: str | Path) -> str:
     """Content hash of a model directory's weights and settings: "sha256:<16 hex>"."""
     digest = hashlib.sha256()
     for name in (CONFIG_FILE, WEIGHTS_FILE):
-        with open(Path(directory, name), "rb") as f:
+        with fsspec.open(f"{str(directory).rstrip('/')}/{name}", "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
     return "sha256:" + digest.hexdigest()[:16]

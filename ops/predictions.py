@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Iterable, Sequence
+import uuid
+from datetime import datetime, timezone
+from typing import Sequence
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ops.records import DeadLetter, Document
+from ops.records import Document
 
 PREDICTION_SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -24,6 +26,11 @@ PREDICTION_SCHEMA = pa.schema([
     ("model_id", pa.string()),
     ("run_id", pa.string()),
 ])
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time + random suffix."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
 
 def prediction_rows(documents: Sequence[Document], predictions: Sequence, *, num_layers: int, threshold: float,
@@ -61,13 +68,3 @@ class PredictionWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def write_dead_letters(letters: Iterable[DeadLetter], url: str) -> int:
-    """Writes dead letters as JSON Lines (source, position, raw, reason); returns how many."""
-    count = 0
-    with fsspec.open(url, "w", encoding="utf-8") as f:
-        for letter in letters:
-            f.write(json.dumps(letter.to_dict(), ensure_ascii=False) + "\n")
-            count += 1
-    return count

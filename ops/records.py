@@ -39,6 +39,12 @@ class Document:
     text: str
     pair: str | None
     source: str  # file URL
+    position: int  # 1-based line/row in the file
+
+    def dead_letter(self, reason: str) -> "DeadLetter":
+        """For a document that parsed but then failed (e.g. in inference)."""
+        raw = {"id": self.id, "text": self.text[:RAW_LIMIT]} | ({"pair": self.pair} if self.pair is not None else {})
+        return DeadLetter(self.source, self.position, _raw(raw), reason)
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,7 @@ def parse_record(record: Any, source: str, position: int, fields: InputFields) -
     elif not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
         return DeadLetter(source, position, _raw(record), f"field {fields.id_field!r} is {type(doc_id).__name__}")
     pair = record[fields.pair_field] if fields.pair_field else None
-    return Document(str(doc_id), record[fields.text_field], pair, source)
+    return Document(str(doc_id), record[fields.text_field], pair, source, position)
 
 
 def parse_json_line(line: bytes, source: str, position: int, fields: InputFields) -> Document | DeadLetter:

@@ -1,0 +1,229 @@
+"""The labelling job: files -> documents -> early-exit predictions in Parquet, dead letters, a run manifest.
+
+    ListFiles -> ReadRecords -(documents)-> Reshuffle -> RunInference(EarlyExitModelHandler) -> WritePredictions
+                      \\-(dead letters)------------------------------------ (+ failed inferences) -> WriteDeadLetters
+
+Output layout under ``<output>/<run_id>/`` (re-running a run id replaces it):
+    predictions-SSSSS-of-NNNNN.parquet   the columns of ops/predictions.PREDICTION_SCHEMA
+    deadletter-SSSSS-of-NNNNN.jsonl      {source, position, raw, reason}
+    manifest.json                        run id, model id, threshold, input, times, counts, runner, devices
+
+Runs on any Beam runner: the DirectRunner (default), or Dataflow/Flink/Spark via ``--runner`` and their options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any, Iterable, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.ml.inference.base import ModelHandler, RunInference
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from ops.predictions import PREDICTION_SCHEMA, prediction_rows
+from ops.records import DeadLetter, Document, InputFields, expand_glob, read_file
+from pipelines.label_config import LabelJobConfig, add_flags, config_from_args
+
+log = logging.getLogger(__name__)
+NAMESPACE = "rightsize"
+PROGRESS_SECONDS = 30.0
+MANIFEST_FILE = "manifest.json"
+
+
+class ReadRecordsFn(beam.DoFn):
+    """A file URL -> its Documents (main output) and DeadLetters (tagged "dead")."""
+
+    def __init__(self, fields: InputFields):
+        self.fields = fields
+        self.documents_in = Metrics.counter(NAMESPACE, "documents_in")
+        self.dead_letters = Metrics.counter(NAMESPACE, "dead_letters")
+
+    def process(self, url: str):
+        for record in read_file(url, self.fields):
+            self.documents_in.inc()
+            if isinstance(record, DeadLetter):
+                self.dead_letters.inc()
+                yield beam.pvalue.TaggedOutput("dead", record.to_dict())
+            else:
+                yield record
+
+
+class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
+    """RunInference's handle on an EarlyExitClassifier: loaded once per worker process (RunInference shares it
+    between the process's threads), on CUDA when present, else CPU. Each RunInference batch (a chunk of up to
+    ``chunk_size`` documents) goes through ``EarlyExitClassifier.predict``, the same code as in-process
+    labelling, which sorts the chunk by length into ``batch_size`` rows and exits early with compaction."""
+
+    def __init__(self, model_dir: str, threshold: float, model_id: str, run_id: str, batch_size: int, chunk_size: int):
+        super().__init__(min_batch_size=chunk_size, max_batch_size=chunk_size)
+        self.model_dir, self.threshold, self.model_id, self.run_id = model_dir, threshold, model_id, run_id
+        self.batch_size = batch_size
+
+    def load_model(self):
+        from models import EarlyExitClassifier  # imported on the worker
+
+        model = EarlyExitClassifier.from_pretrained(self.model_dir)
+        if model.model_id != self.model_id:
+            raise RuntimeError(f"{self.model_dir} changed since the job was submitted "
+                               f"(model id {model.model_id}, expected {self.model_id})")
+        log.info("loaded %s (%s) on %s", self.model_dir, model.model_id, model.device)
+        return model
+
+    def run_inference(self, batch: Sequence[Document], model, inference_args=None) -> Iterable[dict]:
+        # Counted per batch, not at load: load_model runs in setup, where no metrics are collected.
+        Metrics.counter(NAMESPACE, f"batches_on_{model.device.type}").inc()
+        pairs = [d.pair for d in batch] if batch[0].pair is not None else None
+        predictions = model.predict([d.text for d in batch], pairs, threshold=self.threshold, batch_size=self.batch_size)
+        return prediction_rows(batch, predictions, num_layers=model.config.num_layers, threshold=self.threshold,
+                               model_id=self.model_id, run_id=self.run_id)
+
+    def get_num_bytes(self, batch: Sequence[Document]) -> int:
+        return sum(len(d.text) + len(d.pair or "") for d in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return NAMESPACE
+
+
+class CountPredictionsFn(beam.DoFn):
+    """Counts labelled documents per exit layer, and logs progress at most every PROGRESS_SECONDS per process."""
+
+    _lock = threading.Lock()
+    _done = 0
+    _started = None
+    _last_log = 0.0
+
+    def __init__(self):
+        self.labelled = Metrics.counter(NAMESPACE, "labelled")
+        self._per_layer = {}
+
+    def process(self, row: dict):
+        self.labelled.inc()
+        layer = row["exit_layer"]
+        if layer not in self._per_layer:
+            self._per_layer[layer] = Metrics.counter(NAMESPACE, f"exit_layer_{layer}")
+        self._per_layer[layer].inc()
+        cls = CountPredictionsFn
+        with cls._lock:
+            now = time.monotonic()
+            cls._started = cls._started or now
+            cls._done += 1
+            if now - cls._last_log >= PROGRESS_SECONDS:
+                cls._last_log = now
+                rate = cls._done / max(now - cls._started, 1e-9)
+                log.info("progress: %d documents labelled in this worker, %.1f documents/s", cls._done, rate)
+        yield row
+
+
+def failed_inference_letters(failure) -> Iterable[dict]:
+    """RunInference's failed batch (batch, exception) -> one dead letter per document in it."""
+    batch, error = failure
+    Metrics.counter(NAMESPACE, "failed_inferences").inc(len(batch))
+    log.error("inference failed on a batch of %d documents: %s", len(batch), error)
+    for doc in batch:
+        yield doc.dead_letter(f"inference failed: {type(error).__name__}: {error}").to_dict()
+
+
+def build(pipeline: beam.Pipeline, config: LabelJobConfig, files: list[str], model_id: str, threshold: float):
+    """Adds the labelling transforms to ``pipeline``; returns (predictions, dead letters) PCollections."""
+    read = (
+        pipeline
+        | "ListFiles" >> beam.Create(files)
+        | "ReadRecords" >> beam.ParDo(ReadRecordsFn(config.fields)).with_outputs("dead", main="documents")
+    )
+    handler = EarlyExitModelHandler(config.model, threshold, model_id, config.run_id, config.batch_size, config.chunk_size)
+    labelled, errors = (
+        read.documents
+        | "SpreadDocuments" >> beam.Reshuffle()  # a file is read by one worker; labelling should not be
+        | "Label" >> RunInference(handler).with_exception_handling()
+    )
+    predictions = labelled | "CountPredictions" >> beam.ParDo(CountPredictionsFn())
+    failed = errors.failed_inferences | "FailedToDeadLetters" >> beam.FlatMap(failed_inference_letters)
+    dead = (read.dead, failed) | "AllDeadLetters" >> beam.Flatten()
+    _ = predictions | "WritePredictions" >> beam.io.WriteToParquet(
+        FileSystems.join(config.run_dir, "predictions"), PREDICTION_SCHEMA, file_name_suffix=".parquet")
+    _ = (dead
+         | "DeadLettersToJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False))
+         | "WriteDeadLetters" >> beam.io.WriteToText(FileSystems.join(config.run_dir, "deadletter"),
+                                                     file_name_suffix=".jsonl"))
+    return predictions, dead
+
+
+def prepare_run(config: LabelJobConfig) -> tuple[list[str], str, float]:
+    """Everything that must hold before work starts; raises with a clear message otherwise.
+    Returns (input files, model id, threshold) and clears this run id's old output."""
+    from models.classifier import artifact_id, read_model_config
+
+    model_config = read_model_config(config.model)
+    files = expand_glob(config.input)
+    threshold = model_config.threshold if config.threshold is None else config.threshold
+    probe = FileSystems.join(config.run_dir, ".write-probe")
+    try:
+        if FileSystems.exists(config.run_dir):
+            old = [m.path for m in FileSystems.match([FileSystems.join(config.run_dir, "*")])[0].metadata_list]
+            FileSystems.delete(old) if old else None  # a re-run replaces the run, never mixes with it
+        with FileSystems.create(probe) as f:
+            f.write(b"ok")
+        FileSystems.delete([probe])
+    except Exception as e:  # noqa: BLE001 -- any storage error means: cannot write there
+        raise ValueError(f"output {config.run_dir!r} cannot be written: {e}") from e
+    return files, artifact_id(config.model), threshold
+
+
+def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
+    """Checks, runs the job to completion on the runner ``beam_args`` name (DirectRunner by default) and
+    writes the manifest; returns it."""
+    files, model_id, threshold = prepare_run(config)
+    options = PipelineOptions(list(beam_args))
+    standard = options.view_as(StandardOptions)
+    if not standard.runner:
+        standard.runner = "DirectRunner"  # explicit, so Beam does not first try to download another runner
+    started = datetime.now(timezone.utc)
+    log.info("labelling %d file(s) matching %s with %s at threshold %.4f -> %s", len(files), config.input,
+             model_id, threshold, config.run_dir)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, config, files, model_id, threshold)
+    result = pipeline.run()
+    result.wait_until_finish()
+    manifest = {
+        "run_id": config.run_id, "model": config.model, "model_id": model_id, "threshold": threshold,
+        "input": config.input, "files": len(files), "output": config.run_dir,
+        "started": started.isoformat(), "finished": datetime.now(timezone.utc).isoformat(),
+        "runner": str(standard.runner), "config": asdict(config), **_counts(result),
+    }
+    with FileSystems.create(FileSystems.join(config.run_dir, MANIFEST_FILE)) as f:
+        f.write((json.dumps(manifest, indent=2) + "\n").encode())
+    return manifest
+
+
+def _counts(result) -> dict:
+    """Committed counter values of this run (our namespace), as the manifest's counts and devices."""
+    counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    values: dict[str, int] = {}
+    for c in counters:
+        values[c.key.metric.name] = values.get(c.key.metric.name, 0) + int(c.committed or c.attempted or 0)
+    return {
+        "counts": {
+            "documents_in": values.get("documents_in", 0),
+            "labelled": values.get("labelled", 0),
+            "dead_letters": values.get("dead_letters", 0) + values.get("failed_inferences", 0),
+            "exit_layers": {k.removeprefix("exit_layer_"): v for k, v in sorted(values.items()) if k.startswith("exit_layer_")},
+        },
+        "devices": {k.removeprefix("batches_on_"): v for k, v in values.items() if k.startswith("batches_on_")},
+    }
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    _parser = argparse.ArgumentParser(description="rightsize labelling job (see 'rightsize label --help')")
+    add_flags(_parser)
+    _args, _beam_args = _parser.parse_known_args()
+    print(json.dumps(run(config_from_args(_args), _beam_args), indent=2))

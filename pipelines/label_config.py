@@ -1,0 +1,59 @@
+"""Settings of the labelling job: one dataclass whose fields map one to one onto the CLI flags.
+Kept apart from ``label.py`` so the CLI can show ``--help`` without importing Beam."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from ops.predictions import new_run_id
+from ops.records import InputFields
+
+
+@dataclass(frozen=True)
+class LabelJobConfig:
+    model: str  # model directory, local path or URL every worker can read (gs://, s3://, ...)
+    input: str  # glob of .jsonl/.csv/.parquet/.txt files (local, memory://, or an fsspec URL)
+    output: str  # output prefix; this run writes under <output>/<run_id>/
+    run_id: str
+    threshold: float | None = None  # None: the model's calibrated default
+    text_field: str = "text"
+    pair_field: str | None = None
+    id_field: str = "id"
+    batch_size: int = 64  # rows per early-exit forward pass
+    chunk_size: int = 1024  # documents per RunInference batch; sorted by length into batch_size batches
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.chunk_size < self.batch_size:
+            raise ValueError(f"need 1 <= batch_size <= chunk_size, got {self.batch_size} and {self.chunk_size}")
+
+    @property
+    def fields(self) -> InputFields:
+        return InputFields(self.text_field, self.pair_field, self.id_field)
+
+    @property
+    def run_dir(self) -> str:
+        return f"{self.output.rstrip('/')}/{self.run_id}"
+
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """The job's own flags (one per LabelJobConfig field); everything else goes to Beam."""
+    parser.add_argument("--model", required=True, help="model directory (local, or gs://, s3://... readable by workers)")
+    parser.add_argument("--input", required=True, help="glob of .jsonl/.csv/.parquet/.txt files (local or fsspec URL)")
+    parser.add_argument("--output", required=True, help="output prefix; the run writes under <output>/<run-id>/")
+    parser.add_argument("--threshold", type=float, default=None, help="default: the model's calibrated threshold")
+    parser.add_argument("--run-id", default=None, help="default: time + random suffix; re-using one replaces that run")
+    parser.add_argument("--text-field", default="text")
+    parser.add_argument("--pair-field", default=None)
+    parser.add_argument("--id-field", default="id", help="missing ids are derived from file and line")
+    parser.add_argument("--batch-size", type=int, default=64, help="rows per early-exit forward pass (default 64)")
+    parser.add_argument("--chunk-size", type=int, default=1024,
+                        help="documents per RunInference batch, sorted by length into --batch-size rows (default 1024)")
+
+
+def config_from_args(args: argparse.Namespace) -> LabelJobConfig:
+    return LabelJobConfig(
+        model=args.model, input=args.input, output=args.output, run_id=args.run_id or new_run_id(),
+        threshold=args.threshold, text_field=args.text_field, pair_field=args.pair_field, id_field=args.id_field,
+        batch_size=args.batch_size, chunk_size=args.chunk_size)

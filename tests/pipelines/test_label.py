@@ -1,0 +1,99 @@
+"""The Beam labelling job: every input in exactly one output, same results as predict, schema, manifest, re-runs."""
+
+import glob
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from models import EarlyExitClassifier
+from ops.predictions import PREDICTION_SCHEMA
+from pipelines.label import MANIFEST_FILE, run
+from pipelines.label_config import LabelJobConfig
+from tests.pipelines.conftest import BAD, GOOD, write_corpus
+
+
+def _outputs(run_dir):
+    tables = [pq.read_table(f) for f in sorted(glob.glob(f"{run_dir}/predictions-*.parquet"))]
+    rows = [r for t in tables for r in t.to_pylist()]
+    letters = [json.loads(line) for f in sorted(glob.glob(f"{run_dir}/deadletter-*.jsonl"))
+               for line in open(f, encoding="utf-8") if line.strip()]
+    manifest = json.loads(open(f"{run_dir}/{MANIFEST_FILE}").read())
+    return tables, rows, letters, manifest
+
+
+def _job(model_dir, corpus, out, run_id="r1", **kw) -> LabelJobConfig:
+    return LabelJobConfig(model=model_dir, input=f"{corpus}/*", output=str(out), run_id=run_id, batch_size=4,
+                          chunk_size=8, **kw)
+
+
+def test_every_input_lands_once_with_predict_results(model_dir, tmp_path):
+    good = write_corpus(tmp_path / "corpus")
+    manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out"))
+    tables, rows, letters, saved = _outputs(tmp_path / "out" / "r1")
+
+    assert manifest == saved
+    assert len(rows) == GOOD and len(letters) == BAD
+    ids = [r["id"] for r in rows]
+    assert len(set(ids)) == len(ids) and set(ids) == set(good)
+    reasons = sorted(d["reason"].split(":")[0] for d in letters)
+    assert reasons == sorted(["invalid JSON", "field 'text' is missing or null", "field 'text' is missing or null",
+                              "field 'text' is int, not text", "field 'text' is empty", "field 'text' is empty",
+                              "invalid UTF-8", "record is str, not an object", "field 'text' is missing or null",
+                              "field 'text' is empty"])
+    assert all({"source", "position", "raw", "reason"} == set(d) for d in letters)
+
+    for table in tables:  # exactly the DESIGN.md columns and types
+        assert table.schema.equals(PREDICTION_SCHEMA, check_metadata=False)
+    counts = saved["counts"]
+    assert counts["documents_in"] == GOOD + BAD
+    assert counts["labelled"] == len(rows) and counts["dead_letters"] == len(letters)
+    assert sum(counts["exit_layers"].values()) == len(rows)
+    assert {int(k): v for k, v in counts["exit_layers"].items()} == {
+        layer: sum(r["exit_layer"] == layer for r in rows) for layer in {r["exit_layer"] for r in rows}}
+    assert list(saved["devices"]) == ["cpu"] and saved["runner"] == "DirectRunner"  # devices: batches run on each
+    assert saved["threshold"] == pytest.approx(0.8)
+
+    model = EarlyExitClassifier.from_pretrained(model_dir, device="cpu")
+    assert {r["model_id"] for r in rows} == {model.model_id} == {saved["model_id"]}
+    expected = dict(zip(good, model.predict(list(good.values()), threshold=0.8)))
+    for r in rows:
+        p = expected[r["id"]]
+        assert (r["label"], r["exit_layer"], r["num_tokens"], r["flops"]) == (p.label, p.exit_layer, p.num_tokens, p.flops)
+        assert r["confidence"] == pytest.approx(p.confidence, abs=1e-5)
+    assert len({r["exit_layer"] for r in rows}) >= 2
+
+
+def test_rerun_with_same_run_id_replaces_output(model_dir, tmp_path):
+    write_corpus(tmp_path / "corpus")
+    run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="same"))
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "x.jsonl").write_text('{"id": "only", "text": "just one document"}\n')
+    manifest = run(_job(model_dir, small, tmp_path / "out", run_id="same", threshold=2.0))
+    _, rows, letters, _ = _outputs(tmp_path / "out" / "same")
+    assert [r["id"] for r in rows] == ["only"] and letters == []
+    assert rows[0]["exit_layer"] == 4 and manifest["counts"]["labelled"] == 1
+
+
+def test_memory_filesystem_input(model_dir, tmp_path):
+    import fsspec
+
+    with fsspec.open("memory://corpus-mem/docs.jsonl", "w") as f:
+        f.write('{"id": "m1", "text": "in memory"}\n{"text": ""}\n')
+    manifest = run(LabelJobConfig(model=model_dir, input="memory://corpus-mem/*.jsonl", output=str(tmp_path),
+                                  run_id="mem"))
+    assert manifest["counts"] == {"documents_in": 2, "labelled": 1, "dead_letters": 1,
+                                  "exit_layers": manifest["counts"]["exit_layers"]}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"model": "/nonexistent/model"}, "rightsize.json is missing"),
+    ({"input": "/nonexistent/*.jsonl"}, "matches no file"),
+    ({"output": "/proc/no-such-dir/out"}, "cannot be written"),
+])
+def test_fails_before_work_with_clear_message(model_dir, tmp_path, change, message):
+    write_corpus(tmp_path / "corpus")
+    config = _job(model_dir, tmp_path / "corpus", tmp_path / "out")
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        run(LabelJobConfig(**{**config.__dict__, **change}))

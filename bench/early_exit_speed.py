@@ -9,6 +9,7 @@ median time is reported. Results go to bench/results/early_exit_speed.{json,md}.
 example:
   python bench/early_exit_speed.py                       # train (about 8 min on 2 cores), then measure
   python bench/early_exit_speed.py --model bench/work/ag_minilm --repeats 5
+  python bench/early_exit_speed.py --model bench/work/ag_minilm --thresholds default --tag _calibrated
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -54,6 +56,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--tag", default="", help="suffix of the results files (early_exit_speed<tag>.md/json)")
     args = parser.parse_args()
 
     model_dir = Path(args.model)
@@ -62,7 +65,7 @@ def main() -> None:
         train(config, load_examples(f"{args.data}/train.jsonl"), load_examples(f"{args.data}/dev.jsonl"), out=model_dir)
     model = EarlyExitClassifier.from_pretrained(model_dir)
     test = load_examples(f"{args.data}/test.jsonl")
-    thresholds = [float(t) for t in args.thresholds.split(",")]
+    thresholds = [model.config.threshold if t == "default" else float(t) for t in args.thresholds.split(",")]
     model.predict(test.texts[:64])  # warm-up: first-call allocations and thread pools
 
     rows = [{"mode": "full model", **measure(model, test.texts, test.labels, 2.0, args.batch_size, args.repeats)}]
@@ -73,7 +76,7 @@ def main() -> None:
 
     full_rate = rows[0]["docs_per_s"]
     lines = [f"MiniLM (6 layers, exits {list(model.config.exit_layers)}) on AG News test ({len(test)} docs), "
-             f"temperatures {list(model.config.temperatures)}; device {model.device}, {torch.get_num_threads()} threads; "
+             f"temperatures {[round(t, 3) for t in model.config.temperatures]}; device {model.device}, {torch.get_num_threads()} threads; "
              f"median of {args.repeats} runs in one process.", "",
              "| mode | threshold | batch | accuracy | mean exit layer | FLOPs vs full | docs/s | speed vs full |",
              "|---|---|---|---|---|---|---|---|"]
@@ -84,10 +87,10 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "early_exit_speed.md").write_text(table + "\n")
+    (RESULTS / f"early_exit_speed{args.tag}.md").write_text(table + "\n")
     meta = {"model": str(model_dir), "model_id": model.model_id, "machine": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(), "device": str(model.device), "command": "python bench/early_exit_speed.py"}
-    (RESULTS / "early_exit_speed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+            "threads": torch.get_num_threads(), "device": str(model.device), "command": "python " + " ".join(sys.argv)}
+    (RESULTS / f"early_exit_speed{args.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq

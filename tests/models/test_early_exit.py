@@ -1,6 +1,5 @@
 """Batched early exit with compaction gives every row exactly what it gets when run alone."""
 
-import numpy as np
 import pytest
 import torch
 

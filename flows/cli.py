@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     args.extra = extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO lines drown our progress lines
     try:
         args.run(args)
     except (ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback

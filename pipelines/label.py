@@ -114,7 +114,8 @@ class CountPredictionsFn(beam.DoFn):
         cls = CountPredictionsFn
         with cls._lock:
             now = time.monotonic()
-            cls._started = cls._started or now
+            if cls._started is None:
+                cls._started = cls._last_log = now
             cls._done += 1
             if now - cls._last_log >= PROGRESS_SECONDS:
                 cls._last_log = now

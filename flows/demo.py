@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from flows.predict import predict_file
 from models.calibration import CalibrationConfig, calibrate
 from models.training import TrainConfig, train
+from ops.calibration import ABOVE_ONE
 from ops.corpora import read_bbc_news, split_records, write_jsonl
 from ops.examples import load_examples
 
@@ -39,7 +40,7 @@ def run_demo(out: Path, config: TrainConfig = DEMO_TRAINING) -> dict:
     calibration = calibrate(model, dev, CalibrationConfig(target_drop=TARGET_DROP), out=out / "model")
     test = {r["id"]: r["label"] for r in splits["test"]}
 
-    full = predict_file(model, str(data / "test.jsonl"), str(out / "predictions_full.parquet"), threshold=1.01)
+    full = predict_file(model, str(data / "test.jsonl"), str(out / "predictions_full.parquet"), threshold=ABOVE_ONE)
     early = predict_file(model, str(data / "test.jsonl"), str(out / "predictions.parquet"))
     results = {}
     for name, summary in (("last exit only", full), ("early exit", early)):

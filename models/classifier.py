@@ -139,7 +139,7 @@ class EarlyExitClassifier(nn.Module):
 
     def set_config(self, config: EarlyExitConfig) -> None:
         """Swaps in new settings (temperatures, threshold) that do not change the weights."""
-        if config.exit_layers != getattr(getattr(self, "config", None), "exit_layers", config.exit_layers):
+        if hasattr(self, "config") and config.exit_layers != self.config.exit_layers:
             raise ValueError("exit_layers cannot change on a built model")
         self.config = config
         device = self.temperatures.device if hasattr(self, "temperatures") else None

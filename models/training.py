@@ -4,7 +4,6 @@ set after each epoch and the epoch with the best mean exit accuracy is kept."""
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
@@ -113,7 +112,7 @@ def train(config: TrainConfig, train_set: Examples, dev_set: Examples, out: str 
                  " ".join(f"L{layer}={acc:.3f}" for layer, acc in zip(model.config.exit_layers, accuracy)))
         if np.mean(accuracy) > best_score:
             best_score, report.best_epoch = float(np.mean(accuracy)), epoch
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
     model.load_state_dict(best_state)
     model.eval()

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from models.config import CONFIG_FILE, WEIGHTS_FILE, ConfigError, EarlyExitConfig, default_exit_layers
@@ -240,9 +241,11 @@ class EarlyExitClassifier(nn.Module):
         was_training = self.training
         self.eval()
         out = np.empty((len(self.config.exit_layers), len(texts), self.config.num_labels), dtype=np.float32)
-        for rows, batch in self._length_sorted_batches(texts, pairs, batch_size):
-            logits = self(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-            out[:, rows] = logits.float().cpu().numpy()
+        with tqdm(total=len(texts), desc="all exits", unit="doc", disable=len(texts) < 2000) as bar:
+            for rows, batch in self._length_sorted_batches(texts, pairs, batch_size):
+                logits = self(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+                out[:, rows] = logits.float().cpu().numpy()
+                bar.update(len(rows))
         self.train(was_training)
         return out
 

@@ -57,14 +57,26 @@ class ReadRecordsFn(beam.DoFn):
                 yield record
 
 
+LENGTH_BUCKETS = [64, 128, 256, 512, 1024, 2048]  # characters; ~4 characters a token in English
+
+
+def document_length(doc: Document) -> int:
+    return len(doc.text) + len(doc.pair or "")
+
+
 class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
     """RunInference's handle on an EarlyExitClassifier: loaded once per worker process (RunInference shares it
     between the process's threads), on CUDA when present, else CPU. Each RunInference batch (a chunk of up to
     ``chunk_size`` documents) goes through ``EarlyExitClassifier.predict``, the same code as in-process
     labelling, which sorts the chunk by length into ``batch_size`` rows and exits early with compaction."""
 
-    def __init__(self, model_dir: str, threshold: float, model_id: str, run_id: str, batch_size: int, chunk_size: int):
-        super().__init__(min_batch_size=chunk_size, max_batch_size=chunk_size)
+    def __init__(self, model_dir: str, threshold: float, model_id: str, run_id: str, batch_size: int, chunk_size: int,
+                 max_batch_duration_secs: int | None = None):
+        length_aware = {}
+        if max_batch_duration_secs is not None:  # Beam buckets by length only on its stateful batching path
+            length_aware = dict(max_batch_duration_secs=max_batch_duration_secs, batch_length_fn=document_length,
+                                batch_bucket_boundaries=LENGTH_BUCKETS)
+        super().__init__(min_batch_size=chunk_size, max_batch_size=chunk_size, **length_aware)
         self.model_dir, self.threshold, self.model_id, self.run_id = model_dir, threshold, model_id, run_id
         self.batch_size = batch_size
 
@@ -87,7 +99,7 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
                                model_id=self.model_id, run_id=self.run_id)
 
     def get_num_bytes(self, batch: Sequence[Document]) -> int:
-        return sum(len(d.text) + len(d.pair or "") for d in batch)
+        return sum(map(document_length, batch))
 
     def get_metrics_namespace(self) -> str:
         return NAMESPACE
@@ -140,7 +152,8 @@ def build(pipeline: beam.Pipeline, config: LabelJobConfig, files: list[str], mod
         | "ListFiles" >> beam.Create(files)
         | "ReadRecords" >> beam.ParDo(ReadRecordsFn(config.fields)).with_outputs("dead", main="documents")
     )
-    handler = EarlyExitModelHandler(config.model, threshold, model_id, config.run_id, config.batch_size, config.chunk_size)
+    handler = EarlyExitModelHandler(config.model, threshold, model_id, config.run_id, config.batch_size,
+                                    config.chunk_size, config.max_batch_duration_secs)
     labelled, errors = (
         read.documents
         | "SpreadDocuments" >> beam.Reshuffle()  # a file is read by one worker; labelling should not be
@@ -194,32 +207,53 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
     build(pipeline, config, files, model_id, threshold)
     result = pipeline.run()
     result.wait_until_finish()
+    metrics = _metrics(result)
     manifest = {
         "run_id": config.run_id, "model": config.model, "model_id": model_id, "threshold": threshold,
         "input": config.input, "files": len(files), "output": config.run_dir,
         "started": started.isoformat(), "finished": datetime.now(timezone.utc).isoformat(),
-        "runner": str(standard.runner), "config": asdict(config), **_counts(result),
+        "runner": str(standard.runner), "config": asdict(config),
+        "counts": count_outputs(config.run_dir),
+        "devices": {k.removeprefix("batches_on_"): v for k, v in metrics.items() if k.startswith("batches_on_")},
+        "metrics": metrics,
     }
+    if metrics.get("documents_in") != manifest["counts"]["documents_in"]:
+        log.warning("runner metrics report %s inputs but the output files hold %d; the manifest counts the files",
+                    metrics.get("documents_in"), manifest["counts"]["documents_in"])
     with FileSystems.create(FileSystems.join(config.run_dir, MANIFEST_FILE)) as f:
         f.write((json.dumps(manifest, indent=2) + "\n").encode())
     return manifest
 
 
-def _counts(result) -> dict:
-    """Committed counter values of this run (our namespace), as the manifest's counts and devices."""
-    counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+def _metrics(result) -> dict[str, int]:
+    """This run's counters in our namespace, summed over steps (committed where the runner reports it)."""
     values: dict[str, int] = {}
-    for c in counters:
+    for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         values[c.key.metric.name] = values.get(c.key.metric.name, 0) + int(c.committed or c.attempted or 0)
-    return {
-        "counts": {
-            "documents_in": values.get("documents_in", 0),
-            "labelled": values.get("labelled", 0),
-            "dead_letters": values.get("dead_letters", 0) + values.get("failed_inferences", 0),
-            "exit_layers": {k.removeprefix("exit_layer_"): v for k, v in sorted(values.items()) if k.startswith("exit_layer_")},
-        },
-        "devices": {k.removeprefix("batches_on_"): v for k, v in values.items() if k.startswith("batches_on_")},
-    }
+    return dict(sorted(values.items()))
+
+
+def count_outputs(run_dir: str) -> dict:
+    """Counts read back from the files the run wrote, so the manifest matches them by construction (Beam
+    metrics can undercount on some paths, e.g. elements emitted from timers on the FnApiRunner)."""
+    import pyarrow.parquet as pq
+
+    def matched(pattern: str) -> list[str]:
+        return [m.path for m in FileSystems.match([FileSystems.join(run_dir, pattern)])[0].metadata_list]
+
+    layers: dict[int, int] = {}
+    for path in matched("predictions-*.parquet"):
+        with FileSystems.open(path) as f:
+            column = pq.read_table(f, columns=["exit_layer"])["exit_layer"].to_pylist()
+        for layer in column:
+            layers[layer] = layers.get(layer, 0) + 1
+    dead = 0
+    for path in matched("deadletter-*.jsonl"):
+        with FileSystems.open(path) as f:
+            dead += sum(1 for line in f if line.strip())
+    labelled = sum(layers.values())
+    return {"documents_in": labelled + dead, "labelled": labelled, "dead_letters": dead,
+            "exit_layers": {str(k): v for k, v in sorted(layers.items())}}
 
 
 if __name__ == "__main__":

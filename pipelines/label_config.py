@@ -22,6 +22,9 @@ class LabelJobConfig:
     id_field: str = "id"
     batch_size: int = 64  # rows per early-exit forward pass
     chunk_size: int = 1024  # documents per RunInference batch; sorted by length into batch_size batches
+    # Seconds a partial batch may wait (streaming-style). When set, RunInference batches through Beam's
+    # stateful, length-bucketed BatchElements, so each chunk already holds documents of similar length.
+    max_batch_duration_secs: int | None = None
 
     def __post_init__(self):
         if self.batch_size < 1 or self.chunk_size < self.batch_size:
@@ -50,10 +53,13 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="rows per early-exit forward pass (default 64)")
     parser.add_argument("--chunk-size", type=int, default=1024,
                         help="documents per RunInference batch, sorted by length into --batch-size rows (default 1024)")
+    parser.add_argument("--max-batch-duration-secs", type=int, default=None,
+                        help="let a partial batch wait at most this long, and batch by length buckets (Beam's "
+                             "stateful BatchElements); for long-running or streaming jobs")
 
 
 def config_from_args(args: argparse.Namespace) -> LabelJobConfig:
     return LabelJobConfig(
         model=args.model, input=args.input, output=args.output, run_id=args.run_id or new_run_id(),
         threshold=args.threshold, text_field=args.text_field, pair_field=args.pair_field, id_field=args.id_field,
-        batch_size=args.batch_size, chunk_size=args.chunk_size)
+        batch_size=args.batch_size, chunk_size=args.chunk_size, max_batch_duration_secs=args.max_batch_duration_secs)

@@ -51,6 +51,9 @@ def test_every_input_lands_once_with_predict_results(model_dir, tmp_path):
     assert sum(counts["exit_layers"].values()) == len(rows)
     assert {int(k): v for k, v in counts["exit_layers"].items()} == {
         layer: sum(r["exit_layer"] == layer for r in rows) for layer in {r["exit_layer"] for r in rows}}
+    metrics = saved["metrics"]  # Beam's counters agree with the files on the default path
+    assert (metrics["documents_in"], metrics["labelled"], metrics["dead_letters"]) == (GOOD + BAD, GOOD, BAD)
+    assert sum(v for k, v in metrics.items() if k.startswith("exit_layer_")) == GOOD
     assert list(saved["devices"]) == ["cpu"] and saved["runner"] == "DirectRunner"  # devices: batches run on each
     assert saved["threshold"] == pytest.approx(0.8)
 
@@ -97,3 +100,11 @@ def test_fails_before_work_with_clear_message(model_dir, tmp_path, change, messa
     config = _job(model_dir, tmp_path / "corpus", tmp_path / "out")
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         run(LabelJobConfig(**{**config.__dict__, **change}))
+
+
+def test_length_bucketed_batching(model_dir, tmp_path):
+    good = write_corpus(tmp_path / "corpus")
+    manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", max_batch_duration_secs=1))
+    _, rows, letters, _ = _outputs(tmp_path / "out" / "r1")
+    assert sorted(r["id"] for r in rows) == sorted(good) and len(letters) == BAD
+    assert manifest["counts"]["labelled"] == GOOD

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
@@ -181,13 +182,13 @@ def prepare_run(config: LabelJobConfig) -> tuple[list[str], str, float]:
     threshold = model_config.threshold if config.threshold is None else config.threshold
     probe = FileSystems.join(config.run_dir, ".write-probe")
     try:
-        if FileSystems.exists(config.run_dir):
-            old = [m.path for m in FileSystems.match([FileSystems.join(config.run_dir, "*")])[0].metadata_list]
-            FileSystems.delete(old) if old else None  # a re-run replaces the run, never mixes with it
+        old = _matching(config.run_dir, "*") if FileSystems.exists(config.run_dir) else []
+        if old:
+            FileSystems.delete(old)  # a re-run replaces the run, never mixes with it
         with FileSystems.create(probe) as f:
             f.write(b"ok")
         FileSystems.delete([probe])
-    except Exception as e:  # noqa: BLE001 -- any storage error means: cannot write there
+    except (OSError, BeamIOError) as e:
         raise ValueError(f"output {config.run_dir!r} cannot be written: {e}") from e
     return files, artifact_id(config.model), threshold
 
@@ -233,22 +234,23 @@ def _metrics(result) -> dict[str, int]:
     return dict(sorted(values.items()))
 
 
+def _matching(directory: str, pattern: str) -> list[str]:
+    return [m.path for m in FileSystems.match([FileSystems.join(directory, pattern)])[0].metadata_list]
+
+
 def count_outputs(run_dir: str) -> dict:
     """Counts read back from the files the run wrote, so the manifest matches them by construction (Beam
     metrics can undercount on some paths, e.g. elements emitted from timers on the FnApiRunner)."""
     import pyarrow.parquet as pq
 
-    def matched(pattern: str) -> list[str]:
-        return [m.path for m in FileSystems.match([FileSystems.join(run_dir, pattern)])[0].metadata_list]
-
     layers: dict[int, int] = {}
-    for path in matched("predictions-*.parquet"):
+    for path in _matching(run_dir, "predictions-*.parquet"):
         with FileSystems.open(path) as f:
             column = pq.read_table(f, columns=["exit_layer"])["exit_layer"].to_pylist()
         for layer in column:
             layers[layer] = layers.get(layer, 0) + 1
     dead = 0
-    for path in matched("deadletter-*.jsonl"):
+    for path in _matching(run_dir, "deadletter-*.jsonl"):
         with FileSystems.open(path) as f:
             dead += sum(1 for line in f if line.strip())
     labelled = sum(layers.values())

@@ -79,13 +79,10 @@ class CalibrationReport:
 def exit_costs(model: EarlyExitClassifier, num_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """FLOPs per document when it leaves at each exit having passed all earlier ones (exits, n), when only
     that exit exists (exits, n), and of the full model (n,)."""
-    layers = model.config.exit_layers
-    passed = np.array([[document_flops(int(n), layer, k + 1, model.shape) for n in num_tokens]
-                       for k, layer in enumerate(layers)], dtype=np.float64)
-    alone = np.array([[document_flops(int(n), layer, 1, model.shape) for n in num_tokens] for layer in layers],
-                     dtype=np.float64)
-    full = np.array([full_model_flops(int(n), model.shape) for n in num_tokens], dtype=np.float64)
-    return passed, alone, full
+    n, shape = np.asarray(num_tokens, dtype=np.int64), model.shape  # the cost formulas are elementwise in n
+    passed = np.stack([document_flops(n, layer, k + 1, shape) for k, layer in enumerate(model.config.exit_layers)])
+    alone = np.stack([document_flops(n, layer, 1, shape) for layer in model.config.exit_layers])
+    return passed.astype(np.float64), alone.astype(np.float64), full_model_flops(n, shape).astype(np.float64)
 
 
 def calibrate(model: EarlyExitClassifier, data: Examples, config: CalibrationConfig,
@@ -95,8 +92,7 @@ def calibrate(model: EarlyExitClassifier, data: Examples, config: CalibrationCon
     labels = np.array(data.label_ids(model.config.labels))
     if len(labels) < 20:
         raise ValueError(f"{data.source}: {len(labels)} examples are too few to calibrate on (need >= 20)")
-    logits = model.exit_logits(data.texts, data.pairs)  # (exits, n, labels), one pass over the data
-    num_tokens = model.token_counts(data.texts, data.pairs)
+    logits, num_tokens = model.exit_logits(data.texts, data.pairs)  # (exits, n, labels): one pass over the data
     passed, alone, full = exit_costs(model, num_tokens)
     layers = model.config.exit_layers
 

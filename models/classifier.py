@@ -165,9 +165,8 @@ class EarlyExitClassifier(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None) -> "EarlyExitClassifier":
         """Loads a model directory (local path or fsspec URL) onto ``device`` (CUDA when present, else CPU)."""
-        read_model_config(directory)  # fails early, naming the remote path, before anything is copied
+        config = read_model_config(directory)  # fails early, naming the remote path, before anything is copied
         local = _localize(str(directory))
-        config = read_model_config(local)
         backbone_config = AutoConfig.from_pretrained(local, trust_remote_code=False)
         backbone = AutoModel.from_config(backbone_config, trust_remote_code=False)
         tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=False)
@@ -236,24 +235,22 @@ class EarlyExitClassifier(nn.Module):
         return [self._prediction(*row) for row in zip(label_ids, confidence, exit_index, lengths)]
 
     @torch.inference_mode()
-    def exit_logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 64) -> np.ndarray:
-        """Raw (uncalibrated) logits of every exit for every input, no early exit: (exits, n, labels) float32."""
+    def exit_logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
+                    batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Every exit's raw (uncalibrated) logits for every input, no early exit: (exits, n, labels) float32,
+        and the (n,) token counts after truncation."""
         was_training = self.training
         self.eval()
         out = np.empty((len(self.config.exit_layers), len(texts), self.config.num_labels), dtype=np.float32)
+        lengths = np.empty(len(texts), dtype=np.int64)
         with tqdm(total=len(texts), desc="all exits", unit="doc", disable=len(texts) < 2000) as bar:
             for rows, batch in self._length_sorted_batches(texts, pairs, batch_size):
                 logits = self(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
                 out[:, rows] = logits.float().cpu().numpy()
+                lengths[rows] = batch["attention_mask"].sum(dim=1).cpu().numpy()
                 bar.update(len(rows))
         self.train(was_training)
-        return out
-
-    def token_counts(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
-        """(n,) tokens per input after truncation, special tokens included."""
-        if not len(texts):
-            return np.zeros(0, dtype=np.int64)
-        return np.array([len(ids) for ids in self.tokenize(texts, pairs, padding=False)["input_ids"]], dtype=np.int64)
+        return out, lengths
 
     def _length_sorted_batches(self, texts, pairs, batch_size):
         """Yields (row indices, right-padded batch on the model's device), longest documents first so that
@@ -268,8 +265,12 @@ class EarlyExitClassifier(nn.Module):
         order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            batch = self.tokenizer.pad({key: [encoded[key][i] for i in rows] for key in encoded.keys()}, return_tensors="pt")
-            yield rows, batch.to(self.device)
+            yield rows, self.pad_rows(encoded, rows)
+
+    def pad_rows(self, encoded, rows) -> dict:
+        """The rows ``rows`` of an unpadded BatchEncoding, right-padded into tensors on the model's device."""
+        batch = self.tokenizer.pad({key: [encoded[key][i] for i in rows] for key in encoded.keys()}, return_tensors="pt")
+        return batch.to(self.device)
 
     def _prediction(self, label_id, confidence, exit_index, num_tokens) -> Prediction:
         exit_layer = self.config.exit_layers[exit_index]

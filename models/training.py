@@ -93,8 +93,7 @@ def train(config: TrainConfig, train_set: Examples, dev_set: Examples, out: str 
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}/{config.epochs}", unit="batch")
         for offset in bar:
             rows = order[offset:offset + config.batch_size].tolist()
-            batch = model.tokenizer.pad({k: [encoded[k][i] for i in rows] for k in encoded.keys()}, return_tensors="pt")
-            batch = batch.to(model.device)
+            batch = model.pad_rows(encoded, rows)
             logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))  # (exits, b, labels)
             gold = train_ids[rows].to(model.device)
             loss = sum(torch.nn.functional.cross_entropy(exit_logits, gold) for exit_logits in logits)
@@ -105,7 +104,7 @@ def train(config: TrainConfig, train_set: Examples, dev_set: Examples, out: str 
             schedule.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        dev_logits = model.exit_logits(dev_set.texts, dev_set.pairs)
+        dev_logits, _ = model.exit_logits(dev_set.texts, dev_set.pairs)
         accuracy = exit_accuracies(dev_logits, dev_ids)
         report.epochs.append(EpochReport(epoch, float(np.mean(losses)), accuracy, time.perf_counter() - start))
         log.info("epoch %d: loss %.4f, dev accuracy per exit %s", epoch, np.mean(losses),

@@ -113,11 +113,17 @@ def parse_record(record: Any, source: str, position: int, fields: InputFields) -
     return Document(str(doc_id), record[fields.text_field], pair, source, position)
 
 
-def parse_json_line(line: bytes, source: str, position: int, fields: InputFields) -> Document | DeadLetter:
+def _decode(line: bytes, source: str, position: int) -> str | DeadLetter:
     try:
-        text = line.decode("utf-8")
+        return line.decode("utf-8")
     except UnicodeDecodeError as e:
         return DeadLetter(source, position, line.decode("utf-8", "replace")[:RAW_LIMIT], f"invalid UTF-8: {e.reason}")
+
+
+def parse_json_line(line: bytes, source: str, position: int, fields: InputFields) -> Document | DeadLetter:
+    text = _decode(line, source, position)
+    if isinstance(text, DeadLetter):
+        return text
     try:
         record = json.loads(text)
     except json.JSONDecodeError as e:
@@ -127,11 +133,8 @@ def parse_json_line(line: bytes, source: str, position: int, fields: InputFields
 
 def parse_text_line(line: bytes, source: str, position: int, fields: InputFields) -> Document | DeadLetter:
     """Plain text: the line is the document; its id is derived from file and line."""
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return DeadLetter(source, position, line.decode("utf-8", "replace")[:RAW_LIMIT], f"invalid UTF-8: {e.reason}")
-    return parse_record({fields.text_field: text}, source, position, fields)
+    text = _decode(line, source, position)
+    return text if isinstance(text, DeadLetter) else parse_record({fields.text_field: text}, source, position, fields)
 
 
 def _lines(url: str) -> Iterator[tuple[int, bytes]]:

@@ -27,8 +27,11 @@ def test_curve_endpoints_agree_with_predict(tokenizer):
     model = tiny_classifier(tokenizer, temperatures=(0.05, 0.1, 0.1, 0.2))
     data = _examples()
     gold = np.array(data.label_ids(model.config.labels))
-    confidence, predicted = cal.calibrated_confidence(model.exit_logits(data.texts), model.config.temperatures)
-    passed, _, full = exit_costs(model, model.token_counts(data.texts))
+    logits, num_tokens = model.exit_logits(data.texts)
+    assert list(num_tokens) == [p.num_tokens for p in model.predict(data.texts)]
+    confidence, predicted = cal.calibrated_confidence(logits, model.config.temperatures)
+    passed, _, full = exit_costs(model, num_tokens)
+    assert list(full) == [p.full_flops for p in model.predict(data.texts, threshold=2.0)]
     curve = cal.speed_accuracy_curve(confidence, predicted, gold, passed, full, model.config.exit_layers)
     for point, threshold in ((curve[-1], 2.0), (curve[0], 0.0)):
         preds = model.predict(data.texts, threshold=threshold)

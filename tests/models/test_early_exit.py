@@ -15,7 +15,7 @@ SHARP = (0.03, 0.03, 0.03, 0.03)
 def _mid_threshold(model) -> float:
     """A threshold halfway between the two middle confidences of all rows at all exits, so that no row sits
     on the boundary where float rounding (~1e-7) could flip its decision."""
-    probs = torch.softmax(torch.from_numpy(model.exit_logits(TEXTS)) / model.temperatures[:, None, None], -1)
+    probs = torch.softmax(torch.from_numpy(model.exit_logits(TEXTS)[0]) / model.temperatures[:, None, None], -1)
     conf = probs.max(-1).values.flatten().sort().values
     mid = len(conf) // 2
     assert conf[mid] - conf[mid - 1] > 1e-4
@@ -49,7 +49,7 @@ def test_batched_equals_alone_minilm(tokenizer):
 
 def test_threshold_extremes(tokenizer):
     model = tiny_classifier(tokenizer, temperatures=SHARP)
-    logits = model.exit_logits(TEXTS)  # (exits, n, labels)
+    logits, _ = model.exit_logits(TEXTS)  # (exits, n, labels)
     full = model.predict(TEXTS, threshold=1.01)
     assert [p.exit_layer for p in full] == [4] * len(TEXTS)
     assert [p.label for p in full] == [model.config.labels[i] for i in logits[-1].argmax(-1)]

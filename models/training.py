@@ -1,17 +1,24 @@
 """Fine-tuning an ``EarlyExitClassifier``: joint training, loss = sum of the exits' cross-entropies
 (Schwartz et al., 2020, section 3). AdamW with linear warmup and decay; every exit is evaluated on the dev
-set after each epoch and the epoch with the best mean exit accuracy is kept."""
+set after each epoch and the epoch with the best mean exit accuracy is kept.
+
+With a ``checkpoint_dir``, the complete training state (weights, best weights so far, optimizer, scheduler,
+RNG states, epoch reports) is written there after every epoch, atomically; a later call with the same
+inputs resumes after the last completed epoch and ends with the same weights as an uninterrupted run."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -20,6 +27,10 @@ from ops.examples import Examples, label_names
 
 log = logging.getLogger(__name__)
 TRAINING_FILE = "training.json"
+CHECKPOINT_STATE = "state.json"  # epoch reports, best score, numpy RNG; tensors go to the files below
+CHECKPOINT_WEIGHTS = "model.safetensors"  # weights after the last completed epoch
+CHECKPOINT_BEST = "best.safetensors"  # weights of the best epoch so far
+CHECKPOINT_OPTIMIZER = "optimizer.pt"  # optimizer + scheduler + torch RNG states, read with weights_only=True
 
 
 @dataclass(frozen=True)
@@ -65,8 +76,11 @@ def exit_accuracies(logits: np.ndarray, label_ids: np.ndarray) -> list[float]:
     return [float(x) for x in (logits.argmax(-1) == label_ids[None, :]).mean(axis=1)]
 
 
-def train(config: TrainConfig, train_set: Examples, dev_set: Examples, out: str | Path | None = None) -> tuple[EarlyExitClassifier, TrainReport]:
-    """Fine-tunes ``config.model`` on ``train_set``; saves the best epoch's model to ``out`` when given."""
+def train(config: TrainConfig, train_set: Examples, dev_set: Examples, out: str | Path | None = None,
+          checkpoint_dir: str | Path | None = None) -> tuple[EarlyExitClassifier, TrainReport]:
+    """Fine-tunes ``config.model`` on ``train_set``; saves the best epoch's model to ``out`` when given.
+    With ``checkpoint_dir``, resumes from the checkpoint found there (same inputs assumed: the caller keys
+    the directory on them) and checkpoints after every epoch."""
     # Seed before building the model so the seed also fixes the new exit heads' initial weights.
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
@@ -85,7 +99,10 @@ def train(config: TrainConfig, train_set: Examples, dev_set: Examples, out: str 
 
     report = TrainReport(config=asdict(config))
     best_score, best_state = -1.0, None
-    for epoch in range(1, config.epochs + 1):
+    if checkpoint_dir is not None and Path(checkpoint_dir, CHECKPOINT_STATE).is_file():
+        best_score, best_state = _load_checkpoint(Path(checkpoint_dir), model, optimizer, schedule, generator, report)
+        log.info("resuming training from %s after epoch %d of %d", checkpoint_dir, len(report.epochs), config.epochs)
+    for epoch in range(len(report.epochs) + 1, config.epochs + 1):
         start = time.perf_counter()
         model.train()
         order = torch.randperm(len(train_set), generator=generator)
@@ -112,6 +129,8 @@ def train(config: TrainConfig, train_set: Examples, dev_set: Examples, out: str 
         if np.mean(accuracy) > best_score:
             best_score, report.best_epoch = float(np.mean(accuracy)), epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if checkpoint_dir is not None:
+            _save_checkpoint(Path(checkpoint_dir), model, optimizer, schedule, generator, report, best_score, best_state)
 
     model.load_state_dict(best_state)
     model.eval()
@@ -119,6 +138,57 @@ def train(config: TrainConfig, train_set: Examples, dev_set: Examples, out: str 
         model.save_pretrained(out)
         Path(out, TRAINING_FILE).write_text(json.dumps(asdict(report), indent=2) + "\n")
     return model, report
+
+
+def _save_checkpoint(directory: Path, model, optimizer, schedule, generator, report: TrainReport,
+                     best_score: float, best_state: dict) -> None:
+    """Writes the whole training state to a fresh folder, then swaps it in with renames, so a run killed at
+    any moment leaves either the previous epoch's checkpoint or this one, never a mix."""
+    staging = directory.with_name(directory.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_file(_contiguous(model.state_dict()), staging / CHECKPOINT_WEIGHTS)
+    save_file(_contiguous(best_state), staging / CHECKPOINT_BEST)
+    torch.save({
+        "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
+        "torch_rng": torch.get_rng_state(), "generator": generator.get_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }, staging / CHECKPOINT_OPTIMIZER)
+    numpy_rng = np.random.get_state()
+    state = {"report": asdict(report), "best_score": best_score,
+             "numpy_rng": [numpy_rng[0], numpy_rng[1].tolist(), *numpy_rng[2:]]}
+    (staging / CHECKPOINT_STATE).write_text(json.dumps(state))
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(staging, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(directory: Path, model, optimizer, schedule, generator, report: TrainReport) -> tuple[float, dict]:
+    state = json.loads((directory / CHECKPOINT_STATE).read_text())
+    saved = state["report"]
+    if saved["config"] != json.loads(json.dumps(report.config)):  # as JSON: tuples read back as lists
+        raise ValueError(f"{directory}: checkpoint of a different training config; delete it to start over")
+    model.load_state_dict(load_file(directory / CHECKPOINT_WEIGHTS, device=str(model.device)))
+    # weights_only=True: a restricted unpickler that loads tensors and plain containers, never code.
+    rest = torch.load(directory / CHECKPOINT_OPTIMIZER, weights_only=True, map_location=model.device)
+    optimizer.load_state_dict(rest["optimizer"])
+    schedule.load_state_dict(rest["scheduler"])
+    torch.set_rng_state(rest["torch_rng"].cpu())
+    generator.set_state(rest["generator"].cpu())
+    if rest["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in rest["cuda_rng"]])
+    name, keys, *others = state["numpy_rng"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *others))
+    report.epochs = [EpochReport(**e) for e in saved["epochs"]]
+    report.best_epoch = saved["best_epoch"]
+    return state["best_score"], load_file(directory / CHECKPOINT_BEST)
+
+
+def _contiguous(state: dict) -> dict:
+    return {k: v.detach().contiguous() for k, v in state.items()}
 
 
 def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
+import random
+import tempfile
 
-import pytest
-import torch
-import transformers
-from transformers import AutoModel, AutoTokenizer
+# Prefect reads these at import: a throwaway home (its SQLite database, profiles) and no analytics calls.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rightsize-prefect-home-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from models.classifier import EarlyExitClassifier, resolve_backbone
-from models.config import EarlyExitConfig
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import AutoModel, AutoTokenizer  # noqa: E402
+
+from models.classifier import EarlyExitClassifier, resolve_backbone  # noqa: E402
+from models.config import EarlyExitConfig  # noqa: E402
+from ops.examples import Examples  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -60,3 +67,21 @@ TEXTS = [
     "ok",
     "the company reported record profits in the third quarter despite weak demand in europe",
 ]
+
+
+@pytest.fixture(scope="session")
+def backbone_dir(tokenizer, tmp_path_factory) -> str:
+    """A saved tiny BERT backbone (config, weights, MiniLM's tokenizer): what ``train`` starts from."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tiny_backbone("bert").save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def topic_examples(n: int, seed: int) -> Examples:
+    """Two topics told apart by their words: easy enough for a tiny model in a few epochs."""
+    rng = random.Random(seed)
+    words = {"sport": "goal match team score league coach".split(), "money": "bank stock market profit trade price".split()}
+    labels = [rng.choice(sorted(words)) for _ in range(n)]
+    texts = [" ".join(rng.choices(words[label], k=rng.randint(3, 9))) for label in labels]
+    return Examples(texts, None, labels, "synthetic")

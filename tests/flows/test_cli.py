@@ -61,9 +61,22 @@ def test_user_errors_are_one_line(model_dir, tmp_path, capsys):
     assert "rightsize.json is missing" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["train", "predict"])
+@pytest.mark.parametrize("command", ["train", "predict", "calibrate", "label", "run", "serve", "report"])
 def test_help_has_examples(command, capsys):
     with pytest.raises(SystemExit) as exit:
         main([command, "--help"])
     assert exit.value.code == 0
-    assert f"rightsize {command} --model" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"  rightsize {command} --" in out.split("examples:")[1]
+
+
+def test_report_command_writes_the_report(tmp_path, capsys):
+    from tests.ops.test_accounting import write_runs
+
+    assert main(["report", "--predictions", write_runs(tmp_path), "--out", str(tmp_path / "r"),
+                 "--price-per-hour", "3", "--devices", "2"]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["documents"] == 4 and summary["cost"] == pytest.approx(3.0)
+    printed = capsys.readouterr().out
+    assert "documents labelled: 4" in printed and "report.html" in printed
+    assert main(["report", "--predictions", str(tmp_path / "none*.parquet"), "--out", str(tmp_path / "x")]) == 2

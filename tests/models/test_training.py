@@ -1,7 +1,11 @@
 """Joint fine-tuning on a tiny encoder: it learns, keeps the best epoch, is reproducible, and saves."""
 
 import json
-import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,31 +13,14 @@ import torch
 from safetensors.torch import load_file
 
 from models import EarlyExitClassifier
-from models.training import TRAINING_FILE, TrainConfig, train
+from models.training import CHECKPOINT_STATE, TRAINING_FILE, TrainConfig, train
 from ops.examples import Examples
-from tests.conftest import tiny_backbone
-
-
-@pytest.fixture(scope="module")
-def backbone_dir(tokenizer, tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tiny_backbone("bert").save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
-def _topic_examples(n: int, seed: int) -> Examples:
-    """Two topics told apart by their words: easy enough for a tiny model in a few epochs."""
-    rng = random.Random(seed)
-    words = {"sport": "goal match team score league coach".split(), "money": "bank stock market profit trade price".split()}
-    labels = [rng.choice(sorted(words)) for _ in range(n)]
-    texts = [" ".join(rng.choices(words[label], k=rng.randint(3, 9))) for label in labels]
-    return Examples(texts, None, labels, "synthetic")
+from tests.conftest import topic_examples
 
 
 def test_training_learns_and_saves(backbone_dir, tmp_path):
     config = TrainConfig(model=backbone_dir, exits=(2, 4), epochs=3, batch_size=16, lr=1e-3, max_length=32)
-    model, report = train(config, _topic_examples(160, 0), _topic_examples(60, 1), out=tmp_path / "m")
+    model, report = train(config, topic_examples(160, 0), topic_examples(60, 1), out=tmp_path / "m")
     assert [e.epoch for e in report.epochs] == [1, 2, 3]
     assert report.epochs[-1].train_loss < report.epochs[0].train_loss
     best = report.epochs[report.best_epoch - 1]
@@ -43,14 +30,14 @@ def test_training_learns_and_saves(backbone_dir, tmp_path):
     assert saved["best_epoch"] == report.best_epoch and saved["config"]["exits"] == [2, 4]
     loaded = EarlyExitClassifier.from_pretrained(tmp_path / "m", device="cpu")
     assert loaded.config.labels == ("money", "sport") and loaded.config.exit_layers == (2, 4)
-    dev = _topic_examples(60, 1)
+    dev = topic_examples(60, 1)
     assert loaded.predict(dev.texts) == model.predict(dev.texts)
 
 
 def test_training_is_seeded(backbone_dir, tmp_path):
     config = TrainConfig(model=backbone_dir, exits=(2, 4), epochs=1, batch_size=16, max_length=32, seed=7)
     for name in ("a", "b"):
-        train(config, _topic_examples(48, 0), _topic_examples(16, 1), out=tmp_path / name)
+        train(config, topic_examples(48, 0), topic_examples(16, 1), out=tmp_path / name)
     a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -58,9 +45,52 @@ def test_training_is_seeded(backbone_dir, tmp_path):
 def test_dev_label_unknown_to_training_is_an_error(backbone_dir):
     dev = Examples(["goal"], None, ["weather"], "dev.jsonl")
     with pytest.raises(ValueError, match=r"dev.jsonl: labels \['weather'\]"):
-        train(TrainConfig(model=backbone_dir, exits=(4,), epochs=1), _topic_examples(8, 0), dev)
+        train(TrainConfig(model=backbone_dir, exits=(4,), epochs=1), topic_examples(8, 0), dev)
 
 
 def test_config_validation():
     with pytest.raises(ValueError, match="TrainConfig.epochs"):
         TrainConfig(model="x", epochs=0)
+
+
+_RESUME_CONFIG = dict(exits=(2, 4), epochs=4, batch_size=8, max_length=32, seed=3)
+_CHILD = """
+import sys
+from models.training import TrainConfig, train
+from tests.conftest import topic_examples
+config = TrainConfig(model=sys.argv[1], **{config})
+train(config, topic_examples(800, 0), topic_examples(40, 1), checkpoint_dir=sys.argv[2])
+"""
+
+
+def test_killed_training_resumes_to_the_same_weights(backbone_dir, tmp_path):
+    """A run SIGKILLed after its first epoch resumes from the checkpoint and ends with the weights of an
+    uninterrupted run."""
+    checkpoint = tmp_path / "checkpoint"
+    child = subprocess.Popen([sys.executable, "-c", _CHILD.format(config=repr(_RESUME_CONFIG)), backbone_dir,
+                              str(checkpoint)], cwd=Path(__file__).parents[2], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while not (checkpoint / CHECKPOINT_STATE).is_file():  # the first epoch's checkpoint, swapped in atomically
+        assert child.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    done = len(json.loads((checkpoint / CHECKPOINT_STATE).read_text())["report"]["epochs"])
+    assert 1 <= done < _RESUME_CONFIG["epochs"], "the kill must land mid-training"
+
+    config = TrainConfig(model=backbone_dir, **_RESUME_CONFIG)
+    data = topic_examples(800, 0), topic_examples(40, 1)
+    resumed, resumed_report = train(config, *data, checkpoint_dir=checkpoint)
+    whole, whole_report = train(config, *data)
+    assert [e.train_loss for e in resumed_report.epochs] == [e.train_loss for e in whole_report.epochs]
+    assert resumed_report.best_epoch == whole_report.best_epoch
+    a, b = resumed.state_dict(), whole.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_of_another_config_is_refused(backbone_dir, tmp_path):
+    data = topic_examples(16, 0), topic_examples(8, 1)
+    train(TrainConfig(model=backbone_dir, exits=(4,), epochs=1, batch_size=8), *data, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="checkpoint of a different training config"):
+        train(TrainConfig(model=backbone_dir, exits=(4,), epochs=1, batch_size=8, lr=1e-3), *data,
+              checkpoint_dir=tmp_path)

@@ -1,0 +1,154 @@
+"""The end-to-end run's settings, read from one TOML file: one section per step, each section's keys the
+fields of that step's config dataclass (and so of its CLI flags). ``examples/bbc_demo.toml`` documents every key.
+
+Relative paths in the file are taken from the working directory the run starts in (``workdir``), as CLI
+paths are; ``rightsize serve`` records its working directory so that scheduled runs read the same files.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from models.calibration import CalibrationConfig
+from models.training import TrainConfig
+from ops.accounting import ReportConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Labelled data for fine-tuning and calibration."""
+
+    train: str  # .jsonl/.csv/.parquet file, or a hub dataset name[:split] (needs the network)
+    dev: str  # evaluated every epoch during fine-tuning; calibration fits on it too
+    text_field: str = "text"
+    pair_field: str | None = None  # second text of pair tasks (NLI)
+    label_field: str = "label"
+
+
+@dataclass(frozen=True)
+class LabelStepConfig:
+    """The [label] section: the corpus and how the Beam job labels it (see pipelines/label_config.py)."""
+
+    input: str  # glob of .jsonl/.csv/.parquet/.txt files, local or an fsspec URL
+    output: str = ""  # where runs go; "" means <output>/labels
+    run_id: str = ""  # "" means derived from the model, the threshold and the input files' names, sizes and times
+    threshold: float | None = None  # None: the calibrated threshold
+    text_field: str = "text"
+    pair_field: str | None = None
+    id_field: str = "id"
+    batch_size: int = 64
+    chunk_size: int = 1024
+    max_batch_duration_secs: int | None = None
+    beam_args: tuple[str, ...] = ("--runner=DirectRunner",)  # any Beam pipeline options, as on the command line
+
+
+@dataclass(frozen=True)
+class ReportStepConfig:
+    """The [report] section. The report covers every run under the label output, so it shows the trend."""
+
+    price_per_hour: float | None = None  # money per device-hour; None: money is reported as unknown
+    devices: int = 1  # devices billed for each run's whole wall time
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    output: str  # local workspace: models/, labels/, report/ and the Prefect result cache go here
+    data: DataConfig
+    train: TrainConfig
+    calibrate: CalibrationConfig
+    label: LabelStepConfig
+    report: ReportStepConfig = ReportStepConfig()
+    source: str = ""  # the TOML file it was read from
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(self.output) / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where Prefect persists task results (cache entries): set explicitly, never Prefect's default."""
+        return Path(self.output) / "cache"
+
+    @property
+    def label_output(self) -> str:
+        return self.label.output or str(Path(self.output) / "labels")
+
+    @property
+    def report_dir(self) -> Path:
+        return Path(self.output) / "report"
+
+    def report_config(self) -> ReportConfig:
+        return ReportConfig(predictions=f"{self.label_output.rstrip('/')}/*/predictions-*.parquet",
+                            price_per_hour=self.report.price_per_hour, devices=self.report.devices)
+
+
+_SECTIONS = {"data": DataConfig, "train": TrainConfig, "calibrate": CalibrationConfig, "label": LabelStepConfig,
+             "report": ReportStepConfig}
+_TUPLES = {("train", "exits"), ("label", "beam_args")}  # TOML arrays that the dataclasses hold as tuples
+
+
+def load_config(path: str | Path, workdir: str | Path | None = None) -> RunConfig:
+    """Reads and checks a run config; errors name the file, the section and the key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML ({e})") from None
+    workdir = Path(workdir or Path.cwd())
+    unknown = sorted(set(raw) - set(_SECTIONS) - {"output"})
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) or section(s) {unknown}; expected output and [{'], ['.join(_SECTIONS)}]")
+    for required in ("output", "data", "train", "label"):
+        if required not in raw:
+            raise ValueError(f"{path}: {'key' if required == 'output' else 'section'} {required!r} is missing")
+    sections = {name: _section(path, name, raw.get(name, {})) for name in _SECTIONS}
+    if "calibrate" not in raw or not {"target_drop", "flops_budget", "threshold"} & set(raw["calibrate"]):
+        sections["calibrate"] = _section(path, "calibrate", {**raw.get("calibrate", {}), "target_drop": 0.01})
+
+    data, label = sections["data"], sections["label"]
+    return RunConfig(
+        output=str(_local(workdir, raw["output"])),
+        data=DataConfig(**{**data.__dict__, "train": _maybe_local(workdir, data.train), "dev": _maybe_local(workdir, data.dev)}),
+        train=TrainConfig(**{**sections["train"].__dict__, "model": _maybe_local(workdir, sections["train"].model)}),
+        calibrate=sections["calibrate"],
+        label=LabelStepConfig(**{**label.__dict__, "input": _url_or_local(workdir, label.input),
+                                 "output": label.output and _url_or_local(workdir, label.output)}),
+        report=sections["report"],
+        source=str(path.resolve()),
+    )
+
+
+def _section(path: Path, name: str, values: Any):
+    cls = _SECTIONS[name]
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: {name!r} must be a section [{name}]")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: [{name}] has unknown key(s) {unknown}; known: {sorted(known)}")
+    values = {k: tuple(v) if (name, k) in _TUPLES and isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: [{name}]: {e}") from None
+
+
+def _local(workdir: Path, value: str) -> Path:
+    return (workdir / value).resolve()
+
+
+def _maybe_local(workdir: Path, value: str) -> str:
+    """A path that exists relative to ``workdir`` becomes absolute; anything else (a hub name, 'minilm',
+    a missing file that will fail later with its own message) stays as written."""
+    candidate = workdir / value
+    return str(candidate.resolve()) if candidate.exists() else value
+
+
+def _url_or_local(workdir: Path, value: str) -> str:
+    return value if "://" in value else str(workdir / value)
+

@@ -1,0 +1,53 @@
+"""Serving the end-to-end flow on a cron schedule (``rightsize serve``).
+
+Prefect creates scheduled runs only in a real server's scheduler; the temporary server that flows start on
+their own has none. So ``serve`` refuses to start without ``PREFECT_API_URL`` and says how to get one, instead
+of waiting for runs that never come.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect.deployments.runner import RunnerDeployment
+from prefect.settings import get_current_settings
+
+from flows.run import rightsize_run
+
+DEFAULT_DEPLOYMENT = "nightly"
+NO_SERVER = """no Prefect server is configured (PREFECT_API_URL is not set), and only a server's scheduler
+creates scheduled runs. Start one (it binds to 127.0.0.1:4200) and point rightsize at it:
+
+    prefect server start
+    export PREFECT_API_URL=http://127.0.0.1:4200/api
+
+then run this command again in the shell where PREFECT_API_URL is set."""
+
+
+class NoServerError(RuntimeError):
+    pass
+
+
+def api_url() -> str | None:
+    """The configured Prefect API (environment or active profile), or None for the temporary server."""
+    return get_current_settings().api.url
+
+
+def build_deployment(config_file: str, cron: str, name: str = DEFAULT_DEPLOYMENT,
+                     workdir: str | None = None) -> RunnerDeployment:
+    """The deployment ``serve`` registers: the end-to-end flow with this config file, on ``cron``."""
+    config_file = str(Path(config_file).resolve())
+    if not Path(config_file).is_file():
+        raise FileNotFoundError(f"{config_file}: no such config file")
+    return rightsize_run.to_deployment(
+        name=name, cron=cron, parameters={"config_file": config_file, "workdir": str(Path(workdir or ".").resolve())},
+        description=f"rightsize end-to-end run of {config_file}", tags=["rightsize"])
+
+
+def serve_schedule(config_file: str, cron: str, name: str = DEFAULT_DEPLOYMENT) -> None:
+    """Registers the deployment and runs its scheduled flow runs until interrupted (blocks)."""
+    from prefect import serve
+
+    if not api_url():
+        raise NoServerError(NO_SERVER)
+    serve(build_deployment(config_file, cron, name))

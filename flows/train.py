@@ -1,0 +1,63 @@
+"""Prefect: the fine-tuning step, cached on the content of what it reads.
+
+The cache key hashes the training and dev files' bytes, the backbone directory's files, the training config,
+the field names and the rightsize version, so changing one byte of the training data retrains, and an
+unchanged re-run reuses the model. The model goes to ``<models_dir>/trained-<key>``; the training checkpoints
+every epoch into it, so a retried or re-run training resumes after its last completed epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import flow, task
+
+from flows.caching import CACHED_TASK, result_or_refresh, storage
+from flows.config import DataConfig
+from models.classifier import resolve_backbone
+from models.training import TRAINING_FILE, TrainConfig, train
+from ops.examples import load_examples
+from ops.fingerprint import fingerprint, fingerprint_path, project_version
+
+log = logging.getLogger(__name__)
+CHECKPOINT_DIR = "checkpoint"
+
+
+def training_key(data: DataConfig, config: TrainConfig) -> str:
+    return fingerprint(step="train", version=project_version(), config=asdict(config), data=asdict(data) | {
+        "train": fingerprint_path(data.train), "dev": fingerprint_path(data.dev)},
+        backbone=fingerprint_path(resolve_backbone(config.model)))
+
+
+def fine_tune(data: DataConfig, config: TrainConfig, out: str | Path) -> Path:
+    """Trains into ``out`` (resuming from its checkpoint if one is there) unless a finished model is there."""
+    out = Path(out)
+    if (out / TRAINING_FILE).is_file():  # written last: the model is complete
+        log.info("%s already holds a trained model", out)
+        return out
+    fields = dict(text_field=data.text_field, pair_field=data.pair_field, label_field=data.label_field)
+    train_set = load_examples(data.train, **fields, split="train")
+    dev_set = load_examples(data.dev, **fields, split="validation")
+    train(config, train_set, dev_set, out=out, checkpoint_dir=out / CHECKPOINT_DIR)
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # optimizer state: twice the weights, not needed now
+    return out
+
+
+@task(retries=1, retry_delay_seconds=5, **CACHED_TASK)
+def train_model(data: DataConfig, config: TrainConfig, out: str, cache_key: str) -> str:
+    return str(fine_tune(data, config, out))
+
+
+@flow(name="rightsize-train")
+def train_flow(data: DataConfig, config: TrainConfig, models_dir: str, cache_dir: str) -> dict:
+    """Fine-tunes unless a model from identical inputs exists; returns {model_dir, cached, cache_key}."""
+    key = training_key(data, config)
+    task = train_model.with_options(result_storage=storage(cache_dir))
+    args = (data, config, str(Path(models_dir) / f"trained-{key[:16]}"), key)
+    model_dir, cached = result_or_refresh(task, task(*args, return_state=True),
+                                          lambda d: Path(d, TRAINING_FILE).is_file(), *args)
+    log.info("fine-tuning: %s -> %s", "cached, inputs unchanged" if cached else "trained", model_dir)
+    return {"model_dir": model_dir, "cached": cached, "cache_key": key}

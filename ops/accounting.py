@@ -1,0 +1,245 @@
+"""Compute-cost accounting over prediction Parquet files: what was labelled, at what depth, for how many FLOPs,
+in how much wall time, for how much money.
+
+Columnar and streaming: the files are read record batch by record batch through ``pyarrow.dataset``, and each
+batch is reduced with a pyarrow group-by to a small "cube" (one row per run, model, label, exit layer, length
+bucket and confidence bin, holding sums). Cubes are summed as they come, so memory depends on the number of
+groups, not of rows. Every figure of the summary is a sum over that cube.
+
+Money needs wall time, which only a run's ``manifest.json`` (written by ``rightsize label``) holds:
+    cost                       = sum over runs of wall hours x devices x price per device-hour
+    full_model_cost_estimate   = cost x full_flops / flops   (an estimate: it assumes time scales with FLOPs)
+Runs without a manifest count in every FLOPs figure and in no money figure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.json"  # what pipelines/label.py writes beside its Parquet files
+# Token-count buckets [lower, next lower): short sentences, paragraphs, up to BERT's 512-token limit.
+LENGTH_EDGES = (0, 16, 32, 64, 128, 256, 512)
+CONFIDENCE_BINS = 10  # equal-width bins of the calibrated confidence, [0, 0.1) ... [0.9, 1.0]
+KEYS = ["run_id", "model_id", "label", "exit_layer", "length_bucket", "confidence_bin"]
+SUMS = ["documents", "tokens", "flops", "full_flops", "confidence"]
+_COLUMNS = ["run_id", "model_id", "label", "exit_layer", "num_tokens", "flops", "full_flops", "confidence"]
+_BATCH_ROWS = 1 << 18  # rows per record batch read; bounds memory with the cube, not the file size
+_COMPACT_EVERY = 32  # partial cubes kept before they are summed into one
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    predictions: str  # glob of prediction Parquet files (local or fsspec URL)
+    price_per_hour: float | None = None  # money per device-hour; None: money figures are unknown
+    devices: int = 1  # devices (machines or GPUs) billed for each run's whole wall time
+
+    def __post_init__(self):
+        if self.price_per_hour is not None and not self.price_per_hour >= 0:
+            raise ValueError(f"ReportConfig.price_per_hour must be >= 0, got {self.price_per_hour}")
+        if self.devices < 1:
+            raise ValueError(f"ReportConfig.devices must be >= 1, got {self.devices}")
+
+
+def find_prediction_files(pattern: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+    fs, _ = fsspec.core.url_to_fs(pattern)
+    files = sorted(p for p in fs.glob(pattern) if fs.isfile(p) and p.endswith(".parquet"))
+    if not files:
+        raise FileNotFoundError(f"no .parquet files match {pattern!r}")
+    return fs, files
+
+
+def cost_cube(fs: fsspec.AbstractFileSystem, files: list[str]) -> pa.Table:
+    """The files reduced to one row per KEYS combination with the SUMS; streams record batches."""
+    dataset = ds.dataset(files, format="parquet", filesystem=fs)
+    missing = set(_COLUMNS) - set(dataset.schema.names)
+    if missing:
+        raise ValueError(f"{files[0]}...: not rightsize predictions, missing columns {sorted(missing)}")
+    partials: list[pa.Table] = []
+    for batch in dataset.to_batches(columns=_COLUMNS, batch_size=_BATCH_ROWS):
+        if batch.num_rows:
+            partials.append(_reduce(_keyed(batch)))
+        if len(partials) >= _COMPACT_EVERY:
+            partials = [_reduce(pa.concat_tables(partials))]
+    if not partials:
+        return _reduce(_keyed(pa.RecordBatch.from_pylist([], schema=dataset.schema.select(_COLUMNS))))
+    return _reduce(pa.concat_tables(partials))
+
+
+def _keyed(batch: pa.RecordBatch) -> pa.Table:
+    """A record batch -> KEYS + SUMS columns (length bucket and confidence bin computed, not looped)."""
+    tokens = batch.column("num_tokens").to_numpy(zero_copy_only=False)
+    confidence = pc.fill_null(batch.column("confidence"), 0.0).cast(pa.float64())
+    bins = np.minimum(np.floor(confidence.to_numpy(zero_copy_only=False) * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)
+    return pa.table({
+        "run_id": batch.column("run_id"), "model_id": batch.column("model_id"), "label": batch.column("label"),
+        "exit_layer": batch.column("exit_layer"),
+        "length_bucket": pa.array(np.searchsorted(LENGTH_EDGES, tokens, side="right") - 1, pa.int8()),
+        "confidence_bin": pa.array(bins.astype(np.int8)),
+        "documents": pa.array(np.ones(batch.num_rows, dtype=np.int64)),
+        "tokens": batch.column("num_tokens").cast(pa.int64()),
+        "flops": batch.column("flops"), "full_flops": batch.column("full_flops"), "confidence": confidence,
+    })
+
+
+def _reduce(table: pa.Table) -> pa.Table:
+    """Group by KEYS, sum SUMS, keep the SUMS' names (so a reduced table can be reduced again)."""
+    out = table.group_by(KEYS).aggregate([(name, "sum") for name in SUMS])
+    return out.rename_columns([c.removesuffix("_sum") for c in out.column_names])
+
+
+def _totals(cube: pa.Table, by: list[str]) -> list[dict]:
+    """Sums of the cube grouped by ``by``, as dicts sorted by ``by``."""
+    rows = _reduce_by(cube, by).to_pylist()
+    return sorted(rows, key=lambda r: tuple((r[k] is None, r[k]) for k in by))
+
+
+def _reduce_by(cube: pa.Table, by: list[str]) -> pa.Table:
+    # exit_layer x documents, so mean exit layers can be summed up the hierarchy
+    weighted = cube.append_column("layer_documents", pc.multiply(cube["exit_layer"].cast(pa.int64()), cube["documents"]))
+    out = weighted.group_by(by).aggregate([(name, "sum") for name in SUMS + ["layer_documents"]])
+    return out.rename_columns([c.removesuffix("_sum") for c in out.column_names])
+
+
+def read_manifests(fs: fsspec.AbstractFileSystem, files: list[str]) -> dict[str, dict]:
+    """run id -> the manifest.json found beside any of ``files`` (the Beam job's layout)."""
+    manifests = {}
+    for folder in sorted({f.rsplit("/", 1)[0] for f in files}):
+        path = f"{folder}/{MANIFEST_FILE}"
+        if fs.isfile(path):
+            with fs.open(path, "r") as f:
+                manifest = json.load(f)
+            manifest["_path"] = fs.unstrip_protocol(path)
+            manifests[manifest["run_id"]] = manifest
+    return manifests
+
+
+def count_dead_letters(fs: fsspec.AbstractFileSystem, files: list[str]) -> int:
+    """Lines of the dead-letter files beside ``files``: ``deadletter-*.jsonl`` (Beam job) or
+    ``<name>.deadletter.jsonl`` (``rightsize predict``)."""
+    letters = set()
+    for f in files:
+        folder, name = f.rsplit("/", 1)
+        letters.update(fs.glob(f"{folder}/deadletter-*.jsonl"))
+        sibling = f"{folder}/{name.removesuffix('.parquet')}.deadletter.jsonl"
+        if fs.isfile(sibling):
+            letters.add(sibling)
+    total = 0
+    for path in sorted(letters):
+        with fs.open(path, "rb") as f:
+            total += sum(1 for line in f if line.strip())
+    return total
+
+
+def summarize(config: ReportConfig) -> dict[str, Any]:
+    """The cost account of every prediction file matching ``config.predictions``: the summary.json dict."""
+    fs, files = find_prediction_files(config.predictions)
+    cube = cost_cube(fs, files)
+    manifests = read_manifests(fs, files)
+    price = config.price_per_hour
+
+    runs = []
+    for row in _totals(cube, ["run_id"]):
+        manifest = manifests.get(row["run_id"])
+        run = _figures(row) | {"run_id": row["run_id"], "manifest": manifest and manifest["_path"],
+                                "started": None, "finished": None, "wall_seconds": None, "dead_letters": None}
+        if manifest:
+            started, finished = (datetime.fromisoformat(manifest[k]) for k in ("started", "finished"))
+            run |= {"started": manifest["started"], "finished": manifest["finished"],
+                    "wall_seconds": (finished - started).total_seconds(),
+                    "dead_letters": manifest["counts"]["dead_letters"], "runner": manifest.get("runner"),
+                    "device_types": sorted(manifest.get("devices", {}))}
+        run |= _money(run, price, config.devices)
+        runs.append(run)
+    runs.sort(key=lambda r: (r["started"] or "", r["run_id"]))
+
+    timed = [r for r in runs if r["wall_seconds"] is not None]
+    if len(manifests) == len(runs):  # every run's dead letters are in its manifest
+        dead_letters = sum(r["dead_letters"] for r in runs)
+    else:
+        dead_letters = count_dead_letters(fs, files)
+    total = _figures(_totals(cube, [])[0] if cube.num_rows else {})
+    wall = sum(r["wall_seconds"] for r in timed) if timed else None
+    timed_documents = sum(r["documents"] for r in timed)
+    summary = {
+        "predictions": config.predictions, "files": len(files),
+        **total, "dead_letters": dead_letters,
+        "wall_seconds": wall,
+        "documents_per_second": timed_documents / wall if wall else None,
+        "price_per_hour": price, "devices": config.devices,
+        **_money_totals(timed, total, price),
+        "by_exit_layer": [_figures(r) | {"exit_layer": r["exit_layer"]} for r in _totals(cube, ["exit_layer"])],
+        "by_label": [_figures(r) | {"label": r["label"]} for r in _totals(cube, ["label"])],
+        "by_length": [_figures(r) | _bucket_bounds(r["length_bucket"]) for r in _totals(cube, ["length_bucket"])],
+        "confidence_by_exit": _confidence_by_exit(cube),
+        "models": sorted(set(cube["model_id"].to_pylist())),
+        "runs": runs,
+    }
+    return summary
+
+
+def _figures(row: dict) -> dict:
+    documents = int(row.get("documents") or 0)
+    flops, full = int(row.get("flops") or 0), int(row.get("full_flops") or 0)
+    return {
+        "documents": documents, "tokens": int(row.get("tokens") or 0), "flops": flops, "full_flops": full,
+        "flops_saved_fraction": 1 - flops / full if full else None,
+        "mean_exit_layer": row["layer_documents"] / documents if documents else None,
+        "mean_confidence": row["confidence"] / documents if documents else None,
+    }
+
+
+def _money(run: dict, price: float | None, devices: int) -> dict:
+    if price is None or run["wall_seconds"] is None:
+        return {"cost": None, "full_model_cost_estimate": None, "cost_per_1000_documents": None,
+                "documents_per_second": run["documents"] / run["wall_seconds"] if run["wall_seconds"] else None}
+    cost = run["wall_seconds"] / 3600 * devices * price
+    return {"cost": cost, "full_model_cost_estimate": cost * run["full_flops"] / run["flops"] if run["flops"] else None,
+            "cost_per_1000_documents": 1000 * cost / run["documents"] if run["documents"] else None,
+            "documents_per_second": run["documents"] / run["wall_seconds"] if run["wall_seconds"] else None}
+
+
+def _money_totals(timed: list[dict], total: dict, price: float | None) -> dict:
+    """Money over the runs that have a manifest; None when no price was given or no run was timed."""
+    if price is None or not timed:
+        why = "no price per device-hour given" if price is None else "no run has a manifest with its wall time"
+        return {"cost": None, "full_model_cost_estimate": None, "cost_per_1000_documents": None,
+                "money_unknown_because": why}
+    cost = sum(r["cost"] for r in timed)
+    documents = sum(r["documents"] for r in timed)
+    untimed = total["documents"] - documents
+    return {
+        "cost": cost,
+        "full_model_cost_estimate": sum(r["full_model_cost_estimate"] or 0.0 for r in timed),
+        "cost_per_1000_documents": 1000 * cost / documents if documents else None,
+        "money_unknown_because": f"{untimed} documents come from runs without a manifest" if untimed else None,
+    }
+
+
+def _bucket_bounds(bucket: int) -> dict:
+    upper = LENGTH_EDGES[bucket + 1] if bucket + 1 < len(LENGTH_EDGES) else None
+    return {"tokens_from": LENGTH_EDGES[bucket], "tokens_below": upper}
+
+
+def _confidence_by_exit(cube: pa.Table) -> list[dict]:
+    """Per exit layer: documents in each confidence bin (CONFIDENCE_BINS counts, lowest first)."""
+    out = []
+    rows = _totals(cube, ["exit_layer", "confidence_bin"])
+    for layer in sorted({r["exit_layer"] for r in rows}):
+        counts = [0] * CONFIDENCE_BINS
+        for r in rows:
+            if r["exit_layer"] == layer:
+                counts[r["confidence_bin"]] = r["documents"]
+        out.append({"exit_layer": layer, "documents_per_bin": counts})
+    return out

@@ -1,0 +1,138 @@
+"""The end-to-end flow on a tiny random model and a tiny corpus, under the Prefect test server: what it
+writes, what a second identical run reuses, and what a one-byte change to the training data redoes."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from flows.config import load_config
+from flows.run import RUN_FILE, rightsize_run
+from tests.conftest import topic_examples
+
+
+def _jsonl(path: Path, examples) -> None:
+    path.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in zip(examples.texts, examples.labels)))
+
+
+@pytest.fixture()
+def workspace(tmp_path, backbone_dir):
+    data = tmp_path / "data"
+    data.mkdir()
+    _jsonl(data / "train.jsonl", topic_examples(96, 0))
+    _jsonl(data / "dev.jsonl", topic_examples(40, 1))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    texts = topic_examples(30, 2).texts
+    (corpus / "a.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts))
+                                    + "not json\n")
+    (tmp_path / "run.toml").write_text(f"""
+output = "out"
+[data]
+train = "data/train.jsonl"
+dev = "data/dev.jsonl"
+[train]
+model = "{backbone_dir}"
+exits = [2, 4]
+epochs = 2
+max_length = 32
+batch_size = 16
+lr = 1e-3
+[calibrate]
+target_drop = 0.05
+[label]
+input = "corpus/*.jsonl"
+batch_size = 8
+chunk_size = 16
+[report]
+price_per_hour = 1.5
+""")
+    return tmp_path
+
+
+def _run(root: Path) -> dict:
+    return rightsize_run(config_file=str(root / "run.toml"), workdir=str(root))
+
+
+def test_end_to_end_then_cached_then_retrained(prefect_server, workspace):
+    first = _run(workspace)
+    out = workspace / "out"
+    assert not first["training_cached"] and not first["calibration_cached"] and not first["labelling_skipped"]
+    assert first["label_counts"] == {"documents_in": 31, "labelled": 30, "dead_letters": 1,
+                                     "exit_layers": first["label_counts"]["exit_layers"]}
+    assert sum(first["label_counts"]["exit_layers"].values()) == 30
+    summary = json.loads(Path(first["report"]["summary"]).read_text())
+    assert summary["documents"] == 30 and summary["dead_letters"] == 1 and summary["cost"] > 0
+    assert Path(first["report"]["html"]).is_file() and Path(first["report"]["markdown"]).is_file()
+    assert json.loads((out / RUN_FILE).read_text())["run_id"] == first["run_id"]
+    assert not any(Path(first["trained_model"]).glob("checkpoint*"))  # removed once training finished
+    weights = Path(first["trained_model"], "model.safetensors").stat().st_mtime_ns
+
+    second = _run(workspace)  # nothing changed: nothing is trained, calibrated or labelled again
+    assert second["training_cached"] and second["calibration_cached"] and second["labelling_skipped"]
+    assert (second["trained_model"], second["model"], second["run_id"]) == (
+        first["trained_model"], first["model"], first["run_id"])
+    assert Path(first["trained_model"], "model.safetensors").stat().st_mtime_ns == weights
+    assert len(list((out / "models").glob("trained-*"))) == 1
+
+    train_file = workspace / "data" / "train.jsonl"  # one byte changed: retrain, recalibrate, relabel
+    train_file.write_bytes(train_file.read_bytes().replace(b"goal", b"goat", 1))
+    third = _run(workspace)
+    assert not third["training_cached"] and not third["calibration_cached"] and not third["labelling_skipped"]
+    assert third["trained_model"] != first["trained_model"] and third["run_id"] != first["run_id"]
+    assert len(list((out / "models").glob("trained-*"))) == 2
+    report = json.loads(Path(third["report"]["summary"]).read_text())
+    assert report["documents"] == 60 and len(report["runs"]) == 2  # the report covers both runs: a trend
+
+    # A cache entry whose output was deleted is not trusted: the step runs again.
+    import shutil
+    shutil.rmtree(third["model"])
+    fourth = _run(workspace)
+    assert fourth["training_cached"] and not fourth["calibration_cached"]
+    assert Path(fourth["model"], "rightsize.json").is_file()
+
+
+def test_artifacts_are_published(prefect_server, workspace):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    _run(workspace)
+    with get_client(sync_client=True) as client:
+        def latest(key):
+            found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            assert found, f"no artifact {key}"
+            return found[-1]
+
+        calibration = latest("rightsize-calibration")
+        assert calibration.type == "markdown" and "Threshold" in calibration.data
+        table = latest("rightsize-calibration-exits")
+        rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+        assert table.type == "table" and [r["exit_layer"] for r in rows] == [2, 4]
+        assert latest("rightsize-cost-report").type == "markdown"
+        link = latest("rightsize-cost-report-html")
+        # Prefect stores a link artifact as markdown: [report.html](file:///.../report.html)
+        assert re.fullmatch(r"\[report\.html\]\(file://.+/report\.html\)", link.data), link.data
+
+
+def test_config_errors_name_file_section_and_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('output = "o"\n[data]\ntrain = "t"\ndev = "d"\n[train]\nmodel = "m"\nepoch = 2\n[label]\ninput = "x"\n')
+    with pytest.raises(ValueError, match=r"bad.toml: \[train\] has unknown key\(s\) \['epoch'\]"):
+        load_config(bad)
+    bad.write_text('output = "o"\n[data]\ntrain = "t"\ndev = "d"\n[train]\nmodel = "m"\n[label]\ninput = "x"\n'
+                   '[calibrate]\ntarget_drop = 0.01\nflops_budget = 0.5\n')
+    with pytest.raises(ValueError, match=r"\[calibrate\]: give exactly one of"):
+        load_config(bad)
+    bad.write_text('output = "o"\n[train]\nmodel = "m"\n')
+    with pytest.raises(ValueError, match="section 'data' is missing"):
+        load_config(bad)
+    with pytest.raises(FileNotFoundError, match="no such config file"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_example_config_loads_with_every_section():
+    config = load_config(Path(__file__).parents[2] / "examples" / "bbc_demo.toml")
+    assert config.train.model == "minilm" and config.train.exits == (1, 2, 3, 4, 5, 6)
+    assert config.calibrate.target_drop == 0.01 and config.report.price_per_hour == 0.10
+    assert config.label.beam_args == ("--runner=DirectRunner",)

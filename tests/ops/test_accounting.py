@@ -1,0 +1,92 @@
+"""The cost account against a hand-computed set of predictions: counts, FLOPs, buckets, money."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ops import accounting
+from ops.accounting import ReportConfig, summarize
+from ops.predictions import PREDICTION_SCHEMA
+
+# (id, label, exit_layer, num_tokens, flops, full_flops, confidence)
+RUN_A = [("a1", "x", 1, 10, 100, 400, 0.95), ("a2", "x", 2, 20, 250, 500, 0.85), ("a3", "y", 4, 70, 900, 900, 0.55)]
+RUN_B = [("b1", "y", 1, 600, 50, 200, 0.99)]
+
+
+def _table(rows, run_id):
+    names = ["id", "label", "exit_layer", "num_tokens", "flops", "full_flops", "confidence"]
+    data = {name: [r[i] for r in rows] for i, name in enumerate(names)}
+    n = len(rows)
+    data |= {"num_layers": [4] * n, "threshold": [0.8] * n, "model_id": ["sha256:m"] * n, "run_id": [run_id] * n}
+    return pa.Table.from_pydict(data, schema=PREDICTION_SCHEMA)
+
+
+def write_runs(root):
+    """Run A: the Beam job's layout with a manifest (30 minutes of wall time, 1 dead letter).
+    Run B: a 'rightsize predict' file, no manifest, 2 dead letters beside it."""
+    a, b = root / "labels" / "run-a", root / "labels" / "adhoc"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    pq.write_table(_table(RUN_A, "run-a"), a / "predictions-00000-of-00001.parquet")
+    (a / "deadletter-00000-of-00001.jsonl").write_text('{"reason": "empty"}\n')
+    (a / "manifest.json").write_text(json.dumps({
+        "run_id": "run-a", "started": "2026-11-20T02:00:00+00:00", "finished": "2026-11-20T02:30:00+00:00",
+        "runner": "DirectRunner", "devices": {"cpu": 3}, "counts": {"dead_letters": 1}}))
+    pq.write_table(_table(RUN_B, "run-b"), b / "b.parquet")
+    (b / "b.deadletter.jsonl").write_text('{"reason": "bad"}\n{"reason": "bad"}\n')
+    return str(root / "labels" / "*" / "*.parquet")
+
+
+def test_summary_matches_hand_computation(tmp_path):
+    s = summarize(ReportConfig(write_runs(tmp_path), price_per_hour=3.0, devices=2))
+    assert (s["files"], s["documents"], s["tokens"], s["flops"], s["full_flops"]) == (2, 4, 700, 1300, 2000)
+    assert s["flops_saved_fraction"] == pytest.approx(0.35)
+    assert s["mean_exit_layer"] == pytest.approx(2.0)  # (1 + 2 + 4 + 1) / 4
+    assert s["dead_letters"] == 3  # run B has no manifest, so every dead-letter file beside the inputs counts
+    # Money only from run A, the run with a wall time: 0.5 h x 2 devices x 3.0 per device-hour.
+    assert s["wall_seconds"] == 1800 and s["documents_per_second"] == pytest.approx(3 / 1800)
+    assert s["cost"] == pytest.approx(3.0)
+    assert s["full_model_cost_estimate"] == pytest.approx(3.0 * 1800 / 1250)
+    assert s["cost_per_1000_documents"] == pytest.approx(1000.0)
+    assert s["money_unknown_because"] == "1 documents come from runs without a manifest"
+
+    assert [(r["exit_layer"], r["documents"], r["flops"]) for r in s["by_exit_layer"]] == [(1, 2, 150), (2, 1, 250), (4, 1, 900)]
+    assert [(r["label"], r["documents"], r["flops"], r["mean_exit_layer"]) for r in s["by_label"]] == [
+        ("x", 2, 350, 1.5), ("y", 2, 950, 2.5)]
+    assert [(r["tokens_from"], r["tokens_below"], r["documents"]) for r in s["by_length"]] == [
+        (0, 16, 1), (16, 32, 1), (64, 128, 1), (512, None, 1)]
+    confidence = {r["exit_layer"]: r["documents_per_bin"] for r in s["confidence_by_exit"]}
+    assert confidence[1] == [0] * 9 + [2] and confidence[2][8] == 1 and confidence[4][5] == 1
+
+    runs = {r["run_id"]: r for r in s["runs"]}
+    assert runs["run-a"]["cost"] == pytest.approx(3.0) and runs["run-a"]["dead_letters"] == 1
+    assert runs["run-b"]["cost"] is None and runs["run-b"]["manifest"] is None
+    assert runs["run-b"]["flops_saved_fraction"] == pytest.approx(0.75)
+    assert s["models"] == ["sha256:m"]
+
+
+def test_money_is_unknown_without_a_price(tmp_path):
+    s = summarize(ReportConfig(write_runs(tmp_path)))
+    assert s["cost"] is None and s["full_model_cost_estimate"] is None and s["cost_per_1000_documents"] is None
+    assert s["money_unknown_because"] == "no price per device-hour given"
+    assert s["wall_seconds"] == 1800  # time is still known
+
+
+def test_streaming_in_small_batches_gives_the_same_account(tmp_path, monkeypatch):
+    pattern = write_runs(tmp_path)
+    whole = summarize(ReportConfig(pattern, price_per_hour=1.0))
+    monkeypatch.setattr(accounting, "_BATCH_ROWS", 1)  # one row per record batch
+    monkeypatch.setattr(accounting, "_COMPACT_EVERY", 2)  # partial cubes summed every two batches
+    assert summarize(ReportConfig(pattern, price_per_hour=1.0)) == whole
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no .parquet files match"):
+        summarize(ReportConfig(str(tmp_path / "*.parquet")))
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "other.parquet")
+    with pytest.raises(ValueError, match="not rightsize predictions, missing columns"):
+        summarize(ReportConfig(str(tmp_path / "*.parquet")))
+    with pytest.raises(ValueError, match="devices"):
+        ReportConfig("x", devices=0)

@@ -59,7 +59,7 @@ import sys
 from models.training import TrainConfig, train
 from tests.conftest import topic_examples
 config = TrainConfig(model=sys.argv[1], **{config})
-train(config, topic_examples(800, 0), topic_examples(40, 1), checkpoint_dir=sys.argv[2])
+train(config, topic_examples(400, 0), topic_examples(40, 1), checkpoint_dir=sys.argv[2])
 """
 
 
@@ -79,7 +79,7 @@ def test_killed_training_resumes_to_the_same_weights(backbone_dir, tmp_path):
     assert 1 <= done < _RESUME_CONFIG["epochs"], "the kill must land mid-training"
 
     config = TrainConfig(model=backbone_dir, **_RESUME_CONFIG)
-    data = topic_examples(800, 0), topic_examples(40, 1)
+    data = topic_examples(400, 0), topic_examples(40, 1)
     resumed, resumed_report = train(config, *data, checkpoint_dir=checkpoint)
     whole, whole_report = train(config, *data)
     assert [e.train_loss for e in resumed_report.epochs] == [e.train_loss for e in whole_report.epochs]

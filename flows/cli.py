@@ -226,8 +226,9 @@ def _run(args) -> None:
 
 
 def print_outcome(o: dict) -> None:
-    """Where everything of an end-to-end run went, and what was reused."""
-    s = o["summary"]
+    """Where everything of an end-to-end run went, what was reused, and the report's headline."""
+    from ops.report import headline_rows
+
     print(f"model:       {o['trained_model']} ({'cached: inputs unchanged, not trained again' if o['training_cached'] else 'fine-tuned'})")
     print(f"calibrated:  {o['model']} ({'cached' if o['calibration_cached'] else 'calibrated'}; threshold "
           f"{o['threshold']:.4f}, held-out accuracy drop {o['held_out']['accuracy_drop']:+.4f}, "
@@ -236,9 +237,9 @@ def print_outcome(o: dict) -> None:
     print(f"labels:      {o['labels']} (run {o['run_id']}{', finished before: not labelled again' if o['labelling_skipped'] else ''}; "
           f"{c['labelled']} labelled, {c['dead_letters']} dead letters)")
     print(f"report:      {o['report']['html']}  (summary.json, report.md beside it)")
-    print(f"all runs:    {s['documents']} documents, FLOPs saved {s['flops_saved_fraction']:.1%}, mean exit layer "
-          f"{s['mean_exit_layer']:.2f}" + (f", cost {s['cost']:.4f} (full model, estimated: {s['full_model_cost_estimate']:.4f})"
-                                          if s["cost"] is not None else ""))
+    print("cost report over every run under the label output:")
+    for _, label, value in headline_rows(o["summary"]):
+        print(f"  {label:>28}: {value}")
 
 
 def _serve(args) -> None:

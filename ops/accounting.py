@@ -1,7 +1,7 @@
 """Compute-cost accounting over prediction Parquet files: what was labelled, at what depth, for how many FLOPs,
 in how much wall time, for how much money.
 
-Columnar and streaming: the files are read record batch by record batch through ``pyarrow.dataset``, and each
+Columnar and streaming: the files are read one at a time, record batch by record batch (pyarrow), and each
 batch is reduced with a pyarrow group-by to a small "cube" (one row per run, model, label, exit layer, length
 bucket and confidence bin, holding sums). Cubes are summed as they come, so memory depends on the number of
 groups, not of rows. Every figure of the summary is a sum over that cube.
@@ -24,7 +24,9 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from ops.predictions import PREDICTION_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +63,23 @@ def find_prediction_files(pattern: str) -> tuple[fsspec.AbstractFileSystem, list
 
 
 def cost_cube(fs: fsspec.AbstractFileSystem, files: list[str]) -> pa.Table:
-    """The files reduced to one row per KEYS combination with the SUMS; streams record batches."""
-    dataset = ds.dataset(files, format="parquet", filesystem=fs)
-    missing = set(_COLUMNS) - set(dataset.schema.names)
-    if missing:
-        raise ValueError(f"{files[0]}...: not rightsize predictions, missing columns {sorted(missing)}")
+    """The files reduced to one row per KEYS combination with the SUMS. Reads one file at a time, record
+    batch by record batch, so memory holds one row group's columns and the cube, whatever the row count."""
     partials: list[pa.Table] = []
-    for batch in dataset.to_batches(columns=_COLUMNS, batch_size=_BATCH_ROWS):
-        if batch.num_rows:
-            partials.append(_reduce(_keyed(batch)))
-        if len(partials) >= _COMPACT_EVERY:
-            partials = [_reduce(pa.concat_tables(partials))]
-    if not partials:
-        return _reduce(_keyed(pa.RecordBatch.from_pylist([], schema=dataset.schema.select(_COLUMNS))))
+    for path in files:
+        with fs.open(path, "rb") as f:
+            parquet = pq.ParquetFile(f)
+            missing = set(_COLUMNS) - set(parquet.schema_arrow.names)
+            if missing:
+                raise ValueError(f"{path}: not rightsize predictions, missing columns {sorted(missing)}")
+            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=_COLUMNS):
+                if batch.num_rows:
+                    partials.append(_reduce(_keyed(batch)))
+                if len(partials) >= _COMPACT_EVERY:
+                    partials = [_reduce(pa.concat_tables(partials))]
+    if not partials:  # only empty files
+        empty = pa.RecordBatch.from_pylist([], schema=PREDICTION_SCHEMA.select(_COLUMNS))
+        return _reduce(_keyed(empty))
     return _reduce(pa.concat_tables(partials))
 
 

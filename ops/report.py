@@ -36,7 +36,10 @@ def flops_text(value: float | None) -> str:
 
 
 def money_text(value: float | None) -> str:
-    return "unknown" if value is None else f"{value:.4f}"
+    """Two decimals, or three significant digits below 1 (a demo costs fractions of a cent)."""
+    if value is None:
+        return "unknown"
+    return f"{value:,.2f}" if abs(value) >= 1 or value == 0 else np.format_float_positional(value, precision=3, fractional=False)
 
 
 def _number(value: Any, digits: int = 4) -> str:
@@ -175,7 +178,7 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     by_length = [[f"{r['tokens_from']}-{r['tokens_below'] - 1}" if r["tokens_below"] else f"{r['tokens_from']}+",
                   _number(r["documents"]), flops_text(r["flops"]), _percent(r["flops_saved_fraction"]),
                   _number(r["mean_exit_layer"], 2)] for r in summary["by_length"]]
-    runs = [[html.escape(r["run_id"]), r["started"] or "unknown", _number(r["documents"]), _number(r["dead_letters"]),
+    runs = [[html.escape(r["run_id"]), (r["started"] or "unknown")[:19].replace("T", " "), _number(r["documents"]), _number(r["dead_letters"]),
              _percent(r["flops_saved_fraction"]), _number(r["mean_exit_layer"], 2), _number(r["wall_seconds"], 1),
              money_text(r["cost"]), money_text(r["cost_per_1000_documents"])] for r in summary["runs"]]
     return [

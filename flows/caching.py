@@ -15,6 +15,18 @@ CACHED_TASK = dict(cache_key_fn=lambda context, parameters: parameters["cache_ke
                    result_serializer="json")
 
 
+def transient_only(task, task_run, state: State) -> bool:
+    """Retry condition: failures of storage, the runner or the machine are retried; bad settings and missing
+    files are not, since they would fail the same way again."""
+    try:
+        state.result()
+    except (ValueError, FileNotFoundError):
+        return False
+    except Exception:
+        return True
+    return True
+
+
 def storage(cache_dir: str | Path) -> Path:
     """The result storage of a cached task: a local folder Prefect writes one file per cache key into."""
     path = Path(cache_dir)

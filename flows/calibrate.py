@@ -15,7 +15,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.caching import CACHED_TASK, result_or_refresh, storage
+from flows.caching import CACHED_TASK, transient_only, result_or_refresh, storage
 from flows.config import DataConfig
 from models import EarlyExitClassifier
 from models.calibration import CALIBRATION_FILE, CalibrationConfig, calibrate
@@ -47,7 +47,7 @@ def calibrate_copy(trained_dir: str | Path, data: DataConfig, config: Calibratio
     return asdict(report) | {"model_dir": str(out), "model_id": model.model_id}
 
 
-@task(retries=1, retry_delay_seconds=5, **CACHED_TASK)
+@task(retries=1, retry_condition_fn=transient_only, retry_delay_seconds=5, **CACHED_TASK)
 def calibrate_model(trained_dir: str, data: DataConfig, config: CalibrationConfig, out: str, cache_key: str) -> dict:
     return calibrate_copy(trained_dir, data, config, out)
 

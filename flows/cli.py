@@ -218,9 +218,11 @@ def _label(args) -> None:
 
 
 def _run(args) -> None:
+    from flows.config import load_config
     from flows.run import rightsize_run
     from flows.serve import api_url
 
+    load_config(args.config)  # a bad config fails here in one line, before Prefect starts
     print(f"Prefect: {api_url() or 'temporary local server (PREFECT_API_URL not set)'}")
     print_outcome(rightsize_run(config_file=str(Path(args.config).resolve()), workdir=str(Path.cwd())))
 

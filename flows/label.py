@@ -15,6 +15,8 @@ from dataclasses import asdict
 import fsspec
 from prefect import flow, task
 
+from flows.caching import transient_only
+
 from flows.config import LabelStepConfig
 from models.classifier import artifact_id, read_model_config
 from ops.fingerprint import fingerprint
@@ -46,7 +48,7 @@ def finished_manifest(run_dir: str) -> dict | None:
         return json.load(f)
 
 
-@task(retries=2, retry_delay_seconds=30)
+@task(retries=2, retry_condition_fn=transient_only, retry_delay_seconds=30)
 def label_corpus(job: LabelJobConfig, beam_args: list[str]) -> dict:
     """Runs the Beam job to completion; returns its manifest with ``skipped`` (true: finished before)."""
     from pipelines.label import run  # imports Beam

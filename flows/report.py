@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, task
+
+from flows.caching import transient_only
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from ops.accounting import ReportConfig, summarize
@@ -22,7 +24,7 @@ def build_report(config: ReportConfig, out: str | Path) -> dict:
     return {"summary": summary, "paths": {k: str(v) for k, v in paths.items()}}
 
 
-@task(retries=2, retry_delay_seconds=5)
+@task(retries=2, retry_condition_fn=transient_only, retry_delay_seconds=5)
 def write_cost_report(config: ReportConfig, out: str) -> dict:
     return build_report(config, out)
 

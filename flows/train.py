@@ -15,7 +15,7 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from flows.caching import CACHED_TASK, result_or_refresh, storage
+from flows.caching import CACHED_TASK, transient_only, result_or_refresh, storage
 from flows.config import DataConfig
 from models.classifier import resolve_backbone
 from models.training import TRAINING_FILE, TrainConfig, train
@@ -46,7 +46,7 @@ def fine_tune(data: DataConfig, config: TrainConfig, out: str | Path) -> Path:
     return out
 
 
-@task(retries=1, retry_delay_seconds=5, **CACHED_TASK)
+@task(retries=1, retry_condition_fn=transient_only, retry_delay_seconds=5, **CACHED_TASK)
 def train_model(data: DataConfig, config: TrainConfig, out: str, cache_key: str) -> str:
     return str(fine_tune(data, config, out))
 

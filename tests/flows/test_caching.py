@@ -1,0 +1,34 @@
+"""Cache keys follow content, not paths; retries are for transient failures only."""
+
+import pytest
+from prefect.states import Failed
+
+from flows.caching import transient_only
+from ops.fingerprint import fingerprint, fingerprint_path
+
+
+def test_fingerprints_follow_content_not_paths(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text('{"text": "x"}\n')
+    b.write_text('{"text": "x"}\n')
+    assert fingerprint_path(a) == fingerprint_path(b)  # same bytes, other path: same key
+    before = fingerprint_path(a)
+    a.write_text('{"text": "y"}\n')  # one byte changed, same path: new key
+    assert fingerprint_path(a) != before
+
+    folder = tmp_path / "backbone"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    key = fingerprint_path(folder)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "w.bin").write_bytes(b"\0")  # a new file anywhere under the directory changes it
+    assert fingerprint_path(folder) != key
+    assert fingerprint_path("minilm-hub-name") == fingerprint_path("minilm-hub-name") != fingerprint_path("other")
+    assert fingerprint(a=1, b=[1, 2]) == fingerprint(b=[1, 2], a=1) != fingerprint(a=1, b=[2, 1])
+
+
+@pytest.mark.parametrize("error, retried", [(ValueError("bad config"), False), (FileNotFoundError("x"), False),
+                                            (OSError("disk full"), True), (RuntimeError("CUDA out of memory"), True)])
+def test_only_transient_failures_are_retried(error, retried):
+    assert transient_only(None, None, Failed(data=error)) is retried
+

@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.caching import CACHED_TASK, transient_only, result_or_refresh, storage
 from flows.config import DataConfig
+from flows.train import is_trained
 from models import EarlyExitClassifier
 from models.calibration import CALIBRATION_FILE, CalibrationConfig, calibrate
 from models.classifier import artifact_id
@@ -86,7 +87,8 @@ def calibrate_flow(trained_dir: str, data: DataConfig, config: CalibrationConfig
     task = calibrate_model.with_options(result_storage=storage(cache_dir))
     args = (trained_dir, data, config, str(Path(models_dir) / f"calibrated-{key[:16]}"), key)
     report, cached = result_or_refresh(task, task(*args, return_state=True),
-                                       lambda r: Path(r["model_dir"], CALIBRATION_FILE).is_file(), *args)
+                                       lambda r: is_trained(r["model_dir"]) and Path(r["model_dir"], CALIBRATION_FILE).is_file(),
+                                       *args)
     create_markdown_artifact(calibration_markdown(report), key=ARTIFACT_KEY, description="calibration summary")
     create_table_artifact(calibration_table(report), key=TABLE_ARTIFACT_KEY, description="per-exit calibration")
     log.info("calibration: %s -> %s (threshold %.4f)", "cached, inputs unchanged" if cached else "fitted",

@@ -45,7 +45,8 @@ labelled again. Without PREFECT_API_URL, Prefect starts a temporary local server
     "serve": """examples:
   prefect server start                                 # in another shell: a local server on 127.0.0.1:4200
   export PREFECT_API_URL=http://127.0.0.1:4200/api
-  rightsize serve --config nightly.toml --cron "0 2 * * *"          # every night at 02:00 (server time zone)
+  rightsize serve --config nightly.toml --cron "0 2 * * *"          # every night at 02:00 UTC
+  rightsize serve --config nightly.toml --cron "0 2 * * *" --timezone Europe/Berlin
   rightsize serve --config nightly.toml --cron "*/30 * * * *" --name half-hourly
 
 registers the end-to-end flow as a scheduled deployment and runs its scheduled runs until stopped (Ctrl-C);
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="TOML run config; read again at every scheduled run")
     p.add_argument("--cron", required=True, help='cron schedule, e.g. "0 2 * * *" for 02:00 every night')
     p.add_argument("--name", default="nightly", help="deployment name (default nightly)")
+    p.add_argument("--timezone", default="UTC", help="IANA time zone of the cron schedule (default UTC)")
     p.set_defaults(run=_serve)
 
     p = command("report", "compute-cost report from prediction Parquet files (and their run manifests)")
@@ -248,7 +250,7 @@ def _serve(args) -> None:
     from flows.serve import NoServerError, serve_schedule
 
     try:
-        serve_schedule(args.config, args.cron, args.name)
+        serve_schedule(args.config, args.cron, args.name, args.timezone)
     except NoServerError as e:
         print(f"rightsize serve: {e}", file=sys.stderr)
         raise SystemExit(2)

@@ -7,14 +7,16 @@ paths are; ``rightsize serve`` records its working directory so that scheduled r
 
 from __future__ import annotations
 
+import glob
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from models.calibration import CalibrationConfig
 from models.training import TrainConfig
 from ops.accounting import ReportConfig
+from pipelines.label_config import LabelJobConfig
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,14 @@ class RunConfig:
     def report_dir(self) -> Path:
         return Path(self.output) / "report"
 
+    def label_job(self, model: str, run_id: str) -> LabelJobConfig:
+        """The Beam job's settings for ``model`` under ``run_id``."""
+        fields = {k: v for k, v in asdict(self.label).items() if k not in ("output", "run_id", "beam_args")}
+        return LabelJobConfig(model=model, output=self.label_output, run_id=run_id, **fields)
+
     def report_config(self) -> ReportConfig:
-        return ReportConfig(predictions=f"{self.label_output.rstrip('/')}/*/predictions-*.parquet",
+        prefix = glob.escape(self.label_output.rstrip("/"))  # an output named like runs/[prod] is not a pattern
+        return ReportConfig(predictions=f"{prefix}/*/predictions-*.parquet",
                             price_per_hour=self.report.price_per_hour, devices=self.report.devices)
 
 
@@ -106,12 +114,15 @@ def load_config(path: str | Path, workdir: str | Path | None = None) -> RunConfi
     for required in ("output", "data", "train", "label"):
         if required not in raw:
             raise ValueError(f"{path}: {'key' if required == 'output' else 'section'} {required!r} is missing")
+    if not isinstance(raw["output"], str):
+        raise ValueError(f"{path}: 'output' must be a string path, got {raw['output']!r}")
+    calibrate = raw.get("calibrate", {})
+    if isinstance(calibrate, dict) and not {"target_drop", "flops_budget", "threshold"} & set(calibrate):
+        raw["calibrate"] = {**calibrate, "target_drop": 0.01}  # the default target: one accuracy point
     sections = {name: _section(path, name, raw.get(name, {})) for name in _SECTIONS}
-    if "calibrate" not in raw or not {"target_drop", "flops_budget", "threshold"} & set(raw["calibrate"]):
-        sections["calibrate"] = _section(path, "calibrate", {**raw.get("calibrate", {}), "target_drop": 0.01})
 
     data, label = sections["data"], sections["label"]
-    return RunConfig(
+    config = RunConfig(
         output=str(_local(workdir, raw["output"])),
         data=DataConfig(**{**data.__dict__, "train": _maybe_local(workdir, data.train), "dev": _maybe_local(workdir, data.dev)}),
         train=TrainConfig(**{**sections["train"].__dict__, "model": _maybe_local(workdir, sections["train"].model)}),
@@ -121,6 +132,12 @@ def load_config(path: str | Path, workdir: str | Path | None = None) -> RunConfi
         report=sections["report"],
         source=str(path.resolve()),
     )
+    try:  # the steps' own checks, now rather than after fine-tuning
+        config.label_job(model="<model>", run_id="<run>")
+        config.report_config()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    return config
 
 
 def _section(path: Path, name: str, values: Any):
@@ -131,7 +148,10 @@ def _section(path: Path, name: str, values: Any):
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{path}: [{name}] has unknown key(s) {unknown}; known: {sorted(known)}")
-    values = {k: tuple(v) if (name, k) in _TUPLES and isinstance(v, list) else v for k, v in values.items()}
+    for key in values.keys() & {k for section, k in _TUPLES if section == name}:
+        if not isinstance(values[key], list):
+            raise ValueError(f"{path}: [{name}] {key} must be an array like [...], got {values[key]!r}")
+        values[key] = tuple(values[key])
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:

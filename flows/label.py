@@ -1,7 +1,8 @@
 """Prefect: the labelling step, a thin shell over the Beam job of ``pipelines/label.py``.
 
 A run id whose ``manifest.json`` exists finished before (the manifest is written last) and is not labelled
-again. With no run id configured, it is derived from the model's content id, the threshold, the input
+again, provided it was labelled with the same model, threshold and input glob and its prediction files are
+still there; otherwise the run is labelled again and replaced. With no run id configured, it is derived from the model's content id, the threshold, the input
 fields and the input files' names, sizes and modification times: an unchanged corpus and model is not
 labelled twice, and any change gives a new run.
 """
@@ -10,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
 
 import fsspec
 from prefect import flow, task
 
 from flows.caching import transient_only
 
-from flows.config import LabelStepConfig
+from flows.config import LabelStepConfig, RunConfig
 from models.classifier import artifact_id, read_model_config
 from ops.fingerprint import fingerprint
 from ops.records import expand_glob
@@ -38,14 +38,24 @@ def default_run_id(model_dir: str, step: LabelStepConfig) -> str:
     return f"run-{key[:12]}"
 
 
-def finished_manifest(run_dir: str) -> dict | None:
-    """The manifest of a run that completed, or None."""
-    path = f"{run_dir.rstrip('/')}/manifest.json"
-    fs, local = fsspec.core.url_to_fs(path)
-    if not fs.isfile(local):
+def finished_run(job: LabelJobConfig) -> dict | None:
+    """The manifest of a run of ``job`` that completed with this model, threshold and input, and whose
+    prediction files are still there; None otherwise (the run is then labelled again, replacing it)."""
+    fs, run_dir = fsspec.core.url_to_fs(job.run_dir.rstrip("/"))
+    if not fs.isfile(f"{run_dir}/manifest.json"):
         return None
-    with fs.open(local, "r") as f:
-        return json.load(f)
+    with fs.open(f"{run_dir}/manifest.json", "r") as f:
+        manifest = json.load(f)
+    threshold = read_model_config(job.model).threshold if job.threshold is None else job.threshold
+    same = (manifest.get("model_id"), manifest.get("threshold"), manifest.get("input")) == (
+        artifact_id(job.model), threshold, job.input)
+    labelled = manifest.get("counts", {}).get("labelled", 0)
+    complete = labelled == 0 or bool(fs.glob(f"{run_dir}/predictions-*.parquet"))
+    if not (same and complete):
+        log.info("run %s exists but %s: labelling it again", job.run_id,
+                 "its model, threshold or input differ" if not same else "its prediction files are gone")
+        return None
+    return manifest
 
 
 @task(retries=2, retry_condition_fn=transient_only, retry_delay_seconds=30)
@@ -53,7 +63,7 @@ def label_corpus(job: LabelJobConfig, beam_args: list[str]) -> dict:
     """Runs the Beam job to completion; returns its manifest with ``skipped`` (true: finished before)."""
     from pipelines.label import run  # imports Beam
 
-    manifest = finished_manifest(job.run_dir)
+    manifest = finished_run(job)
     if manifest is not None:
         log.info("run %s finished before (%s): not labelled again", job.run_id, job.run_dir)
         return manifest | {"skipped": True}
@@ -61,8 +71,6 @@ def label_corpus(job: LabelJobConfig, beam_args: list[str]) -> dict:
 
 
 @flow(name="rightsize-label")
-def label_flow(model_dir: str, step: LabelStepConfig, output: str) -> dict:
-    run_id = step.run_id or default_run_id(model_dir, step)
-    fields = {k: v for k, v in asdict(step).items() if k not in ("output", "run_id", "beam_args")}
-    job = LabelJobConfig(model=model_dir, output=output, run_id=run_id, **fields)
-    return label_corpus(job, list(step.beam_args))
+def label_flow(model_dir: str, config: RunConfig) -> dict:
+    return label_corpus(config.label_job(model_dir, config.label.run_id or default_run_id(model_dir, config.label)),
+                        list(config.label.beam_args))

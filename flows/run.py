@@ -30,7 +30,7 @@ def run_pipeline(config: RunConfig) -> dict:
     cache = str(config.cache_dir)
     trained = train_flow(config.data, config.train, str(config.models_dir), cache)
     calibrated = calibrate_flow(trained["model_dir"], config.data, config.calibrate, str(config.models_dir), cache)
-    manifest = label_flow(calibrated["model_dir"], config.label, config.label_output)
+    manifest = label_flow(calibrated["model_dir"], config)
     report = report_flow(config.report_config(), str(config.report_dir))
     outcome = {
         "config": config.source,

@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect.deployments.runner import RunnerDeployment
+from prefect.schedules import Cron
 from prefect.settings import get_current_settings
 
+from flows.config import load_config
 from flows.run import rightsize_run
 
 DEFAULT_DEPLOYMENT = "nightly"
@@ -33,21 +35,24 @@ def api_url() -> str | None:
     return get_current_settings().api.url
 
 
-def build_deployment(config_file: str, cron: str, name: str = DEFAULT_DEPLOYMENT,
+def build_deployment(config_file: str, cron: str, name: str = DEFAULT_DEPLOYMENT, timezone: str = "UTC",
                      workdir: str | None = None) -> RunnerDeployment:
-    """The deployment ``serve`` registers: the end-to-end flow with this config file, on ``cron``."""
+    """The deployment ``serve`` registers: the end-to-end flow with this config file, on ``cron`` in
+    ``timezone`` (an IANA name), one run at a time (a run still going when the next is due makes it wait:
+    two runs must not share a workspace)."""
+    workdir = str(Path(workdir or ".").resolve())
     config_file = str(Path(config_file).resolve())
-    if not Path(config_file).is_file():
-        raise FileNotFoundError(f"{config_file}: no such config file")
+    load_config(config_file, workdir)  # a bad config fails now, not at 02:00
     return rightsize_run.to_deployment(
-        name=name, cron=cron, parameters={"config_file": config_file, "workdir": str(Path(workdir or ".").resolve())},
+        name=name, schedule=Cron(cron, timezone=timezone), concurrency_limit=1,
+        parameters={"config_file": config_file, "workdir": workdir},
         description=f"rightsize end-to-end run of {config_file}", tags=["rightsize"])
 
 
-def serve_schedule(config_file: str, cron: str, name: str = DEFAULT_DEPLOYMENT) -> None:
+def serve_schedule(config_file: str, cron: str, name: str = DEFAULT_DEPLOYMENT, timezone: str = "UTC") -> None:
     """Registers the deployment and runs its scheduled flow runs until interrupted (blocks)."""
     from prefect import serve
 
     if not api_url():
         raise NoServerError(NO_SERVER)
-    serve(build_deployment(config_file, cron, name))
+    serve(build_deployment(config_file, cron, name, timezone))

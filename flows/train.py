@@ -18,6 +18,7 @@ from prefect import flow, task
 from flows.caching import CACHED_TASK, transient_only, result_or_refresh, storage
 from flows.config import DataConfig
 from models.classifier import resolve_backbone
+from models.config import CONFIG_FILE, WEIGHTS_FILE
 from models.training import TRAINING_FILE, TrainConfig, train
 from ops.examples import load_examples
 from ops.fingerprint import fingerprint, fingerprint_path, project_version
@@ -32,18 +33,29 @@ def training_key(data: DataConfig, config: TrainConfig) -> str:
         backbone=fingerprint_path(resolve_backbone(config.model)))
 
 
+def is_trained(directory: str | Path) -> bool:
+    """A complete model: weights and settings saved, and training.json, which is written last."""
+    return all(Path(directory, name).is_file() for name in (WEIGHTS_FILE, CONFIG_FILE, TRAINING_FILE))
+
+
 def fine_tune(data: DataConfig, config: TrainConfig, out: str | Path) -> Path:
     """Trains into ``out`` (resuming from its checkpoint if one is there) unless a finished model is there."""
     out = Path(out)
-    if (out / TRAINING_FILE).is_file():  # written last: the model is complete
+    if is_trained(out):
         log.info("%s already holds a trained model", out)
+        _remove_checkpoints(out)  # left by a run killed just after saving
         return out
     fields = dict(text_field=data.text_field, pair_field=data.pair_field, label_field=data.label_field)
     train_set = load_examples(data.train, **fields, split="train")
     dev_set = load_examples(data.dev, **fields, split="validation")
     train(config, train_set, dev_set, out=out, checkpoint_dir=out / CHECKPOINT_DIR)
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # optimizer state: twice the weights, not needed now
+    _remove_checkpoints(out)  # optimizer state: twice the weights, not needed now
     return out
+
+
+def _remove_checkpoints(out: Path) -> None:
+    for suffix in ("", ".staging", ".old"):
+        shutil.rmtree(out / (CHECKPOINT_DIR + suffix), ignore_errors=True)
 
 
 @task(retries=1, retry_condition_fn=transient_only, retry_delay_seconds=5, **CACHED_TASK)
@@ -58,6 +70,6 @@ def train_flow(data: DataConfig, config: TrainConfig, models_dir: str, cache_dir
     task = train_model.with_options(result_storage=storage(cache_dir))
     args = (data, config, str(Path(models_dir) / f"trained-{key[:16]}"), key)
     model_dir, cached = result_or_refresh(task, task(*args, return_state=True),
-                                          lambda d: Path(d, TRAINING_FILE).is_file(), *args)
+                                          is_trained, *args)
     log.info("fine-tuning: %s -> %s", "cached, inputs unchanged" if cached else "trained", model_dir)
     return {"model_dir": model_dir, "cached": cached, "cache_key": key}

@@ -99,9 +99,10 @@ def train(config: TrainConfig, train_set: Examples, dev_set: Examples, out: str 
 
     report = TrainReport(config=asdict(config))
     best_score, best_state = -1.0, None
-    if checkpoint_dir is not None and Path(checkpoint_dir, CHECKPOINT_STATE).is_file():
-        best_score, best_state = _load_checkpoint(Path(checkpoint_dir), model, optimizer, schedule, generator, report)
-        log.info("resuming training from %s after epoch %d of %d", checkpoint_dir, len(report.epochs), config.epochs)
+    resume_from = _complete_checkpoint(Path(checkpoint_dir)) if checkpoint_dir is not None else None
+    if resume_from is not None:
+        best_score, best_state = _load_checkpoint(resume_from, model, optimizer, schedule, generator, report)
+        log.info("resuming training from %s after epoch %d of %d", resume_from, len(report.epochs), config.epochs)
     for epoch in range(len(report.epochs) + 1, config.epochs + 1):
         start = time.perf_counter()
         model.train()
@@ -145,6 +146,9 @@ def _save_checkpoint(directory: Path, model, optimizer, schedule, generator, rep
     """Writes the whole training state to a fresh folder, then swaps it in with renames, so a run killed at
     any moment leaves either the previous epoch's checkpoint or this one, never a mix."""
     staging = directory.with_name(directory.name + ".staging")
+    old = directory.with_name(directory.name + ".old")
+    if not directory.exists() and (staging / CHECKPOINT_STATE).is_file():  # resumed from it: make it the checkpoint
+        os.replace(staging, directory)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     save_file(_contiguous(model.state_dict()), staging / CHECKPOINT_WEIGHTS)
@@ -157,13 +161,22 @@ def _save_checkpoint(directory: Path, model, optimizer, schedule, generator, rep
     numpy_rng = np.random.get_state()
     state = {"report": asdict(report), "best_score": best_score,
              "numpy_rng": [numpy_rng[0], numpy_rng[1].tolist(), *numpy_rng[2:]]}
-    (staging / CHECKPOINT_STATE).write_text(json.dumps(state))
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
+    (staging / CHECKPOINT_STATE).write_text(json.dumps(state))  # last: its presence marks a complete folder
     if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(directory, old)
     os.replace(staging, directory)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _complete_checkpoint(directory: Path) -> Path | None:
+    """The newest complete checkpoint: the directory itself, or, for a run killed between the two renames of
+    ``_save_checkpoint``, its staging folder (newer) or the previous one. state.json is written last."""
+    for candidate in (directory, directory.with_name(directory.name + ".staging"),
+                      directory.with_name(directory.name + ".old")):
+        if (candidate / CHECKPOINT_STATE).is_file():
+            return candidate
+    return None
 
 
 def _load_checkpoint(directory: Path, model, optimizer, schedule, generator, report: TrainReport) -> tuple[float, dict]:

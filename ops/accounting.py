@@ -78,7 +78,7 @@ def cost_cube(fs: fsspec.AbstractFileSystem, files: list[str]) -> pa.Table:
                 if len(partials) >= _COMPACT_EVERY:
                     partials = [_reduce(pa.concat_tables(partials))]
     if not partials:  # only empty files
-        empty = pa.RecordBatch.from_pylist([], schema=PREDICTION_SCHEMA.select(_COLUMNS))
+        empty = pa.RecordBatch.from_pylist([], schema=pa.schema([PREDICTION_SCHEMA.field(c) for c in _COLUMNS]))
         return _reduce(_keyed(empty))
     return _reduce(pa.concat_tables(partials))
 
@@ -119,16 +119,28 @@ def _reduce_by(cube: pa.Table, by: list[str]) -> pa.Table:
 
 
 def read_manifests(fs: fsspec.AbstractFileSystem, files: list[str]) -> dict[str, dict]:
-    """run id -> the manifest.json found beside any of ``files`` (the Beam job's layout)."""
+    """run id -> the manifest.json found beside any of ``files`` (the Beam job's layout), checked."""
     manifests = {}
     for folder in sorted({f.rsplit("/", 1)[0] for f in files}):
         path = f"{folder}/{MANIFEST_FILE}"
         if fs.isfile(path):
             with fs.open(path, "r") as f:
-                manifest = json.load(f)
-            manifest["_path"] = fs.unstrip_protocol(path)
-            manifests[manifest["run_id"]] = manifest
+                manifests.update([_checked_manifest(f.read(), fs.unstrip_protocol(path))])
     return manifests
+
+
+def _checked_manifest(text: str, path: str) -> tuple[str, dict]:
+    try:
+        manifest = json.loads(text)
+        run_id, counts = str(manifest["run_id"]), manifest["counts"]
+        started, finished = (datetime.fromisoformat(manifest[k]) for k in ("started", "finished"))
+        wall = (finished - started).total_seconds()
+        dead = int(counts["dead_letters"])
+    except (ValueError, KeyError, TypeError) as e:  # bad JSON, a missing key, naive vs aware times
+        raise ValueError(f"{path}: not a usable run manifest ({type(e).__name__}: {e})") from None
+    if wall < 0:
+        raise ValueError(f"{path}: finished ({manifest['finished']}) is before started ({manifest['started']})")
+    return run_id, manifest | {"_path": path, "_wall_seconds": wall, "_dead_letters": dead}
 
 
 def count_dead_letters(fs: fsspec.AbstractFileSystem, files: list[str]) -> int:
@@ -161,17 +173,17 @@ def summarize(config: ReportConfig) -> dict[str, Any]:
         run = _figures(row) | {"run_id": row["run_id"], "manifest": manifest and manifest["_path"],
                                 "started": None, "finished": None, "wall_seconds": None, "dead_letters": None}
         if manifest:
-            started, finished = (datetime.fromisoformat(manifest[k]) for k in ("started", "finished"))
             run |= {"started": manifest["started"], "finished": manifest["finished"],
-                    "wall_seconds": (finished - started).total_seconds(),
-                    "dead_letters": manifest["counts"]["dead_letters"], "runner": manifest.get("runner"),
-                    "device_types": sorted(manifest.get("devices", {}))}
+                    "wall_seconds": manifest["_wall_seconds"], "dead_letters": manifest["_dead_letters"],
+                    "runner": manifest.get("runner"), "device_types": sorted(manifest.get("devices", {}))}
         run |= _money(run, price, config.devices)
         runs.append(run)
-    runs.sort(key=lambda r: (r["started"] or "", r["run_id"]))
+    # Oldest first by start time; runs without a manifest (no start time) after them, by run id.
+    runs.sort(key=lambda r: (r["started"] is None, r["started"] and datetime.fromisoformat(r["started"]).timestamp(),
+                             r["run_id"]))
 
     timed = [r for r in runs if r["wall_seconds"] is not None]
-    if len(manifests) == len(runs):  # every run's dead letters are in its manifest
+    if all(r["dead_letters"] is not None for r in runs):  # every run's dead letters are in its manifest
         dead_letters = sum(r["dead_letters"] for r in runs)
     else:
         dead_letters = count_dead_letters(fs, files)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a screen
+matplotlib.rcParams["text.parse_math"] = False  # labels and run ids are user text: "$x$" is not a formula
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -39,7 +40,7 @@ def money_text(value: float | None) -> str:
     """Two decimals, or three significant digits below 1 (a demo costs fractions of a cent)."""
     if value is None:
         return "unknown"
-    return f"{value:,.2f}" if abs(value) >= 1 or value == 0 else np.format_float_positional(value, precision=3, fractional=False)
+    return f"{value:,.2f}" if abs(value) >= 1 or value == 0 else np.format_float_positional(value, precision=3, fractional=False, trim="-")
 
 
 def _number(value: Any, digits: int = 4) -> str:
@@ -47,7 +48,7 @@ def _number(value: Any, digits: int = 4) -> str:
         return "unknown"
     if isinstance(value, int):
         return f"{value:,}"
-    return f"{value:.{digits}f}"
+    return f"{value:,.{digits}f}"
 
 
 def _percent(value: float | None) -> str:
@@ -81,6 +82,8 @@ def headline_rows(summary: dict) -> list[tuple[str, str, str]]:
 
 def plot_files(summary: dict) -> dict[str, bytes]:
     """File name -> PNG bytes of each plot the summary supports (the trend only with several runs)."""
+    if not summary["documents"]:
+        return {}  # nothing was labelled: the tables say so, there is nothing to draw
     plots = {
         "exit_histogram.png": _exit_histogram(summary),
         "cost_by_label.png": _cost_by_label(summary),
@@ -173,12 +176,12 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of the breakdown tables, shared by Markdown and HTML."""
     by_exit = [[str(r["exit_layer"]), _number(r["documents"]), _percent(r["documents"] / summary["documents"]),
                 flops_text(r["flops"]), _number(r["mean_confidence"], 3)] for r in summary["by_exit_layer"]]
-    by_label = [[html.escape(str(r["label"])), _number(r["documents"]), flops_text(r["flops"]),
+    by_label = [[str(r["label"]), _number(r["documents"]), flops_text(r["flops"]),
                  _percent(r["flops_saved_fraction"]), _number(r["mean_exit_layer"], 2)] for r in summary["by_label"]]
     by_length = [[f"{r['tokens_from']}-{r['tokens_below'] - 1}" if r["tokens_below"] else f"{r['tokens_from']}+",
                   _number(r["documents"]), flops_text(r["flops"]), _percent(r["flops_saved_fraction"]),
                   _number(r["mean_exit_layer"], 2)] for r in summary["by_length"]]
-    runs = [[html.escape(r["run_id"]), (r["started"] or "unknown")[:19].replace("T", " "), _number(r["documents"]), _number(r["dead_letters"]),
+    runs = [[r["run_id"], (r["started"] or "unknown")[:19].replace("T", " "), _number(r["documents"]), _number(r["dead_letters"]),
              _percent(r["flops_saved_fraction"]), _number(r["mean_exit_layer"], 2), _number(r["wall_seconds"], 1),
              money_text(r["cost"]), money_text(r["cost_per_1000_documents"])] for r in summary["runs"]]
     return [
@@ -208,7 +211,7 @@ def render_markdown(summary: dict, plots: list[str]) -> str:
     lines += ["", _money_note(summary), ""]
     for title, header, rows in _tables(summary):
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
         lines.append("")
     lines += ["## Plots", ""] + [f"![{name}]({name})" for name in plots] + [""]
     return "\n".join(lines)
@@ -232,9 +235,9 @@ def render_html(summary: dict, plots: dict[str, bytes]) -> str:
         raw = "" if summary[key] is None else repr(summary[key])
         parts.append(f"<tr><td>{e(label)}</td><td data-key='{key}' data-value='{e(raw)}'>{e(value)}</td></tr>")
     parts.append(f"</table><p class='note'>{e(_money_note(summary))}</p>")
-    for title, header, rows in _tables(summary):  # cells were escaped where they hold user text
+    for title, header, rows in _tables(summary):
         parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
-        parts += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows]
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
         parts.append("</table>")
     parts.append("<h2>Plots</h2>")
     for name, png in plots.items():
@@ -248,6 +251,8 @@ def write_report(summary: dict, out: str | Path) -> dict[str, Path]:
     """Writes summary.json, report.md with its PNGs, and report.html into ``out``; returns their paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):  # a plot of an earlier report (the trend) must not outlive it
+        old.unlink()
     plots = plot_files(summary)
     for name, png in plots.items():
         (out / name).write_bytes(png)

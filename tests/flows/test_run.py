@@ -136,3 +136,24 @@ def test_example_config_loads_with_every_section():
     assert config.train.model == "minilm" and config.train.exits == (1, 2, 3, 4, 5, 6)
     assert config.calibrate.target_drop == 0.01 and config.report.price_per_hour == 0.10
     assert config.label.beam_args == ("--runner=DirectRunner",)
+
+
+def test_config_without_calibrate_section_targets_one_point(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('output = "o"\n[data]\ntrain = "t"\ndev = "d"\n[train]\nmodel = "m"\n[label]\ninput = "x"\n')
+    assert load_config(path).calibrate.target_drop == 0.01
+    path.write_text(path.read_text() + "[calibrate]\nfit_fraction = 0.6\n")
+    config = load_config(path)
+    assert (config.calibrate.target_drop, config.calibrate.fit_fraction) == (0.01, 0.6)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("[label]\ninput = 'x'\nbatch_size = 0\n", "batch_size"),
+    ("[label]\ninput = 'x'\nbeam_args = '--runner=DataflowRunner'\n", "beam_args must be an array"),
+    ("[label]\ninput = 'x'\n[report]\ndevices = 0\n", "devices"),
+])
+def test_step_settings_are_checked_when_the_config_is_read(tmp_path, extra, message):
+    path = tmp_path / "c.toml"
+    path.write_text('output = "o"\n[data]\ntrain = "t"\ndev = "d"\n[train]\nmodel = "m"\n' + extra)
+    with pytest.raises(ValueError, match=message):
+        load_config(path)

@@ -31,8 +31,9 @@ def _free_port() -> int:
 
 
 def test_deployment_carries_the_cron():
-    deployment = build_deployment(str(CONFIG), CRON, name="nightly", workdir=str(ROOT))
-    assert [s.schedule.cron for s in deployment.schedules] == [CRON]
+    deployment = build_deployment(str(CONFIG), CRON, name="nightly", timezone="Europe/Berlin", workdir=str(ROOT))
+    assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == [(CRON, "Europe/Berlin")]
+    assert deployment.concurrency_limit == 1  # two runs never share a workspace
     assert deployment.parameters == {"config_file": str(CONFIG.resolve()), "workdir": str(ROOT)}
     with pytest.raises(FileNotFoundError, match="no such config file"):
         build_deployment("missing.toml", CRON)

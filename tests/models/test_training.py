@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +76,16 @@ def test_killed_training_resumes_to_the_same_weights(backbone_dir, tmp_path):
         time.sleep(0.005)
     child.send_signal(signal.SIGKILL)
     child.wait()
-    done = len(json.loads((checkpoint / CHECKPOINT_STATE).read_text())["report"]["epochs"])
+    saved = json.loads((checkpoint / CHECKPOINT_STATE).read_text())["report"]["epochs"]
+    done = len(saved)
     assert 1 <= done < _RESUME_CONFIG["epochs"], "the kill must land mid-training"
 
     config = TrainConfig(model=backbone_dir, **_RESUME_CONFIG)
     data = topic_examples(400, 0), topic_examples(40, 1)
     resumed, resumed_report = train(config, *data, checkpoint_dir=checkpoint)
     whole, whole_report = train(config, *data)
+    # Resumed, not restarted: the completed epochs are the killed run's own reports (timings included).
+    assert [asdict(e) for e in resumed_report.epochs[:done]] == saved
     assert [e.train_loss for e in resumed_report.epochs] == [e.train_loss for e in whole_report.epochs]
     assert resumed_report.best_epoch == whole_report.best_epoch
     a, b = resumed.state_dict(), whole.state_dict()

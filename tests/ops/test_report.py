@@ -40,6 +40,38 @@ def test_html_embeds_every_plot_and_holds_the_summary_numbers(report):
         raw = html.unescape(cells[key])
         assert (None if raw == "" else float(raw)) == pytest.approx(summary[key])
     assert "estimate" in page
+    # What a person reads, formatted here independently of ops/report.py.
+    shown = dict(re.findall(r"data-key='(\w+)' data-value='[^']*'>([^<]*)<", page))
+    assert shown["documents"] == "4" and shown["flops_saved_fraction"] == "35.0%"
+    assert shown["mean_exit_layer"] == "2.00" and shown["cost"] == "3.00" and shown["full_model_cost_estimate"] == "4.32"
+    assert shown["flops"] == "1300 FLOP" and shown["wall_seconds"] == "1,800.0"
+    rows = re.findall(r"<tr><td>(x|y)</td><td>(\d+)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", page)
+    assert rows == [("x", "2", "350 FLOP", "61.1%", "1.50"), ("y", "2", "950 FLOP", "13.6%", "2.50")]
+
+
+def test_user_text_is_escaped_and_not_parsed(tmp_path):
+    """A label is user text: HTML markup is escaped, "$...$" is not a matplotlib formula, "|" keeps the
+    Markdown table whole."""
+    import pyarrow.parquet as pq
+    from tests.ops.test_accounting import _table
+
+    pq.write_table(_table([("z", "<b>$x^$|y</b>", 1, 5, 10, 20, 0.9)], "r"), tmp_path / "p.parquet")
+    paths = write_report(summarize(ReportConfig(str(tmp_path / "p.parquet"))), tmp_path / "out")
+    page = paths["html"].read_text()
+    assert "&lt;b&gt;$x^$|y&lt;/b&gt;" in page and "<b>$x" not in page
+    assert "| &lt;b&gt;$x^$\\|y&lt;/b&gt; |" not in paths["markdown"].read_text()
+    assert "| <b>$x^$\\|y</b> | 1 |" in paths["markdown"].read_text()
+
+
+def test_report_of_an_empty_predictions_file(tmp_path):
+    from ops.predictions import PredictionWriter
+
+    with PredictionWriter(str(tmp_path / "empty.parquet")):
+        pass  # what 'rightsize predict' writes when every input was a dead letter
+    paths = write_report(summarize(ReportConfig(str(tmp_path / "empty.parquet"))), tmp_path / "out")
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["documents"] == 0 and summary["flops_saved_fraction"] is None and summary["runs"] == []
+    assert "documents labelled | 0 |" in paths["markdown"].read_text()
 
 
 def test_markdown_links_its_plots(report):

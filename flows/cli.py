@@ -295,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO lines drown our progress lines
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)  # notes about categorical axes
     # Our modules' log lines go to the Prefect UI with the flow's own (a default, the user's setting wins).
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "models,ops,pipelines,flows")
     try:

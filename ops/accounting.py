@@ -35,7 +35,8 @@ MANIFEST_FILE = "manifest.json"  # what pipelines/label.py writes beside its Par
 LENGTH_EDGES = (0, 16, 32, 64, 128, 256, 512)
 CONFIDENCE_BINS = 10  # equal-width bins of the calibrated confidence, [0, 0.1) ... [0.9, 1.0]
 KEYS = ["run_id", "model_id", "label", "exit_layer", "length_bucket", "confidence_bin"]
-SUMS = ["documents", "tokens", "flops", "full_flops", "confidence"]
+# layer_documents: exit_layer per document, so that its sum over any group / documents is the mean exit layer
+SUMS = ["documents", "tokens", "flops", "full_flops", "confidence", "layer_documents"]
 _COLUMNS = ["run_id", "model_id", "label", "exit_layer", "num_tokens", "flops", "full_flops", "confidence"]
 _BATCH_ROWS = 1 << 18  # rows per record batch read; bounds memory with the cube, not the file size
 _COMPACT_EVERY = 32  # partial cubes kept before they are summed into one
@@ -96,26 +97,20 @@ def _keyed(batch: pa.RecordBatch) -> pa.Table:
         "documents": pa.array(np.ones(batch.num_rows, dtype=np.int64)),
         "tokens": batch.column("num_tokens").cast(pa.int64()),
         "flops": batch.column("flops"), "full_flops": batch.column("full_flops"), "confidence": confidence,
+        "layer_documents": batch.column("exit_layer").cast(pa.int64()),
     })
 
 
-def _reduce(table: pa.Table) -> pa.Table:
-    """Group by KEYS, sum SUMS, keep the SUMS' names (so a reduced table can be reduced again)."""
-    out = table.group_by(KEYS).aggregate([(name, "sum") for name in SUMS])
+def _reduce(table: pa.Table, by: list[str] = KEYS) -> pa.Table:
+    """Group by ``by``, sum SUMS, keep the SUMS' names (so a reduced table can be reduced again)."""
+    out = table.group_by(by).aggregate([(name, "sum") for name in SUMS])
     return out.rename_columns([c.removesuffix("_sum") for c in out.column_names])
 
 
 def _totals(cube: pa.Table, by: list[str]) -> list[dict]:
     """Sums of the cube grouped by ``by``, as dicts sorted by ``by``."""
-    rows = _reduce_by(cube, by).to_pylist()
+    rows = _reduce(cube, by).to_pylist()
     return sorted(rows, key=lambda r: tuple((r[k] is None, r[k]) for k in by))
-
-
-def _reduce_by(cube: pa.Table, by: list[str]) -> pa.Table:
-    # exit_layer x documents, so mean exit layers can be summed up the hierarchy
-    weighted = cube.append_column("layer_documents", pc.multiply(cube["exit_layer"].cast(pa.int64()), cube["documents"]))
-    out = weighted.group_by(by).aggregate([(name, "sum") for name in SUMS + ["layer_documents"]])
-    return out.rename_columns([c.removesuffix("_sum") for c in out.column_names])
 
 
 def read_manifests(fs: fsspec.AbstractFileSystem, files: list[str]) -> dict[str, dict]:
@@ -219,13 +214,13 @@ def _figures(row: dict) -> dict:
 
 
 def _money(run: dict, price: float | None, devices: int) -> dict:
-    if price is None or run["wall_seconds"] is None:
-        return {"cost": None, "full_model_cost_estimate": None, "cost_per_1000_documents": None,
-                "documents_per_second": run["documents"] / run["wall_seconds"] if run["wall_seconds"] else None}
-    cost = run["wall_seconds"] / 3600 * devices * price
-    return {"cost": cost, "full_model_cost_estimate": cost * run["full_flops"] / run["flops"] if run["flops"] else None,
-            "cost_per_1000_documents": 1000 * cost / run["documents"] if run["documents"] else None,
-            "documents_per_second": run["documents"] / run["wall_seconds"] if run["wall_seconds"] else None}
+    wall = run["wall_seconds"]
+    money = {"documents_per_second": run["documents"] / wall if wall else None}
+    if price is None or wall is None:
+        return money | {"cost": None, "full_model_cost_estimate": None, "cost_per_1000_documents": None}
+    cost = wall / 3600 * devices * price
+    return money | {"cost": cost, "full_model_cost_estimate": cost * run["full_flops"] / run["flops"] if run["flops"] else None,
+                    "cost_per_1000_documents": 1000 * cost / run["documents"] if run["documents"] else None}
 
 
 def _money_totals(timed: list[dict], total: dict, price: float | None) -> dict:

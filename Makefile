@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser test demo bench clean
+.PHONY: setup browser test demo bench wheel clean
 
 setup: $(STAMP) browser
 
@@ -30,5 +30,12 @@ test: setup
 demo: setup
 	HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false $(PY) -m flows.demo
 
+# The project wheel (models, ops, pipelines, flows; no tests) in dist/, for worker images
+# (docker/worker.Dockerfile) and Beam's --extra_package. Offline: no build isolation (setuptools comes from
+# the venv), no index. build/ goes first so a module deleted from the sources cannot linger in the wheel.
+wheel: $(STAMP)
+	rm -rf build dist/rightsize-*.whl
+	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation --no-index -w dist .
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs build dist

@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rightsize", description="Early-exit transformer classification: label large corpora cheaply.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # a prefix is not a flag: 'train --mode x' must not be read as '--model x'
         epilog="run 'rightsize COMMAND --help' for the flags and examples of each command",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=help, epilog=EXAMPLES[name],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
 
     p = command("train", "fine-tune an encoder with early exits (joint training, loss = sum of exit losses)")
     p.add_argument("--model", required=True, help="backbone: local dir, hub name, or 'minilm' (packaged all-MiniLM-L6-v2)")
@@ -154,8 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("predict", "label one file in-process with early exit and write Parquet")
     p.add_argument("--model", required=True, help="model directory written by 'rightsize train'")
-    p.add_argument("--input", required=True, help="input file: .jsonl/.csv/.parquet, or text with one document per line")
-    p.add_argument("--output", required=True, help="output .parquet file; dead letters go to <output>.deadletter.jsonl")
+    p.add_argument("--input", required=True, help="input file or glob: .jsonl/.csv/.parquet, or text with one "
+                                                  "document per line (gzip etc. by extension)")
+    p.add_argument("--output", required=True, help="output .parquet file, replaced atomically when the run "
+                                                   "succeeds; dead letters go to <output stem>.deadletter.jsonl")
     p.add_argument("--threshold", type=float, default=None,
                    help="exit when calibrated confidence >= this (default: the model's; >1 = always full depth)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -214,8 +217,8 @@ def _label(args) -> None:
 
     manifest = run(config_from_args(args), args.extra)
     counts = manifest["counts"]
-    print(f"run {manifest['run_id']}: {counts['documents_in']} inputs, {counts['labelled']} labelled, "
-          f"{counts['dead_letters']} dead letters -> {manifest['output']}")
+    print(f"run {manifest['run_id']}: {counts['documents_in']} inputs, {counts['labelled']} labelled "
+          f"({counts['truncated']} truncated), {counts['dead_letters']} dead letters -> {manifest['output']}")
     print("exits: " + ", ".join(f"L{k}: {v}" for k, v in counts["exit_layers"].items()))
 
 
@@ -278,6 +281,9 @@ def _predict(args) -> None:
     print(f"labelled {s.documents} documents -> {s.output}")
     if s.dead_letters:
         print(f"{s.dead_letters} inputs could not be labelled -> {s.dead_letter_output}")
+    if s.truncated:
+        print(f"{s.truncated} documents were longer than the model's {model.config.max_length} tokens and were "
+              f"labelled from their beginning ('truncated' column)")
     if s.documents:
         hist = ", ".join(f"L{layer}: {n}" for layer, n in sorted(s.exit_counts.items()))
         print(f"exits: {hist}")
@@ -287,8 +293,14 @@ def _predict(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "beam_args", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra and getattr(args, "beam_args", False):
+        from pipelines.label_config import unknown_beam_flags
+
+        unknown = unknown_beam_flags(extra)  # flags Beam does not know either: it would drop them silently
+    else:
+        unknown = extra
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.extra = extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,12 +1,16 @@
-"""In-process labelling of one input file into one Parquet file (``rightsize predict``).
+"""In-process labelling of input files into one Parquet file (``rightsize predict``).
 
 Streams the input in chunks so memory stays flat whatever the file size; the Beam pipeline in
-``pipelines/`` is the path for many files and many machines.
+``pipelines/`` is the path for many files and many machines. Both read records with ops/records.py, so a
+record without an id gets the same ``<file>:<line>`` id here and there.
+
+The output replaces an existing file atomically (ops/staging.py): it is written under a staging name and
+renamed into place when complete, then its dead-letter file likewise. A run that fails or is killed leaves
+the previous output file as it was.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from itertools import islice
 
@@ -14,8 +18,10 @@ import fsspec
 from tqdm.auto import tqdm
 
 from models import EarlyExitClassifier
+from ops.isolation import Failure, run_isolating_failures
 from ops.predictions import PredictionWriter, new_run_id, prediction_rows
-from ops.records import DeadLetter, Document, InputFields, read_file
+from ops.records import DeadLetter, Document, InputFields, dead_letter_line, expand_glob, read_file
+from ops.staging import discard, publish, recover, staging_path
 
 CHUNK_DOCUMENTS = 8192  # documents tokenized, sorted by length and labelled together
 
@@ -29,6 +35,7 @@ def dead_letter_path(output: str) -> str:
 class PredictSummary:
     documents: int  # labelled, rows in the Parquet file
     dead_letters: int
+    truncated: int  # labelled documents cut at the model's max_length
     exit_counts: dict[int, int]  # exit layer -> documents
     flops: int
     full_flops: int
@@ -45,31 +52,58 @@ def predict_file(
     batch_size: int = 64,
     run_id: str | None = None,
 ) -> PredictSummary:
+    """Labels every file matching ``input_url`` (a path, URL or glob) into ``output_url``; inputs that cannot
+    be labelled go to ``dead_letter_path(output_url)``, one JSON line each."""
     threshold = model.config.threshold if threshold is None else threshold
     run_id = run_id or new_run_id()
+    files = expand_glob(input_url)
     letters_url = dead_letter_path(output_url)
-    records = read_file(input_url, fields)
-    summary = PredictSummary(0, 0, {}, 0, 0, output_url, None)
-    with PredictionWriter(output_url) as writer, fsspec.open(letters_url, "w", encoding="utf-8") as letters, \
-            tqdm(desc="labelling", unit="doc") as bar:
-        while chunk := list(islice(records, CHUNK_DOCUMENTS)):
-            documents = [r for r in chunk if isinstance(r, Document)]
-            for letter in (r for r in chunk if isinstance(r, DeadLetter)):
-                letters.write(json.dumps(letter.to_dict(), ensure_ascii=False) + "\n")
-                summary.dead_letters += 1
-            pairs = [d.pair for d in documents] if fields.pair_field else None
-            predictions = model.predict([d.text for d in documents], pairs, threshold=threshold, batch_size=batch_size)
-            writer.write(prediction_rows(documents, predictions, num_layers=model.config.num_layers,
-                                         threshold=threshold, model_id=model.model_id, run_id=run_id))
-            for p in predictions:
-                summary.exit_counts[p.exit_layer] = summary.exit_counts.get(p.exit_layer, 0) + 1
-                summary.flops += p.flops
-                summary.full_flops += p.full_flops
-            summary.documents += len(documents)
-            bar.update(len(chunk))
+    for final in (output_url, letters_url):
+        recover(final)
+    staged_output, staged_letters = staging_path(output_url), staging_path(letters_url)
+    summary = PredictSummary(0, 0, 0, {}, 0, 0, output_url, None)
+
+    def predict(docs: list[Document]) -> list:
+        pairs = [d.pair for d in docs] if fields.pair_field else None
+        return model.predict([d.text for d in docs], pairs, threshold=threshold, batch_size=batch_size)
+
+    try:
+        with PredictionWriter(staged_output) as writer, fsspec.open(staged_letters, "w", encoding="utf-8") as letters, \
+                tqdm(desc="labelling", unit="doc") as bar:
+            records = (record for url in files for record in read_file(url, fields))
+            while chunk := list(islice(records, CHUNK_DOCUMENTS)):
+                bad = [r for r in chunk if isinstance(r, DeadLetter)]
+                documents = [r for r in chunk if isinstance(r, Document)]
+                results = run_isolating_failures(predict, documents) if documents else []
+                labelled = [(d, p) for d, p in zip(documents, results) if not isinstance(p, Failure)]
+                bad += [d.dead_letter(f"inference failed: {p.reason}") for d, p in zip(documents, results)
+                        if isinstance(p, Failure)]
+                for letter in bad:
+                    letters.write(dead_letter_line(letter.to_dict()) + "\n")
+                writer.write(prediction_rows([d for d, _ in labelled], [p for _, p in labelled],
+                                             num_layers=model.config.num_layers, threshold=threshold,
+                                             model_id=model.model_id, run_id=run_id))
+                _count(summary, [p for _, p in labelled], len(bad))
+                bar.update(len(chunk))
+        publish(staged_output, output_url)
+    except BaseException:
+        discard(staged_output)
+        discard(staged_letters)
+        raise
     if summary.dead_letters:
+        publish(staged_letters, letters_url)
         summary.dead_letter_output = letters_url
-    else:
-        fs, path = fsspec.core.url_to_fs(letters_url)
-        fs.rm(path)
+    else:  # no dead letters this time: an old file beside the new output would belong to another run
+        discard(staged_letters)
+        discard(letters_url)
     return summary
+
+
+def _count(summary: PredictSummary, predictions: list, dead_letters: int) -> None:
+    for p in predictions:
+        summary.exit_counts[p.exit_layer] = summary.exit_counts.get(p.exit_layer, 0) + 1
+        summary.flops += p.flops
+        summary.full_flops += p.full_flops
+        summary.truncated += p.truncated
+    summary.documents += len(predictions)
+    summary.dead_letters += dead_letters

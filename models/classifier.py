@@ -8,12 +8,13 @@ A model directory holds (file names are the constants of ``models/config.py``):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import fsspec
 import numpy as np
@@ -39,14 +40,35 @@ _PACKAGED_BACKBONES = {
 
 
 def resolve_backbone(name_or_dir: str) -> str:
-    """A local directory or hub name as given, or the installed copy of a packaged model (``minilm``)."""
-    if name_or_dir in _PACKAGED_BACKBONES and not Path(name_or_dir).exists():
+    """A local directory (``~`` expanded), the installed copy of a packaged model (``minilm``), or a hub name
+    whose config.json the Hub (or, offline, the local cache) serves. Anything else fails here with a one-line
+    FileNotFoundError or ValueError, rather than a traceback from the Hub client."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from transformers.utils import cached_file
+
+    path = Path(name_or_dir).expanduser()
+    if name_or_dir in _PACKAGED_BACKBONES and not path.exists():
         package, sub = _PACKAGED_BACKBONES[name_or_dir]
         try:
             module = __import__(package)
         except ImportError as e:
             raise ValueError(f"{name_or_dir!r} needs the package {package} (make setup installs it)") from e
         return str(Path(module.__file__).parent / sub)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{name_or_dir}: no config.json; not a transformers model directory")
+        return str(path)
+    if path.exists():
+        raise ValueError(f"{name_or_dir}: is a file; give the model's directory")
+    try:
+        validate_repo_id(name_or_dir)
+    except HFValidationError:  # './x', '/x', '~/x', 'a/b/c' cannot be hub names: a mistyped local path
+        raise FileNotFoundError(f"{name_or_dir}: no such file or directory") from None
+    try:
+        cached_file(name_or_dir, "config.json")  # small, and the first file from_pretrained fetches anyway
+    except OSError as e:  # transformers turns every Hub failure (not found, offline, no network) into OSError
+        raise ValueError(f"{name_or_dir}: neither a local directory nor a model the Hugging Face Hub serves "
+                         f"({str(e).splitlines()[0]})") from e
     return name_or_dir
 
 
@@ -60,6 +82,7 @@ class Prediction:
     confidence: float  # calibrated probability of ``label`` at the exit taken
     exit_layer: int  # transformer layers run for this document
     num_tokens: int  # tokens after truncation, special tokens included
+    truncated: bool  # True when text was cut at max_length tokens: the label saw only the beginning
     flops: int  # FLOPs spent on this document (ops/cost.py)
     full_flops: int  # FLOPs the full model would have spent
 
@@ -166,26 +189,28 @@ class EarlyExitClassifier(nn.Module):
     def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None) -> "EarlyExitClassifier":
         """Loads a model directory (local path or fsspec URL) onto ``device`` (CUDA when present, else CPU)."""
         config = read_model_config(directory)  # fails early, naming the remote path, before anything is copied
-        local = _localize(str(directory))
-        backbone_config = AutoConfig.from_pretrained(local, trust_remote_code=False)
-        backbone = AutoModel.from_config(backbone_config, trust_remote_code=False)
-        tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=False)
-        model = cls(backbone, tokenizer, config)
-        try:
-            load_model(model, str(local / WEIGHTS_FILE), strict=True)
-        except RuntimeError as e:
-            raise ConfigError(f"{local / WEIGHTS_FILE}: weights do not match {CONFIG_FILE}/config.json: {e}") from e
-        model.model_id = artifact_id(local)
+        with _localized(str(directory)) as local:  # a remote directory's copy is deleted once loaded
+            backbone_config = AutoConfig.from_pretrained(local, trust_remote_code=False)
+            backbone = AutoModel.from_config(backbone_config, trust_remote_code=False)
+            tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=False)
+            model = cls(backbone, tokenizer, config)
+            try:
+                load_model(model, str(local / WEIGHTS_FILE), strict=True)
+            except RuntimeError as e:
+                raise ConfigError(f"{local / WEIGHTS_FILE}: weights do not match {CONFIG_FILE}/config.json: {e}") from e
+            model.model_id = artifact_id(local)
         return model.to(device or pick_device()).eval()
 
     # -- computation --------------------------------------------------------------------------------------
 
-    def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None = None, padding: bool = True):
-        """Texts (and optional second segments) -> a right-padded BatchEncoding of tensors (or lists)."""
+    def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None = None, padding: bool = True,
+                 offsets: bool = False):
+        """Texts (and optional second segments) -> a right-padded BatchEncoding of tensors (or lists);
+        ``offsets`` adds each token's character span (for ``truncated_rows``)."""
         args = (list(texts),) if pairs is None else (list(texts), list(pairs))
         return self.tokenizer(
             *args, truncation=True, max_length=self.config.max_length, padding=padding,
-            return_tensors="pt" if padding else None,
+            return_tensors="pt" if padding else None, return_offsets_mapping=offsets,
         )
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
@@ -219,20 +244,24 @@ class EarlyExitClassifier(nn.Module):
         """
         if threshold is None:
             threshold = self.config.threshold
+        if not len(texts):
+            return []
         was_training = self.training
         self.eval()
         label_ids = np.empty(len(texts), dtype=np.int64)
         confidence = np.empty(len(texts), dtype=np.float32)
         exit_index = np.empty(len(texts), dtype=np.int64)
         lengths = np.empty(len(texts), dtype=np.int64)
-        for rows, batch in self._length_sorted_batches(texts, pairs, batch_size):
+        encoded = self._encode(texts, pairs, batch_size, offsets=True)
+        truncated = truncated_rows(encoded, texts, pairs, self.config.max_length)
+        for rows, batch in self._length_sorted_batches(encoded, batch_size):
             result = run_early_exit(
                 self, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), threshold
             )
             label_ids[rows], confidence[rows], exit_index[rows] = result.label_ids, result.confidence, result.exit_index
             lengths[rows] = batch["attention_mask"].sum(dim=1).cpu().numpy()
         self.train(was_training)
-        return [self._prediction(*row) for row in zip(label_ids, confidence, exit_index, lengths)]
+        return [self._prediction(*row) for row in zip(label_ids, confidence, exit_index, lengths, truncated)]
 
     @torch.inference_mode()
     def exit_logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
@@ -243,8 +272,10 @@ class EarlyExitClassifier(nn.Module):
         self.eval()
         out = np.empty((len(self.config.exit_layers), len(texts), self.config.num_labels), dtype=np.float32)
         lengths = np.empty(len(texts), dtype=np.int64)
+        if not len(texts):
+            return out, lengths
         with tqdm(total=len(texts), desc="all exits", unit="doc", disable=len(texts) < 2000) as bar:
-            for rows, batch in self._length_sorted_batches(texts, pairs, batch_size):
+            for rows, batch in self._length_sorted_batches(self._encode(texts, pairs, batch_size), batch_size):
                 logits = self(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
                 out[:, rows] = logits.float().cpu().numpy()
                 lengths[rows] = batch["attention_mask"].sum(dim=1).cpu().numpy()
@@ -252,16 +283,17 @@ class EarlyExitClassifier(nn.Module):
         self.train(was_training)
         return out, lengths
 
-    def _length_sorted_batches(self, texts, pairs, batch_size):
-        """Yields (row indices, right-padded batch on the model's device), longest documents first so that
-        each batch pads little and the first batch shows the peak memory."""
+    def _encode(self, texts, pairs, batch_size: int, offsets: bool = False):
+        """Checked inputs -> an unpadded BatchEncoding (lists)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
-        if not len(texts):
-            return
-        encoded = self.tokenize(texts, pairs, padding=False)
+        return self.tokenize(texts, pairs, padding=False, offsets=offsets)
+
+    def _length_sorted_batches(self, encoded, batch_size: int):
+        """Yields (row indices, right-padded batch on the model's device), longest documents first so that
+        each batch pads little and the first batch shows the peak memory."""
         order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
@@ -269,28 +301,48 @@ class EarlyExitClassifier(nn.Module):
 
     def pad_rows(self, encoded, rows) -> dict:
         """The rows ``rows`` of an unpadded BatchEncoding, right-padded into tensors on the model's device."""
-        batch = self.tokenizer.pad({key: [encoded[key][i] for i in rows] for key in encoded.keys()}, return_tensors="pt")
+        keys = [key for key in encoded.keys() if key != "offset_mapping"]
+        batch = self.tokenizer.pad({key: [encoded[key][i] for i in rows] for key in keys}, return_tensors="pt")
         return batch.to(self.device)
 
-    def _prediction(self, label_id, confidence, exit_index, num_tokens) -> Prediction:
+    def _prediction(self, label_id, confidence, exit_index, num_tokens, truncated) -> Prediction:
         exit_layer = self.config.exit_layers[exit_index]
         return Prediction(
             label=self.config.labels[label_id],
             confidence=float(confidence),
             exit_layer=int(exit_layer),
             num_tokens=int(num_tokens),
+            truncated=bool(truncated),
             flops=document_flops(int(num_tokens), exit_layer, int(exit_index) + 1, self.shape),
             full_flops=full_model_flops(int(num_tokens), self.shape),
         )
+
+
+def truncated_rows(encoded, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> np.ndarray:
+    """(n,) bool: which documents lost text to truncation. Only a document with exactly ``max_length`` tokens
+    can have; it did when a segment's last kept token ends before that segment's last non-space character
+    (``encoded`` must hold the fast tokenizer's offset mapping)."""
+    out = np.zeros(len(texts), dtype=bool)
+    for i, ids in enumerate(encoded["input_ids"]):
+        if len(ids) < max_length:
+            continue
+        segments = encoded.sequence_ids(i)  # None for special tokens, else 0 (text) or 1 (pair)
+        for segment, text in enumerate((texts[i],) if pairs is None else (texts[i], pairs[i])):
+            ends = [end for (_, end), s in zip(encoded["offset_mapping"][i], segments) if s == segment]
+            if (ends[-1] if ends else 0) < len(text.rstrip()):
+                out[i] = True
+    return out
 
 
 def read_model_config(directory: str | Path) -> EarlyExitConfig:
     """Checks that a model directory (local or fsspec URL) has its files and a valid rightsize.json, without
     loading weights: what a job checks before any work starts."""
     base = str(directory).rstrip("/")
-    fs, _ = fsspec.core.url_to_fs(base)
+    fs, path = fsspec.core.url_to_fs(base)
     for name in (CONFIG_FILE, WEIGHTS_FILE, "config.json"):
         if not fs.isfile(fsspec.core.url_to_fs(f"{base}/{name}")[1]):
+            if not fs.isdir(path):  # a mistyped path: say that, not which file inside it is missing
+                raise ConfigError(f"{directory}: no such model directory ({name} is missing)")
             raise ConfigError(f"{directory}: {name} is missing; is this a rightsize model directory?")
     with fsspec.open(f"{base}/{CONFIG_FILE}", "r") as f:
         return EarlyExitConfig.from_json(f.read(), source=f"{base}/{CONFIG_FILE}")
@@ -306,16 +358,19 @@ def artifact_id(directory: str | Path) -> str:
     return "sha256:" + digest.hexdigest()[:16]
 
 
-def _localize(directory: str) -> Path:
-    """A local path for a model directory; remote fsspec URLs are copied to a temporary folder once."""
+@contextlib.contextmanager
+def _localized(directory: str) -> Iterator[Path]:
+    """A local path for a model directory; a remote fsspec URL is copied to a temporary folder that is removed
+    on exit (the weights are in memory by then)."""
     fs, path = fsspec.core.url_to_fs(directory)
     if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
-        return Path(path)
+        yield Path(path)
+        return
     if not fs.isdir(path):
         raise ConfigError(f"{directory}: no such model directory")
-    local = Path(tempfile.mkdtemp(prefix="rightsize-model-"))
-    log.info("copying model %s to %s", directory, local)
-    for remote in fs.ls(path, detail=False):
-        if fs.isfile(remote):
-            fs.get(remote, str(local / Path(remote).name))
-    return local
+    with tempfile.TemporaryDirectory(prefix="rightsize-model-") as local:
+        log.info("copying model %s to %s", directory, local)
+        for remote in fs.ls(path, detail=False):
+            if fs.isfile(remote):
+                fs.get(remote, str(Path(local) / Path(remote).name))
+        yield Path(local)

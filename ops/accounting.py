@@ -36,8 +36,10 @@ LENGTH_EDGES = (0, 16, 32, 64, 128, 256, 512)
 CONFIDENCE_BINS = 10  # equal-width bins of the calibrated confidence, [0, 0.1) ... [0.9, 1.0]
 KEYS = ["run_id", "model_id", "label", "exit_layer", "length_bucket", "confidence_bin"]
 # layer_documents: exit_layer per document, so that its sum over any group / documents is the mean exit layer
-SUMS = ["documents", "tokens", "flops", "full_flops", "confidence", "layer_documents"]
+# truncated: documents cut at the model's max_length (files written before that column existed count 0)
+SUMS = ["documents", "tokens", "flops", "full_flops", "confidence", "layer_documents", "truncated"]
 _COLUMNS = ["run_id", "model_id", "label", "exit_layer", "num_tokens", "flops", "full_flops", "confidence"]
+_OPTIONAL_COLUMNS = ["truncated"]
 _BATCH_ROWS = 1 << 18  # rows per record batch read; bounds memory with the cube, not the file size
 _COMPACT_EVERY = 32  # partial cubes kept before they are summed into one
 
@@ -73,7 +75,8 @@ def cost_cube(fs: fsspec.AbstractFileSystem, files: list[str]) -> pa.Table:
             missing = set(_COLUMNS) - set(parquet.schema_arrow.names)
             if missing:
                 raise ValueError(f"{path}: not rightsize predictions, missing columns {sorted(missing)}")
-            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=_COLUMNS):
+            optional = [c for c in _OPTIONAL_COLUMNS if c in parquet.schema_arrow.names]
+            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=_COLUMNS + optional):
                 if batch.num_rows:
                     partials.append(_reduce(_keyed(batch)))
                 if len(partials) >= _COMPACT_EVERY:
@@ -98,6 +101,8 @@ def _keyed(batch: pa.RecordBatch) -> pa.Table:
         "tokens": batch.column("num_tokens").cast(pa.int64()),
         "flops": batch.column("flops"), "full_flops": batch.column("full_flops"), "confidence": confidence,
         "layer_documents": batch.column("exit_layer").cast(pa.int64()),
+        "truncated": (pc.fill_null(batch.column("truncated"), False).cast(pa.int64()) if "truncated" in batch.schema.names
+                      else pa.array(np.zeros(batch.num_rows, dtype=np.int64))),
     })
 
 
@@ -207,6 +212,7 @@ def _figures(row: dict) -> dict:
     flops, full = int(row.get("flops") or 0), int(row.get("full_flops") or 0)
     return {
         "documents": documents, "tokens": int(row.get("tokens") or 0), "flops": flops, "full_flops": full,
+        "truncated": int(row.get("truncated") or 0),
         "flops_saved_fraction": 1 - flops / full if full else None,
         "mean_exit_layer": row["layer_documents"] / documents if documents else None,
         "mean_confidence": row["confidence"] / documents if documents else None,

@@ -140,14 +140,32 @@ def curve_point(confidence, predicted, labels, flops, full_flops, exit_layers, t
     )
 
 
+def midpoint_thresholds(confidence: np.ndarray) -> np.ndarray:
+    """Thresholds midway between consecutive distinct observed confidences, ascending.
+
+    A threshold equal to an observed confidence puts that document exactly on the boundary, where float32
+    against float64, or a confidence recomputed in another batch or on another device, can flip its exit. A
+    threshold at the midpoint keeps every document's decision for perturbations below half the gap, and
+    splits the documents exactly as the upper of the two confidences would.
+    """
+    observed = np.unique(np.asarray(confidence, dtype=np.float64))
+    lower, upper = observed[:-1], observed[1:]
+    middle = lower + (upper - lower) / 2
+    # adjacent floats have no float between them: fall back to the upper value, which splits the same way
+    return np.where(middle > lower, middle, upper)
+
+
 def speed_accuracy_curve(confidence, predicted, labels, flops, full_flops, exit_layers,
                          max_points: int = 2000) -> list[CurvePoint]:
-    """Early exit at threshold 0, at every distinct calibrated confidence (or ``max_points`` quantiles of
-    them), and above 1; sorted by threshold."""
-    candidates = np.unique(confidence)
+    """Early exit at threshold 0, midway between every two consecutive distinct calibrated confidences (or
+    ``max_points`` of those midpoints, evenly spaced by rank), and above 1; sorted by threshold.
+
+    Threshold 0 covers the split at the lowest confidence (every document leaves at the first exit), so
+    these are the same decisions as thresholds at each observed confidence, none on a boundary."""
+    candidates = midpoint_thresholds(confidence)
     if len(candidates) > max_points:
-        candidates = np.quantile(candidates, np.linspace(0, 1, max_points))
-    thresholds = np.unique(np.concatenate([[0.0], candidates, [ABOVE_ONE]]))
+        candidates = candidates[np.unique(np.linspace(0, len(candidates) - 1, max_points).round().astype(int))]
+    thresholds = np.concatenate([[0.0], candidates, [ABOVE_ONE]])
     return [curve_point(confidence, predicted, labels, flops, full_flops, exit_layers, t) for t in thresholds]
 
 

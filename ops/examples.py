@@ -1,7 +1,7 @@
 """Labelled examples for fine-tuning and calibration, read through Hugging Face ``datasets``.
 
 Local JSONL/JSON, CSV and Parquet files are read with the matching ``datasets`` builder; anything else is
-taken as a hub dataset name (``name`` or ``name:split``), which needs the network.
+taken as a hub dataset name (``name`` or ``name:split``), which needs the network (or the local cache).
 """
 
 from __future__ import annotations
@@ -49,7 +49,12 @@ def load_examples(
         data = datasets.load_dataset(_BUILDERS[suffix], data_files=source, split="train")
     else:
         name, _, hub_split = source.partition(":")
-        data = datasets.load_dataset(name, split=hub_split or split)
+        if Path(name).expanduser().is_file():
+            raise ValueError(f"{source}: unknown file type; give a {', '.join(_BUILDERS)} file")
+        if Path(name).expanduser().exists():  # a local folder of data files
+            data = datasets.load_dataset(str(Path(name).expanduser()), split=hub_split or split)
+        else:
+            data = _load_hub_dataset(source, name, hub_split or split)
     if limit is not None:
         data = data.select(range(min(limit, len(data))))
     for field in (text_field, label_field) + ((pair_field,) if pair_field else ()):
@@ -65,6 +70,23 @@ def load_examples(
         if label is None or (isinstance(label, str) and not label.strip()):
             raise ValueError(f"{source}: row {row}: field {label_field!r} is empty")
     return Examples(texts, pairs, [str(v) for v in labels], source)
+
+
+def _load_hub_dataset(source: str, name: str, split: str):
+    """``name`` from the Hub (or its local cache); a FileNotFoundError naming ``source`` when there is none."""
+    import datasets
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:  # './x', '/x', 'a/b/c' cannot be hub names: a mistyped local path
+        raise FileNotFoundError(f"{source}: no such file or directory (known file types: "
+                                f"{', '.join(_BUILDERS)})") from None
+    try:
+        return datasets.load_dataset(name, split=split)
+    except (ConnectionError, datasets.exceptions.DatasetNotFoundError) as e:  # offline, or no such dataset
+        raise FileNotFoundError(f"{source}: no such file or directory, nor a dataset the Hugging Face Hub "
+                                f"serves ({str(e).splitlines()[0]})") from e
 
 
 def _check_texts(values: list, source: str, field: str) -> list[str]:

@@ -19,6 +19,7 @@ PREDICTION_SCHEMA = pa.schema([
     ("exit_layer", pa.int16()),  # transformer layers run for this document
     ("num_layers", pa.int16()),  # layers of the full model
     ("num_tokens", pa.int32()),  # tokens after truncation
+    ("truncated", pa.bool_()),  # text was cut at the model's max_length: the label saw only the beginning
     ("flops", pa.int64()),  # FLOPs spent on this document
     ("full_flops", pa.int64()),  # FLOPs the full model would have spent
     ("threshold", pa.float32()),
@@ -38,7 +39,8 @@ def prediction_rows(documents: Sequence[Document], predictions: Sequence, *, num
     return [
         {
             "id": doc.id, "label": p.label, "confidence": p.confidence, "exit_layer": p.exit_layer,
-            "num_layers": num_layers, "num_tokens": p.num_tokens, "flops": p.flops, "full_flops": p.full_flops,
+            "num_layers": num_layers, "num_tokens": p.num_tokens, "truncated": p.truncated,
+            "flops": p.flops, "full_flops": p.full_flops,
             "threshold": threshold, "model_id": model_id, "run_id": run_id,
         }
         for doc, p in zip(documents, predictions, strict=True)
@@ -46,11 +48,16 @@ def prediction_rows(documents: Sequence[Document], predictions: Sequence, *, num
 
 
 class PredictionWriter:
-    """Appends row groups to one Parquet file (local path or fsspec URL); use as a context manager."""
+    """Appends row groups to one Parquet file (local path or fsspec URL); use as a context manager. The file is
+    closed whatever happens (a failed write leaves an incomplete file: callers write to a staging name)."""
 
     def __init__(self, url: str):
         self._file = fsspec.open(url, "wb").open()
-        self._writer = pq.ParquetWriter(self._file, PREDICTION_SCHEMA)
+        try:
+            self._writer = pq.ParquetWriter(self._file, PREDICTION_SCHEMA)
+        except BaseException:
+            self._file.close()
+            raise
         self.rows = 0
 
     def write(self, rows: list[dict]) -> None:
@@ -59,8 +66,10 @@ class PredictionWriter:
             self.rows += len(rows)
 
     def close(self) -> None:
-        self._writer.close()
-        self._file.close()
+        try:
+            self._writer.close()
+        finally:
+            self._file.close()
 
     def __enter__(self) -> "PredictionWriter":
         return self

@@ -1,27 +1,40 @@
 """Input documents for labelling: parsing records and reading files, with a dead letter for every input that
-cannot be labelled. Every record read becomes exactly one ``Document`` or one ``DeadLetter``.
+cannot be labelled. Every record read becomes exactly one ``Document`` or one ``DeadLetter``, whatever the
+bytes are; nothing in here raises on a record or on a file that breaks off part-way.
 
-Formats, chosen by file extension (a trailing .gz/.bz2/.xz/.zst is decompressed by fsspec):
+Formats, chosen by file extension, except that content wins where it is unambiguous (a gzip stream or a
+Parquet file is read as such whatever its name):
     .jsonl .ndjson .json   one JSON object per line
-    .csv                   header row, RFC 4180 quoting (quoted newlines are fine)
+    .csv                   header row, RFC 4180 quoting (quoted newlines are fine), no field size limit
     .parquet               columns
     .txt (anything else)   one document per line, the line is the text
+A trailing .gz/.bz2/.xz/.zst is decompressed by fsspec. Text is UTF-8; a byte-order mark (UTF-8, UTF-16 or
+UTF-32) is honoured and removed. Line ends may be LF, CRLF or CR.
+
+Dead letters keep the raw record losslessly: bytes that are not valid UTF-8 are kept as lone surrogates
+(Python's "surrogateescape"), which ``dead_letter_line`` writes as JSON ``\\udcXX`` escapes.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import fsspec
 
-_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+_COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
-RAW_LIMIT = 10_000  # characters of a bad record kept in its dead letter (a 1 MB line is cut here)
+REASON_LIMIT = 500  # characters of a dead letter's reason (the raw record is never cut)
+_CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)  # csv's default, 131,072 characters, rejects long documents
+_BOMS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]  # UTF-32 LE starts like UTF-16 LE
 
 
 @dataclass(frozen=True)
@@ -43,7 +56,7 @@ class Document:
 
     def dead_letter(self, reason: str) -> "DeadLetter":
         """For a document that parsed but then failed (e.g. in inference)."""
-        raw = {"id": self.id, "text": self.text[:RAW_LIMIT]} | ({"pair": self.pair} if self.pair is not None else {})
+        raw = {"id": self.id, "text": self.text} | ({"pair": self.pair} if self.pair is not None else {})
         return DeadLetter(self.source, self.position, _raw(raw), reason)
 
 
@@ -51,11 +64,30 @@ class Document:
 class DeadLetter:
     source: str  # file URL
     position: int  # 1-based line (JSONL, text), row (CSV, Parquet) in the file
-    raw: str  # the record as read, cut at RAW_LIMIT characters
+    raw: str  # the record as read, whole; invalid bytes as lone surrogates
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "position": self.position, "raw": self.raw, "reason": self.reason}
+        return {"source": self.source, "position": self.position, "raw": self.raw, "reason": one_line(self.reason)}
+
+
+def dead_letter_line(letter: dict) -> str:
+    """One JSON line for a dead letter that always encodes as UTF-8: readable non-ASCII text where possible,
+    ``\\uXXXX`` escapes (still lossless, and valid JSON) where the record holds lone surrogates."""
+    line = json.dumps(letter, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(letter, ensure_ascii=True)
+    return line
+
+
+def one_line(text: str) -> str:
+    """A reason as one readable line: whitespace runs collapsed, cut at REASON_LIMIT, UTF-8 safe."""
+    text = re.sub(r"\s+", " ", text).strip()
+    if len(text) > REASON_LIMIT:
+        text = text[: REASON_LIMIT - 3] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def file_format(url: str) -> str:
@@ -77,8 +109,15 @@ def derived_id(source: str, position: int) -> str:
 
 
 def _raw(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    return text[:RAW_LIMIT]
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr)
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # lone surrogates: a "\ud800" JSON escape, or bytes that were not UTF-8
+        return False
 
 
 def _text_problem(value: Any, field: str) -> str | None:
@@ -88,78 +127,134 @@ def _text_problem(value: Any, field: str) -> str | None:
         return f"field {field!r} is {type(value).__name__}, not text"
     if not value.strip():
         return f"field {field!r} is empty"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates: bytes that were not valid UTF-8 in the file
-        return f"field {field!r} is not valid UTF-8"
+    if not _is_utf8(value):
+        return f"field {field!r} is not valid UTF-8 (lone surrogate or undecodable bytes)"
     return None
+
+
+def _as_text(value: Any) -> Any:
+    """Parquet BINARY columns written without a string annotation hold UTF-8 text as bytes."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    return value
 
 
 def parse_record(record: Any, source: str, position: int, fields: InputFields) -> Document | DeadLetter:
     """A decoded record (a dict) -> Document, or a DeadLetter saying why it cannot be labelled."""
     if not isinstance(record, dict):
         return DeadLetter(source, position, _raw(record), f"record is {type(record).__name__}, not an object")
-    for field in (fields.text_field, fields.pair_field):
+    text, pair = _as_text(record.get(fields.text_field)), _as_text(record.get(fields.pair_field or ""))
+    for field, value in ((fields.text_field, text), (fields.pair_field, pair)):
         if field is not None:
-            problem = _text_problem(record.get(field), field)
+            problem = _text_problem(value, field)
             if problem:
                 return DeadLetter(source, position, _raw(record), problem)
-    doc_id = record.get(fields.id_field)
+    doc_id = _as_text(record.get(fields.id_field))
     if doc_id is None or (isinstance(doc_id, str) and not doc_id.strip()):
         doc_id = derived_id(source, position)
-    elif not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
-        return DeadLetter(source, position, _raw(record), f"field {fields.id_field!r} is {type(doc_id).__name__}")
-    pair = record[fields.pair_field] if fields.pair_field else None
-    return Document(str(doc_id), record[fields.text_field], pair, source, position)
+    elif isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
+        return DeadLetter(source, position, _raw(record),
+                          f"field {fields.id_field!r} is {type(doc_id).__name__}; ids must be text or integers")
+    elif isinstance(doc_id, str) and not _is_utf8(doc_id):
+        return DeadLetter(source, position, _raw(record), f"field {fields.id_field!r} is not valid UTF-8")
+    return Document(str(doc_id), text, pair if fields.pair_field else None, source, position)
 
 
-def _decode(line: bytes, source: str, position: int) -> str | DeadLetter:
+def _undecodable(line: str, source: str, position: int) -> DeadLetter | None:
+    if _is_utf8(line):
+        return None
+    return DeadLetter(source, position, line, "invalid UTF-8: undecodable bytes in the line")
+
+
+def parse_json_line(line: str, source: str, position: int, fields: InputFields) -> Document | DeadLetter:
+    """A line read with surrogateescape -> Document or DeadLetter."""
+    bad = _undecodable(line, source, position)
+    if bad:
+        return bad
     try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return DeadLetter(source, position, line.decode("utf-8", "replace")[:RAW_LIMIT], f"invalid UTF-8: {e.reason}")
-
-
-def parse_json_line(line: bytes, source: str, position: int, fields: InputFields) -> Document | DeadLetter:
-    text = _decode(line, source, position)
-    if isinstance(text, DeadLetter):
-        return text
-    try:
-        record = json.loads(text)
+        record = json.loads(line)
     except json.JSONDecodeError as e:
-        return DeadLetter(source, position, text[:RAW_LIMIT], f"invalid JSON: {e.msg} at column {e.colno}")
+        return DeadLetter(source, position, line, f"invalid JSON: {e.msg} at column {e.colno} (one JSON object "
+                                                  f"per line expected)")
     return parse_record(record, source, position, fields)
 
 
-def parse_text_line(line: bytes, source: str, position: int, fields: InputFields) -> Document | DeadLetter:
+def parse_text_line(line: str, source: str, position: int, fields: InputFields) -> Document | DeadLetter:
     """Plain text: the line is the document; its id is derived from file and line."""
-    text = _decode(line, source, position)
-    return text if isinstance(text, DeadLetter) else parse_record({fields.text_field: text}, source, position, fields)
+    return _undecodable(line, source, position) or parse_record({fields.text_field: line}, source, position, fields)
 
 
-def _lines(url: str) -> Iterator[tuple[int, bytes]]:
-    with fsspec.open(url, "rb", compression="infer") as f:
-        for position, line in enumerate(f, start=1):
-            line = line.rstrip(b"\r\n")
-            if line.strip():  # blank lines are layout, not records
-                yield position, line
+def _sniff(url: str) -> tuple[str | None, bool, str]:
+    """(compression, is Parquet, text encoding) from the first bytes: a misnamed gzip or Parquet file is still
+    read as one, and a byte-order mark picks the encoding (UTF-8 without one)."""
+    with fsspec.open(url, "rb") as f:
+        magic = f.read(4)
+    compression = "gzip" if magic[:2] == b"\x1f\x8b" else _COMPRESSIONS.get(PurePosixPath(url).suffix.lower())
+    with fsspec.open(url, "rb", compression=compression) as f:
+        head = f.read(4)
+    encoding = next((name for bom, name in _BOMS if head.startswith(bom)), "utf-8")
+    return compression, magic == b"PAR1", encoding
+
+
+def _lines(text: io.TextIOWrapper) -> Iterator[tuple[int, str]]:
+    for position, line in enumerate(text, start=1):
+        line = line.rstrip("\n")
+        if line.strip():  # blank lines are layout, not records
+            yield position, line
+
+
+def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
+    csv.field_size_limit(_CSV_FIELD_LIMIT)
+    reader = csv.DictReader(text)
+    position = 0
+    while True:
+        position += 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:  # the reader goes on with the next line
+            yield DeadLetter(url, position, "", f"unreadable CSV row (near line {reader.line_num}): {e}")
+            continue
+        yield parse_record(row, url, position, fields)
+
+
+def _records(url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
+    compression, is_parquet, encoding = _sniff(url)
+    kind = "parquet" if is_parquet else file_format(url)
+    if kind == "parquet":
+        yield from _read_parquet(url, fields)
+        return
+    with fsspec.open(url, "rb", compression=compression) as raw:
+        # surrogateescape keeps undecodable bytes (as lone surrogates) for the record's dead letter. CSV needs
+        # newline="" to see quoted line breaks; lines are split on LF, CRLF and CR alike.
+        text = io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="" if kind == "csv" else None)
+        if kind == "csv":
+            yield from _csv_records(text, url, fields)
+            return
+        parse: Callable = parse_json_line if kind == "json" else parse_text_line
+        for position, line in _lines(text):
+            try:
+                yield parse(line, url, position, fields)
+            except Exception as e:  # e.g. RecursionError on JSON nested 100,000 deep
+                yield DeadLetter(url, position, line, f"unparseable record: {type(e).__name__}: {e}")
 
 
 def read_file(url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
-    """Every record of one file, as Documents and DeadLetters in file order."""
-    kind = file_format(url)
-    if kind in ("json", "text"):
-        parse = parse_json_line if kind == "json" else parse_text_line
-        for position, line in _lines(url):
-            yield parse(line, url, position, fields)
-    elif kind == "csv":
-        with fsspec.open(url, "rb", compression="infer") as f:
-            # surrogateescape keeps invalid bytes as lone surrogates, which _text_problem reports per row.
-            text = io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape", newline="")
-            for position, row in enumerate(csv.DictReader(text), start=1):
-                yield parse_record(row, url, position, fields)
-    else:
-        yield from _read_parquet(url, fields)
+    """Every record of one file, as Documents and DeadLetters in file order. A file that cannot be opened,
+    or breaks off (truncated gzip, corrupt Parquet page, deleted while read), ends with one dead letter that
+    says from which record on it could not be read."""
+    last = 0
+    try:
+        for record in _records(url, fields):
+            last = record.position
+            yield record
+    except Exception as e:
+        where = "file could not be read" if last == 0 else f"file could not be read after record {last}"
+        yield DeadLetter(url, last + 1, "", f"{where}: {type(e).__name__}: {e}")
 
 
 def _read_parquet(url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:

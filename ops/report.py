@@ -59,6 +59,7 @@ def _percent(value: float | None) -> str:
 HEADLINE: list[tuple[str, str, Callable[[Any], str]]] = [
     ("documents", "documents labelled", _number),
     ("dead_letters", "dead letters (not labelled)", _number),
+    ("truncated", "truncated at max length", _number),
     ("tokens", "tokens", _number),
     ("flops", "FLOPs spent", flops_text),
     ("full_flops", "FLOPs of the full model", flops_text),

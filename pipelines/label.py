@@ -1,12 +1,13 @@
 """The labelling job: files -> documents -> early-exit predictions in Parquet, dead letters, a run manifest.
 
-    ListFiles -> ReadRecords -(documents)-> Reshuffle -> RunInference(EarlyExitModelHandler) -> WritePredictions
-                      \\-(dead letters)------------------------------------ (+ failed inferences) -> WriteDeadLetters
+    ListFiles -> ReadRecords -(documents)-> [Reshuffle] -> RunInference(EarlyExitModelHandler) -> Route -> WritePredictions
+                      \\-(dead letters)------------------------------- (+ documents that failed alone) -> WriteDeadLetters
 
-Output layout under ``<output>/<run_id>/`` (re-running a run id replaces it):
+Output layout under ``<output>/<run_id>/`` (re-running a run id replaces it atomically, see ops/staging.py):
     predictions-SSSSS-of-NNNNN.parquet   the columns of ops/predictions.PREDICTION_SCHEMA
     deadletter-SSSSS-of-NNNNN.jsonl      {source, position, raw, reason}
     manifest.json                        run id, model id, threshold, input, times, counts, runner, devices
+The job writes under ``<output>/.staging/<run_id>.<random>/`` and swaps that in when it has succeeded.
 
 Runs on any Beam runner: the DirectRunner (default), or Dataflow/Flink/Spark via ``--runner`` and their options.
 """
@@ -30,18 +31,24 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from ops.isolation import Failure, run_isolating_failures
 from ops.predictions import PREDICTION_SCHEMA, prediction_rows
-from ops.records import DeadLetter, Document, InputFields, expand_glob, read_file
+from ops.records import DeadLetter, Document, InputFields, dead_letter_line, expand_glob, one_line, read_file
+from ops.staging import discard, publish, recover, staging_path
 from pipelines.label_config import LabelJobConfig, add_flags, config_from_args
 
 log = logging.getLogger(__name__)
 NAMESPACE = "rightsize"
 PROGRESS_SECONDS = 30.0
 MANIFEST_FILE = "manifest.json"
+# Runners that keep a shuffle's whole input in the memory of one process: a Reshuffle of the documents there
+# would hold the corpus in RAM (bench/label_memory.py), and buys no parallelism a file split does not.
+IN_MEMORY_RUNNERS = ("DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
 
 class ReadRecordsFn(beam.DoFn):
-    """A file URL -> its Documents (main output) and DeadLetters (tagged "dead")."""
+    """A file URL -> its Documents (main output) and DeadLetters (tagged "dead"), the latter as JSON lines
+    already: Beam's coders encode text as strict UTF-8, which a raw record's lone surrogates are not."""
 
     def __init__(self, fields: InputFields):
         self.fields = fields
@@ -53,7 +60,7 @@ class ReadRecordsFn(beam.DoFn):
             self.documents_in.inc()
             if isinstance(record, DeadLetter):
                 self.dead_letters.inc()
-                yield beam.pvalue.TaggedOutput("dead", record.to_dict())
+                yield beam.pvalue.TaggedOutput("dead", dead_letter_line(record.to_dict()))
             else:
                 yield record
 
@@ -71,15 +78,18 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
     ``chunk_size`` documents) goes through ``EarlyExitClassifier.predict``, the same code as in-process
     labelling, which sorts the chunk by length into ``batch_size`` rows and exits early with compaction."""
 
-    def __init__(self, model_dir: str, threshold: float, model_id: str, run_id: str, batch_size: int, chunk_size: int,
-                 max_batch_duration_secs: int | None = None):
+    def __init__(self, config: LabelJobConfig, threshold: float, model_id: str):
         length_aware = {}
-        if max_batch_duration_secs is not None:  # Beam buckets by length only on its stateful batching path
-            length_aware = dict(max_batch_duration_secs=max_batch_duration_secs, batch_length_fn=document_length,
+        if config.max_batch_duration_secs is not None:  # Beam buckets by length only on its stateful batching path
+            length_aware = dict(max_batch_duration_secs=config.max_batch_duration_secs, batch_length_fn=document_length,
                                 batch_bucket_boundaries=LENGTH_BUCKETS)
-        super().__init__(min_batch_size=chunk_size, max_batch_size=chunk_size, **length_aware)
-        self.model_dir, self.threshold, self.model_id, self.run_id = model_dir, threshold, model_id, run_id
-        self.batch_size = batch_size
+        # large_model / model_copies: one model per machine shared by its SDK processes (Beam's
+        # multi_process_shared), instead of one per process: what a GPU worker with one GPU wants.
+        super().__init__(min_batch_size=config.chunk_size, max_batch_size=config.chunk_size,
+                         large_model=config.share_model_across_processes, model_copies=config.model_copies,
+                         **length_aware)
+        self.model_dir, self.threshold, self.model_id, self.run_id = config.model, threshold, model_id, config.run_id
+        self.batch_size = config.batch_size
 
     def load_model(self):
         from models import EarlyExitClassifier  # imported on the worker
@@ -92,12 +102,24 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
         return model
 
     def run_inference(self, batch: Sequence[Document], model, inference_args=None) -> Iterable[dict]:
+        """One prediction row per document; a document that fails even alone (after the chunk was split and
+        retried, ops/isolation.py) comes back as {"dead_letter": ...} for RoutePredictionsFn."""
         # Counted per batch, not at load: load_model runs in setup, where no metrics are collected.
         Metrics.counter(NAMESPACE, f"batches_on_{model.device.type}").inc()
-        pairs = [d.pair for d in batch] if batch[0].pair is not None else None
-        predictions = model.predict([d.text for d in batch], pairs, threshold=self.threshold, batch_size=self.batch_size)
-        return prediction_rows(batch, predictions, num_layers=model.config.num_layers, threshold=self.threshold,
-                               model_id=self.model_id, run_id=self.run_id)
+
+        def predict(docs: Sequence[Document]) -> list:
+            pairs = [d.pair for d in docs] if docs[0].pair is not None else None
+            return model.predict([d.text for d in docs], pairs, threshold=self.threshold, batch_size=self.batch_size)
+
+        results = run_isolating_failures(predict, batch, before_retry=_free_accelerator_memory)
+        rows = []
+        for doc, result in zip(batch, results):
+            if isinstance(result, Failure):
+                rows.append({"dead_letter": dead_letter_line(doc.dead_letter(f"inference failed: {result.reason}").to_dict())})
+            else:
+                rows.extend(prediction_rows([doc], [result], num_layers=model.config.num_layers,
+                                            threshold=self.threshold, model_id=self.model_id, run_id=self.run_id))
+        return rows
 
     def get_num_bytes(self, batch: Sequence[Document]) -> int:
         return sum(map(document_length, batch))
@@ -106,8 +128,17 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
         return NAMESPACE
 
 
-class CountPredictionsFn(beam.DoFn):
-    """Counts labelled documents per exit layer, and logs progress at most every PROGRESS_SECONDS per process."""
+def _free_accelerator_memory() -> None:
+    """Before a failed chunk's halves are retried: a CUDA out-of-memory leaves cached blocks behind."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class RoutePredictionsFn(beam.DoFn):
+    """Sends documents that failed inference to the dead letters (tagged "dead"); counts labelled documents per
+    exit layer, and logs progress at most every PROGRESS_SECONDS per process."""
 
     _lock = threading.Lock()
     _done = 0
@@ -119,12 +150,16 @@ class CountPredictionsFn(beam.DoFn):
         self._per_layer = {}
 
     def process(self, row: dict):
+        if "dead_letter" in row:
+            Metrics.counter(NAMESPACE, "failed_inferences").inc()
+            yield beam.pvalue.TaggedOutput("dead", row["dead_letter"])
+            return
         self.labelled.inc()
         layer = row["exit_layer"]
         if layer not in self._per_layer:
             self._per_layer[layer] = Metrics.counter(NAMESPACE, f"exit_layer_{layer}")
         self._per_layer[layer].inc()
-        cls = CountPredictionsFn
+        cls = RoutePredictionsFn
         with cls._lock:
             now = time.monotonic()
             if cls._started is None:
@@ -138,91 +173,100 @@ class CountPredictionsFn(beam.DoFn):
 
 
 def failed_inference_letters(failure) -> Iterable[dict]:
-    """RunInference's failed batch (batch, exception) -> one dead letter per document in it."""
+    """RunInference's own dead letter (a failure outside our per-document isolation, e.g. in Beam's batching):
+    (batch, (exception type, repr, traceback lines)) -> one dead letter per document, reason "Type: message"."""
     batch, error = failure
+    if isinstance(error, tuple) and len(error) == 3 and error[2]:
+        reason = error[2][-1]  # the traceback's last line: "ValueError: message"
+    else:
+        reason = f"{type(error).__name__}: {error}"
     Metrics.counter(NAMESPACE, "failed_inferences").inc(len(batch))
-    log.error("inference failed on a batch of %d documents: %s", len(batch), error)
+    log.error("inference failed on a batch of %d documents: %s", len(batch), one_line(reason))
     for doc in batch:
-        yield doc.dead_letter(f"inference failed: {type(error).__name__}: {error}").to_dict()
+        yield dead_letter_line(doc.dead_letter(f"inference failed: {reason}").to_dict())
 
 
-def build(pipeline: beam.Pipeline, config: LabelJobConfig, files: list[str], model_id: str, threshold: float):
-    """Adds the labelling transforms to ``pipeline``; returns (predictions, dead letters) PCollections."""
+def build(pipeline: beam.Pipeline, config: LabelJobConfig, files: list[str], model_id: str, threshold: float,
+          out_dir: str, reshuffle: bool):
+    """Adds the labelling transforms to ``pipeline``, writing under ``out_dir``; returns (predictions, dead
+    letters) PCollections. ``reshuffle`` spreads one file's documents over workers (see ``LabelJobConfig``)."""
     read = (
         pipeline
         | "ListFiles" >> beam.Create(files)
         | "ReadRecords" >> beam.ParDo(ReadRecordsFn(config.fields)).with_outputs("dead", main="documents")
     )
-    handler = EarlyExitModelHandler(config.model, threshold, model_id, config.run_id, config.batch_size,
-                                    config.chunk_size, config.max_batch_duration_secs)
-    labelled, errors = (
-        read.documents
-        | "SpreadDocuments" >> beam.Reshuffle()  # a file is read by one worker; labelling should not be
-        | "Label" >> RunInference(handler).with_exception_handling()
-    )
-    predictions = labelled | "CountPredictions" >> beam.ParDo(CountPredictionsFn())
+    documents = read.documents
+    if reshuffle:
+        documents = documents | "SpreadDocuments" >> beam.Reshuffle()  # a file is read by one worker
+    labelled, errors = documents | "Label" >> RunInference(EarlyExitModelHandler(config, threshold, model_id)) \
+        .with_exception_handling()
+    routed = labelled | "Route" >> beam.ParDo(RoutePredictionsFn()).with_outputs("dead", main="predictions")
     failed = errors.failed_inferences | "FailedToDeadLetters" >> beam.FlatMap(failed_inference_letters)
-    dead = (read.dead, failed) | "AllDeadLetters" >> beam.Flatten()
-    _ = predictions | "WritePredictions" >> beam.io.WriteToParquet(
-        FileSystems.join(config.run_dir, "predictions"), PREDICTION_SCHEMA, file_name_suffix=".parquet")
-    _ = (dead
-         | "DeadLettersToJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False))
-         | "WriteDeadLetters" >> beam.io.WriteToText(FileSystems.join(config.run_dir, "deadletter"),
-                                                     file_name_suffix=".jsonl"))
-    return predictions, dead
+    dead = (read.dead, routed.dead, failed) | "AllDeadLetters" >> beam.Flatten()
+    _ = routed.predictions | "WritePredictions" >> beam.io.WriteToParquet(
+        FileSystems.join(out_dir, "predictions"), PREDICTION_SCHEMA, file_name_suffix=".parquet")
+    _ = dead | "WriteDeadLetters" >> beam.io.WriteToText(FileSystems.join(out_dir, "deadletter"),
+                                                        file_name_suffix=".jsonl")
+    return routed.predictions, dead
 
 
-def prepare_run(config: LabelJobConfig) -> tuple[list[str], str, float]:
+def prepare_run(config: LabelJobConfig) -> tuple[list[str], str, float, str]:
     """Everything that must hold before work starts; raises with a clear message otherwise.
-    Returns (input files, model id, threshold) and clears this run id's old output."""
+    Returns (input files, model id, threshold, staging directory to write into)."""
     from models.classifier import artifact_id, read_model_config
 
     model_config = read_model_config(config.model)
     files = expand_glob(config.input)
     threshold = model_config.threshold if config.threshold is None else config.threshold
-    probe = FileSystems.join(config.run_dir, ".write-probe")
+    staging = staging_path(config.run_dir)
+    probe = FileSystems.join(staging, ".write-probe")
     try:
-        old = _matching(config.run_dir, "*") if FileSystems.exists(config.run_dir) else []
-        if old:
-            FileSystems.delete(old)  # a re-run replaces the run, never mixes with it
+        recover(config.run_dir)  # what an earlier killed run of this id left behind
         with FileSystems.create(probe) as f:
             f.write(b"ok")
         FileSystems.delete([probe])
     except (OSError, BeamIOError) as e:
         raise ValueError(f"output {config.run_dir!r} cannot be written: {e}") from e
-    return files, artifact_id(config.model), threshold
+    return files, artifact_id(config.model), threshold, staging
 
 
 def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
-    """Checks, runs the job to completion on the runner ``beam_args`` name (DirectRunner by default) and
-    writes the manifest; returns it."""
-    files, model_id, threshold = prepare_run(config)
+    """Checks, runs the job to completion on the runner ``beam_args`` name (DirectRunner by default), writes
+    the manifest and swaps the finished run in at ``config.run_dir``; returns the manifest. A run that fails
+    (or is killed) leaves the previous output of this run id as it was."""
+    files, model_id, threshold, staging = prepare_run(config)
     options = PipelineOptions(list(beam_args))
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = "DirectRunner"  # explicit, so Beam does not first try to download another runner
+    reshuffle = config.reshuffle if config.reshuffle is not None else standard.runner not in IN_MEMORY_RUNNERS
     started = datetime.now(timezone.utc)
     log.info("labelling %d file(s) matching %s with %s at threshold %.4f -> %s", len(files), config.input,
              model_id, threshold, config.run_dir)
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, config, files, model_id, threshold)
-    result = pipeline.run()
-    result.wait_until_finish()
-    metrics = _metrics(result)
-    manifest = {
-        "run_id": config.run_id, "model": config.model, "model_id": model_id, "threshold": threshold,
-        "input": config.input, "files": len(files), "output": config.run_dir,
-        "started": started.isoformat(), "finished": datetime.now(timezone.utc).isoformat(),
-        "runner": str(standard.runner), "config": asdict(config),
-        "counts": count_outputs(config.run_dir),
-        "devices": {k.removeprefix("batches_on_"): v for k, v in metrics.items() if k.startswith("batches_on_")},
-        "metrics": metrics,
-    }
-    if metrics.get("documents_in") != manifest["counts"]["documents_in"]:
-        log.warning("runner metrics report %s inputs but the output files hold %d; the manifest counts the files",
-                    metrics.get("documents_in"), manifest["counts"]["documents_in"])
-    with FileSystems.create(FileSystems.join(config.run_dir, MANIFEST_FILE)) as f:
-        f.write((json.dumps(manifest, indent=2) + "\n").encode())
+    try:
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, config, files, model_id, threshold, staging, reshuffle)
+        result = pipeline.run()
+        result.wait_until_finish()
+        metrics = _metrics(result)
+        manifest = {
+            "run_id": config.run_id, "model": config.model, "model_id": model_id, "threshold": threshold,
+            "input": config.input, "files": len(files), "output": config.run_dir,
+            "started": started.isoformat(), "finished": datetime.now(timezone.utc).isoformat(),
+            "runner": str(standard.runner), "reshuffle": reshuffle, "config": asdict(config),
+            "counts": count_outputs(staging),
+            "devices": {k.removeprefix("batches_on_"): v for k, v in metrics.items() if k.startswith("batches_on_")},
+            "metrics": metrics,
+        }
+        if metrics.get("documents_in") != manifest["counts"]["documents_in"]:
+            log.warning("runner metrics report %s inputs but the output files hold %d; the manifest counts the files",
+                        metrics.get("documents_in"), manifest["counts"]["documents_in"])
+        with FileSystems.create(FileSystems.join(staging, MANIFEST_FILE)) as f:
+            f.write((json.dumps(manifest, indent=2) + "\n").encode())
+        publish(staging, config.run_dir)
+    except BaseException:
+        discard(staging)
+        raise
     return manifest
 
 
@@ -244,17 +288,19 @@ def count_outputs(run_dir: str) -> dict:
     import pyarrow.parquet as pq
 
     layers: dict[int, int] = {}
+    truncated = 0
     for path in _matching(run_dir, "predictions-*.parquet"):
         with FileSystems.open(path) as f:
-            column = pq.read_table(f, columns=["exit_layer"])["exit_layer"].to_pylist()
-        for layer in column:
+            table = pq.read_table(f, columns=["exit_layer", "truncated"])
+        for layer in table["exit_layer"].to_pylist():
             layers[layer] = layers.get(layer, 0) + 1
+        truncated += sum(table["truncated"].to_pylist())
     dead = 0
     for path in _matching(run_dir, "deadletter-*.jsonl"):
         with FileSystems.open(path) as f:
             dead += sum(1 for line in f if line.strip())
     labelled = sum(layers.values())
-    return {"documents_in": labelled + dead, "labelled": labelled, "dead_letters": dead,
+    return {"documents_in": labelled + dead, "labelled": labelled, "dead_letters": dead, "truncated": truncated,
             "exit_layers": {str(k): v for k, v in sorted(layers.items())}}
 
 

@@ -25,10 +25,19 @@ class LabelJobConfig:
     # Seconds a partial batch may wait (streaming-style). When set, RunInference batches through Beam's
     # stateful, length-bucketed BatchElements, so each chunk already holds documents of similar length.
     max_batch_duration_secs: int | None = None
+    # Spread documents over workers with a Reshuffle after reading (one file is read by one worker). None:
+    # on, except on the in-process DirectRunner, which would hold the whole shuffle in memory.
+    reshuffle: bool | None = None
+    # GPU workers: one model per machine shared by its SDK processes, up to model_copies copies (Beam's
+    # ModelHandler large_model / model_copies). Default: one model per process.
+    share_model_across_processes: bool = False
+    model_copies: int | None = None
 
     def __post_init__(self):
         if self.batch_size < 1 or self.chunk_size < self.batch_size:
             raise ValueError(f"need 1 <= batch_size <= chunk_size, got {self.batch_size} and {self.chunk_size}")
+        if self.model_copies is not None and self.model_copies < 1:
+            raise ValueError(f"model_copies must be >= 1, got {self.model_copies}")
 
     @property
     def fields(self) -> InputFields:
@@ -37,7 +46,6 @@ class LabelJobConfig:
     @property
     def run_dir(self) -> str:
         return f"{self.output.rstrip('/')}/{self.run_id}"
-
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -56,10 +64,48 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-duration-secs", type=int, default=None,
                         help="let a partial batch wait at most this long, and batch by length buckets (Beam's "
                              "stateful BatchElements); for long-running or streaming jobs")
+    parser.add_argument("--reshuffle", action=argparse.BooleanOptionalAction, default=None,
+                        help="spread each file's documents over all workers (default: on, except on the "
+                             "in-process DirectRunner, where a shuffle is held in memory)")
+    parser.add_argument("--share-model-across-processes", action="store_true",
+                        help="load one model per machine, shared by its SDK processes (GPU workers: one copy "
+                             "per GPU instead of one per process)")
+    parser.add_argument("--model-copies", type=int, default=None,
+                        help="with a shared model: how many copies per machine (e.g. one per GPU); implies "
+                             "--share-model-across-processes")
+
+
+def unknown_beam_flags(flags: list[str]) -> list[str]:
+    """The entries of ``flags`` that no Beam pipeline option accepts (Beam itself only logs and drops them, so
+    a misspelled ``--direct_num_worker=2`` would run with the default). Exits with status 2, like argparse,
+    when a known option has a bad value (``--direct_num_workers=many``)."""
+    # Beam's options module only, not a pipeline: quick enough for the CLI. It holds the options of the Direct,
+    # Dataflow, Flink, Spark, Prism and portable runners; a runner with options in its own module (Dask) would
+    # need that module imported first.
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    # As PipelineOptions.get_all_options does: one class per name (a class defined in a re-loaded main session
+    # appears twice), every class adds its flags, no prefix matching. "resolve": a subclass that inherits its
+    # parent's flags adds them again.
+    classes: dict[str, type] = {}
+    for cls in subclasses(PipelineOptions):
+        classes.setdefault(str(cls), cls)
+    parser = _BeamArgumentParser(prog="rightsize label", usage="rightsize label [flags] [Beam pipeline options]",
+                                 allow_abbrev=False, add_help=False, conflict_handler="resolve")
+    for cls in classes.values():
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    return parser.parse_known_args(flags)[1]
 
 
 def config_from_args(args: argparse.Namespace) -> LabelJobConfig:
     return LabelJobConfig(
         model=args.model, input=args.input, output=args.output, run_id=args.run_id or new_run_id(),
         threshold=args.threshold, text_field=args.text_field, pair_field=args.pair_field, id_field=args.id_field,
-        batch_size=args.batch_size, chunk_size=args.chunk_size, max_batch_duration_secs=args.max_batch_duration_secs)
+        batch_size=args.batch_size, chunk_size=args.chunk_size, max_batch_duration_secs=args.max_batch_duration_secs,
+        reshuffle=args.reshuffle, share_model_across_processes=args.share_model_across_processes,
+        model_copies=args.model_copies)

@@ -31,7 +31,9 @@ def test_predict_writes_design_columns_and_dead_letters(model_dir, tmp_path, cap
     assert main(["predict", "--model", str(model_dir), "--input", str(source), "--output", str(out),
                  "--run-id", "r1", "--batch-size", "3"]) == 0
     table = pq.read_table(out)
-    assert {f.name: str(f.type) for f in table.schema} == DESIGN_COLUMNS
+    columns = {f.name: str(f.type) for f in table.schema}
+    assert columns.items() >= DESIGN_COLUMNS.items()  # DESIGN.md: "at least these columns"
+    assert set(columns) - set(DESIGN_COLUMNS) == {"truncated"} and columns["truncated"] == "bool"
     assert table.schema.equals(PREDICTION_SCHEMA, check_metadata=False)
     data = table.to_pydict()
     assert data["id"] == [f"d{i}" for i in range(len(TEXTS))]
@@ -80,3 +82,71 @@ def test_report_command_writes_the_report(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "documents labelled: 4" in printed and "report.html" in printed
     assert main(["report", "--predictions", str(tmp_path / "none*.parquet"), "--out", str(tmp_path / "x")]) == 2
+
+
+def _labelled_file(tmp_path) -> str:
+    path = tmp_path / "dev.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": "ab"[i % 2]}) + "\n" for i, t in enumerate(TEXTS)))
+    return str(path)
+
+
+def _exits_with_usage_error(argv, capsys) -> str:
+    """argparse's way out: SystemExit 2 before any command runs; returns what it printed."""
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_flag_prefixes_are_not_flags(tmp_path, capsys):
+    data = _labelled_file(tmp_path)
+    required = ["--model", str(tmp_path / "m"), "--train", data, "--dev", data, "--out", str(tmp_path / "o")]
+    # with prefix matching, '--mode sweet' was read as a second '--model sweet'
+    err = _exits_with_usage_error(["train", *required, "--mode", "sweet"], capsys)
+    assert "unrecognized arguments: --mode sweet" in err
+    assert "required: --model" in _exits_with_usage_error(["train", "--mod", "x", *required[2:]], capsys)
+    err = _exits_with_usage_error(["--verb", "report", "--predictions", "p.parquet", "--out", "o"], capsys)
+    assert "unrecognized arguments: --verb" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_label_passes_flags_beam_knows(model_dir, tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS)))
+    assert main(["label", "--model", str(model_dir), "--input", f"{corpus}/*.jsonl", "--output", str(tmp_path / "out"),
+                 "--run-id", "r", "--runner=DirectRunner", "--direct_num_workers=2"]) == 0
+    assert f"{len(TEXTS)} labelled" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "out" / "r" / "manifest.json").read_text())
+    assert manifest["runner"] == "DirectRunner"
+
+
+@pytest.mark.parametrize("flag", ["--no_such_flag=1", "--direct_num_worker=2"])
+def test_label_rejects_flags_beam_does_not_know(flag, tmp_path, capsys):
+    argv = ["label", "--model", str(tmp_path), "--input", "x/*.jsonl", "--output", str(tmp_path / "out"),
+            "--runner=DirectRunner", flag]
+    err = _exits_with_usage_error(argv, capsys)
+    assert f"unrecognized arguments: {flag}" in err and "--runner" not in err.split("unrecognized")[1]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--model", "./missing"], "./missing: no such file or directory"),
+    (["train", "--model", "missing_dir"], "missing_dir: neither a local directory nor a model the Hugging Face Hub"),
+    (["train", "--train", "missing.jsonl"], "missing.jsonl: no such file"),
+    (["train", "--train", "./data/train"], "./data/train: no such file or directory"),
+    (["train", "--train", "data/train"], "data/train: no such file or directory, nor a dataset the Hugging Face Hub"),
+    (["predict", "--model", "missing_dir"], "missing_dir: no such model directory"),
+    (["calibrate", "--model", "missing_dir"], "missing_dir: no such model directory"),
+])
+def test_missing_paths_are_one_line_errors(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # relative names resolve here, where none of them exists
+    data = _labelled_file(tmp_path)
+    defaults = {"train": {"--model": "minilm", "--train": data, "--dev": data, "--out": "out"},
+                "predict": {"--model": "m", "--input": data, "--output": "o.parquet"},
+                "calibrate": {"--model": "m", "--data": data}}[argv[0]]
+    flags = {**defaults, argv[1]: argv[2]}
+    assert main([argv[0], *(x for item in flags.items() for x in item)]) == 2
+    err = capsys.readouterr().err
+    assert f"rightsize {argv[0]}: error: {message}" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -59,7 +59,7 @@ def test_end_to_end_then_cached_then_retrained(prefect_server, workspace):
     first = _run(workspace)
     out = workspace / "out"
     assert not first["training_cached"] and not first["calibration_cached"] and not first["labelling_skipped"]
-    assert first["label_counts"] == {"documents_in": 31, "labelled": 30, "dead_letters": 1,
+    assert first["label_counts"] == {"documents_in": 31, "labelled": 30, "dead_letters": 1, "truncated": 0,
                                      "exit_layers": first["label_counts"]["exit_layers"]}
     assert sum(first["label_counts"]["exit_layers"].values()) == 30
     summary = json.loads(Path(first["report"]["summary"]).read_text())

@@ -80,3 +80,31 @@ def test_default_exit_spread():
     assert default_exit_layers(12) == (3, 6, 9, 12)
     assert default_exit_layers(24) == (6, 12, 18, 24)
     assert default_exit_layers(2) == (1, 2)
+
+
+def test_truncated_only_when_text_was_cut(tokenizer):
+    """max_length 64: a document of exactly 64 tokens is whole, one word more is cut; pairs too."""
+    model = tiny_classifier(tokenizer)
+    exact = " ".join(["word"] * 62)  # 62 words + [CLS] + [SEP] = 64 tokens
+    assert len(model.tokenize([exact], padding=False)["input_ids"][0]) == 64
+    texts = [exact, exact + " more", "short", exact + "   "]
+    assert [p.truncated for p in model.predict(texts)] == [False, True, False, False]
+    pairs = model.predict(["short", "short"], pairs=["tiny", exact])
+    assert [p.truncated for p in pairs] == [False, True]
+
+
+def test_remote_model_copy_is_removed_after_loading(saved, tmp_path, monkeypatch):
+    import tempfile
+
+    import fsspec
+
+    _, directory = saved
+    fs = fsspec.filesystem("memory")
+    for f in directory.iterdir():
+        fs.pipe(f"/remote-model/{f.name}", f.read_bytes())
+    copies = tmp_path / "tmp"
+    copies.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(copies))  # where the copy goes
+    model = EarlyExitClassifier.from_pretrained("memory://remote-model", device="cpu")
+    assert model.predict(TEXTS) == EarlyExitClassifier.from_pretrained(directory, device="cpu").predict(TEXTS)
+    assert list(copies.iterdir()) == []

@@ -19,6 +19,7 @@ def _table(rows, run_id):
     names = ["id", "label", "exit_layer", "num_tokens", "flops", "full_flops", "confidence"]
     data = {name: [r[i] for r in rows] for i, name in enumerate(names)}
     n = len(rows)
+    data["truncated"] = [r[3] >= 512 for r in rows]  # only b1 (600 tokens) was cut
     data |= {"num_layers": [4] * n, "threshold": [0.8] * n, "model_id": ["sha256:m"] * n, "run_id": [run_id] * n}
     return pa.Table.from_pydict(data, schema=PREDICTION_SCHEMA)
 
@@ -45,6 +46,7 @@ def test_summary_matches_hand_computation(tmp_path):
     assert s["flops_saved_fraction"] == pytest.approx(0.35)
     assert s["mean_exit_layer"] == pytest.approx(2.0)  # (1 + 2 + 4 + 1) / 4
     assert s["dead_letters"] == 3  # run B has no manifest, so every dead-letter file beside the inputs counts
+    assert s["truncated"] == 1 and [r["truncated"] for r in sorted(s["runs"], key=lambda r: r["run_id"])] == [0, 1]
     # Money only from run A, the run with a wall time: 0.5 h x 2 devices x 3.0 per device-hour.
     assert s["wall_seconds"] == 1800 and s["documents_per_second"] == pytest.approx(3 / 1800)
     assert s["cost"] == pytest.approx(3.0)

@@ -74,6 +74,72 @@ def test_curve_replays_early_exit():
     assert (p.accuracy, p.mean_exit_layer, p.flops_fraction) == (1.0, 4.5, 9 / 12)
     curve = cal.speed_accuracy_curve(confidence, predicted, labels, flops, full, (2, 4, 6))
     assert curve[0].threshold == 0 and curve[-1].threshold > 1
-    assert len(curve) == len(np.unique(confidence)) + 2
+    assert len(curve) == len(np.unique(confidence)) + 1  # 0, the midpoints between distinct values, above 1
     oracle = cal.oracle_point(predicted, labels, flops, full, (2, 4, 6))
     assert (oracle.accuracy, oracle.mean_exit_layer) == (1.0, 4.0)  # exits 0, 1, 2, 1
+
+
+def _noisy_exits(n=300, exits=3, seed=1):
+    """Confidences on a 0.001 grid (so ties and a known smallest gap), predictions right more often when
+    confident, FLOPs growing with the exit."""
+    rng = np.random.default_rng(seed)
+    confidence = np.round(rng.uniform(0.34, 1.0, size=(exits, n)), 3)
+    labels = rng.integers(0, 3, size=n)
+    right = rng.uniform(size=(exits, n)) < confidence
+    predicted = np.where(right, labels, (labels + 1) % 3)
+    flops = np.arange(1.0, exits + 1)[:, None] * np.ones((exits, n))
+    return confidence, predicted, labels, flops, np.full(n, float(exits)), tuple(range(2, 2 * exits + 1, 2))
+
+
+def test_curve_has_the_same_points_as_thresholds_at_observed_confidences():
+    args = _noisy_exits()
+    confidence = args[0]
+    observed = np.unique(confidence)
+    # the lowest observed confidence splits like threshold 0 (every document at the first exit): left out
+    at_observed = [cal.curve_point(*args, t) for t in [0.0, *observed[1:], cal.ABOVE_ONE]]
+    curve = cal.speed_accuracy_curve(*args)
+    assert ([(p.accuracy, p.mean_exit_layer, p.flops_fraction) for p in curve]
+            == [(p.accuracy, p.mean_exit_layer, p.flops_fraction) for p in at_observed])
+    assert [p.threshold for p in curve] == sorted(p.threshold for p in curve)
+
+
+@pytest.mark.parametrize("target", [{"target_drop": 0.02}, {"flops_budget": 0.5}])
+def test_chosen_threshold_is_robust_to_rounding(target):
+    args = _noisy_exits()
+    confidence = args[0]
+    observed = np.unique(confidence)
+    curve = cal.speed_accuracy_curve(*args)
+    choice = cal.choose_threshold(curve, **target)
+    assert choice.met and 0 < choice.threshold < 1  # an interior point, so the test below means something
+    assert not np.isin([p.threshold for p in curve], observed).any()
+    assert choice.threshold not in observed
+    # the threshold lies strictly between two consecutive observed confidences
+    i = np.searchsorted(observed, choice.threshold)
+    assert observed[i - 1] < choice.threshold < observed[i]
+
+    delta = np.diff(observed).min() / 2 * (1 - 1e-6)  # half the smallest gap, minus epsilon
+    signs = np.random.default_rng(2).choice([-1.0, 1.0], size=confidence.shape)
+    exits = cal.exit_choice(confidence, choice.threshold)
+    for perturbed in (confidence + delta, confidence - delta, confidence + signs * delta,
+                      confidence.astype(np.float32)):
+        assert (cal.exit_choice(perturbed, choice.threshold) == exits).all()
+    # a threshold taken at an observed confidence (as before) flips documents under the same perturbation
+    on_boundary = observed[i]
+    assert (cal.exit_choice(confidence - delta, on_boundary) != cal.exit_choice(confidence, on_boundary)).any()
+
+
+def test_curve_is_subsampled_between_observed_values():
+    args = _noisy_exits()
+    observed = np.unique(args[0])
+    curve = cal.speed_accuracy_curve(*args, max_points=50)
+    inner = np.array([p.threshold for p in curve[1:-1]])
+    assert len(inner) == 50 and curve[0].threshold == 0 and curve[-1].threshold == cal.ABOVE_ONE
+    i = np.searchsorted(observed, inner)
+    assert (observed[i - 1] < inner).all() and (inner < observed[i]).all()
+
+
+def test_midpoint_of_adjacent_floats_splits_like_the_upper_value():
+    a = 0.5
+    b = np.nextafter(a, 1.0)  # no float lies between a and b
+    (t,) = cal.midpoint_thresholds(np.array([[b, a]]))
+    assert t == b and cal.exit_choice(np.array([[a, b], [1.0, 1.0]]), t).tolist() == [1, 0]

@@ -1,0 +1,98 @@
+"""Atomic replacement of a job's output (a run directory, or one file): the job writes under a staging name
+beside the final one, and the result is swapped in only once it is complete.
+
+On a local (POSIX) file system a reader of the final path sees the previous complete output, the new
+complete output, or - only when a process is killed between the two renames of a directory swap - nothing;
+``recover`` then puts the previous output back at the next start. Never a mix. Object stores (gs://, s3://)
+have no rename: there the swap is delete-then-copy, and the run's ``manifest.json``, written last, is what
+marks it complete.
+
+Staging names live in a ``.staging`` folder beside the final path, so a glob one level deep
+(``<output>/*/predictions-*.parquet``) never sees half-written output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from pathlib import PurePosixPath
+
+import fsspec
+
+STAGING_DIR = ".staging"
+_REPLACED = ".replaced"
+
+
+def _local_path(url: str) -> str | None:
+    fs, path = fsspec.core.url_to_fs(url)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return path if "file" in protocols else None
+
+
+def _split(url: str) -> tuple[str, str]:
+    url = url.rstrip("/")
+    parent, _, name = url.rpartition("/")
+    return (parent or "."), name
+
+
+def staging_path(final: str) -> str:
+    """A fresh staging URL on the same file system as ``final``: <parent>/.staging/<name>.<random>."""
+    parent, name = _split(final)
+    return f"{parent}/{STAGING_DIR}/{name}.{uuid.uuid4().hex[:12]}"
+
+
+def publish(staging: str, final: str) -> None:
+    """Replaces ``final`` (a file or a directory, which may not exist yet) with ``staging``."""
+    local, target = _local_path(staging), _local_path(final)
+    if local is None or target is None:
+        fs, path = fsspec.core.url_to_fs(final)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+        fs.mv(fsspec.core.url_to_fs(staging)[1], path, recursive=True)
+        return
+    if not os.path.isdir(local):
+        os.replace(local, target)  # one atomic rename
+    else:
+        old = local + _REPLACED
+        if os.path.exists(target):
+            os.rename(target, old)  # killed right after this: recover() moves it back
+        os.rename(local, target)
+        shutil.rmtree(old, ignore_errors=True)
+    _remove_if_empty(os.path.dirname(local))
+
+
+def discard(staging: str) -> None:
+    """Removes a staging file or directory after a failed run."""
+    fs, path = fsspec.core.url_to_fs(staging)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+    if _local_path(staging) is not None and os.path.basename(os.path.dirname(path)) == STAGING_DIR:
+        _remove_if_empty(os.path.dirname(path))
+
+
+def recover(final: str) -> None:
+    """Before a job writes ``final`` again: restores a previous output that a kill mid-swap left aside, and
+    removes what killed runs of the same output left in staging. Assumes one job per output at a time."""
+    parent, name = _split(final)
+    fs, staging_dir = fsspec.core.url_to_fs(f"{parent}/{STAGING_DIR}")
+    if not fs.isdir(staging_dir):
+        return
+    _, target = fsspec.core.url_to_fs(final)
+    mine = re.compile(re.escape(name) + r"\.[0-9a-f]{12}(" + re.escape(_REPLACED) + ")?")
+    leftovers = [p for p in fs.ls(staging_dir, detail=False) if mine.fullmatch(PurePosixPath(p).name)]
+    for path in leftovers:
+        if path.endswith(_REPLACED) and not fs.exists(target):
+            fs.mv(path, target, recursive=True)
+        else:
+            fs.rm(path, recursive=True)
+    if _local_path(final) is not None:
+        _remove_if_empty(staging_dir)
+
+
+def _remove_if_empty(directory: str) -> None:
+    try:
+        os.rmdir(directory)
+    except OSError:
+        pass  # not empty (another output's staging), or already gone

@@ -1,0 +1,73 @@
+"""Atomic replacement of outputs: a swap in one rename for files, two with recovery for directories."""
+
+import os
+
+from ops.staging import STAGING_DIR, discard, publish, recover, staging_path
+
+
+def _tree(root) -> dict:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_directory_swap_replaces_the_old_run(tmp_path):
+    final = tmp_path / "out" / "run1"
+    final.mkdir(parents=True)
+    (final / "old.txt").write_text("old")
+    staging = staging_path(str(final))
+    assert staging.startswith(f"{tmp_path}/out/{STAGING_DIR}/run1.")
+    os.makedirs(staging)
+    (tmp_path / staging / "new.txt").write_text("new")
+    publish(staging, str(final))
+    assert _tree(tmp_path / "out") == {"run1/new.txt": "new"}  # old files gone, staging folder removed
+
+
+def test_recover_after_a_kill_between_the_two_renames(tmp_path):
+    """Killed after the old run was moved aside and before the new one moved in: the old run comes back,
+    and the killed run's half-written staging is removed."""
+    final = tmp_path / "run1"
+    aside = tmp_path / STAGING_DIR / "run1.0123456789ab.replaced"
+    killed = tmp_path / STAGING_DIR / "run1.ba9876543210"
+    other = tmp_path / STAGING_DIR / "run10.0123456789ab"  # another run id's staging: not touched
+    for folder, name in ((aside, "complete.txt"), (killed, "partial.txt"), (other, "x.txt")):
+        folder.mkdir(parents=True)
+        (folder / name).write_text(name)
+    recover(str(final))
+    assert _tree(tmp_path) == {"run1/complete.txt": "complete.txt", f"{STAGING_DIR}/run10.0123456789ab/x.txt": "x.txt"}
+
+
+def test_recover_keeps_a_complete_run_and_drops_a_stale_copy(tmp_path):
+    (tmp_path / "run1").mkdir()
+    (tmp_path / "run1" / "new.txt").write_text("new")
+    stale = tmp_path / STAGING_DIR / "run1.0123456789ab.replaced"
+    stale.mkdir(parents=True)
+    (stale / "old.txt").write_text("old")
+    recover(str(tmp_path / "run1"))
+    assert _tree(tmp_path) == {"run1/new.txt": "new"}
+
+
+def test_file_swap_and_discard(tmp_path):
+    final = tmp_path / "preds.parquet"
+    final.write_text("old")
+    staging = staging_path(str(final))
+    os.makedirs(os.path.dirname(staging))
+    with open(staging, "w") as f:
+        f.write("new")
+    publish(staging, str(final))
+    assert _tree(tmp_path) == {"preds.parquet": "new"}
+    staging = staging_path(str(final))
+    os.makedirs(os.path.dirname(staging))
+    with open(staging, "w") as f:
+        f.write("half")
+    discard(staging)
+    assert _tree(tmp_path) == {"preds.parquet": "new"} and not (tmp_path / STAGING_DIR).exists()
+
+
+def test_object_store_path(tmp_path):
+    """memory:// stands in for gs:// and s3://: delete then move, no rename."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe({"/store/run1/old.txt": b"old", "/store/.staging/run1.0123456789ab/new.txt": b"new"})
+    publish("memory://store/.staging/run1.0123456789ab", "memory://store/run1")
+    assert fs.cat("/store/run1/new.txt") == b"new" and not fs.exists("/store/run1/old.txt")
+    assert not fs.exists("/store/.staging/run1.0123456789ab")

@@ -1,0 +1,154 @@
+"""Files from the wild, a poisoned document and a killed re-run: no input is lost, no job fails on a record,
+and a re-run replaces the previous output whole or not at all."""
+
+import glob
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from flows.cli import main
+from models import EarlyExitClassifier
+from tests.hostile_corpus import write_hostile_corpus
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _predictions(files) -> list[dict]:
+    return [r for f in sorted(files) for r in pq.read_table(f, columns=["id", "truncated"]).to_pylist()]
+
+
+def _letters(files) -> list[dict]:
+    return [json.loads(line) for f in sorted(files) for line in open(f, encoding="utf-8") if line.strip()]
+
+
+def _check_every_input_lands_once(corpus, rows, letters):
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == set(corpus.good)
+    assert len(rows) + len(letters) == corpus.inputs
+    assert all(letter["reason"] and "\n" not in letter["reason"] for letter in letters)
+    by_id = {r["id"]: r["truncated"] for r in rows}
+    assert by_id["long"] and by_id["c3"] and not by_id["j1"]  # 200,000-character documents were cut
+
+
+def test_hostile_corpus_with_predict(model_dir, tmp_path):
+    corpus = write_hostile_corpus(tmp_path / "in")
+    out = tmp_path / "preds.parquet"
+    assert main(["predict", "--model", model_dir, "--input", f"{tmp_path / 'in'}/*", "--output", str(out),
+                 "--batch-size", "4"]) == 0
+    _check_every_input_lands_once(corpus, _predictions([out]), _letters([tmp_path / "preds.deadletter.jsonl"]))
+
+
+def test_hostile_corpus_with_label(model_dir, tmp_path):
+    corpus = write_hostile_corpus(tmp_path / "in")
+    assert main(["label", "--model", model_dir, "--input", f"{tmp_path / 'in'}/*", "--output", str(tmp_path / "out"),
+                 "--run-id", "h", "--batch-size", "4", "--chunk-size", "16"]) == 0
+    run_dir = tmp_path / "out" / "h"
+    rows = _predictions(run_dir.glob("predictions-*.parquet"))
+    letters = _letters(run_dir.glob("deadletter-*.jsonl"))
+    _check_every_input_lands_once(corpus, rows, letters)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["counts"]["documents_in"] == corpus.inputs
+    assert manifest["counts"]["truncated"] == sum(r["truncated"] for r in rows) >= 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["h"]  # no staging left behind
+
+
+def test_ids_without_id_field_agree_between_predict_and_label(model_dir, tmp_path, monkeypatch):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "docs.txt").write_text("first document\nsecond document\n")
+    monkeypatch.chdir(tmp_path)  # a relative --input, as a user would type it
+    assert main(["predict", "--model", model_dir, "--input", "in/docs.txt", "--output", "p.parquet"]) == 0
+    assert main(["label", "--model", model_dir, "--input", "in/docs.txt", "--output", "out", "--run-id", "t"]) == 0
+    from_predict = sorted(r["id"] for r in _predictions(["p.parquet"]))
+    from_label = sorted(r["id"] for r in _predictions(glob.glob("out/t/predictions-*.parquet")))
+    assert from_predict == from_label == [f"{tmp_path}/in/docs.txt:1", f"{tmp_path}/in/docs.txt:2"]
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """A document that makes inference raise, whatever batch it is in (fault injection around the real model)."""
+    real = EarlyExitClassifier.predict
+
+    def predict(self, texts, *args, **kwargs):
+        if any("POISON" in t for t in texts):
+            raise ValueError("poisoned document")
+        return real(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(EarlyExitClassifier, "predict", predict)
+
+
+@pytest.mark.parametrize("command", ["predict", "label"])
+def test_a_poisoned_document_costs_one_dead_letter(model_dir, tmp_path, poisoned, command):
+    docs = [{"id": f"d{i}", "text": f"document number {i}" + (" POISON" if i in (5, 33) else "")} for i in range(40)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    args = ["--model", model_dir, "--input", str(tmp_path / "in.jsonl"), "--batch-size", "4"]
+    if command == "predict":
+        assert main(["predict", *args, "--output", str(tmp_path / "p.parquet")]) == 0
+        rows, letters = _predictions([tmp_path / "p.parquet"]), _letters([tmp_path / "p.deadletter.jsonl"])
+    else:
+        assert main(["label", *args, "--output", str(tmp_path / "out"), "--run-id", "x", "--chunk-size", "16"]) == 0
+        rows = _predictions((tmp_path / "out" / "x").glob("predictions-*.parquet"))
+        letters = _letters((tmp_path / "out" / "x").glob("deadletter-*.jsonl"))
+    assert sorted(r["id"] for r in rows) == sorted(f"d{i}" for i in range(40) if i not in (5, 33))
+    assert sorted(json.loads(letter["raw"])["id"] for letter in letters) == ["d33", "d5"]
+    assert {letter["reason"] for letter in letters} == {"inference failed: ValueError: poisoned document"}
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _kill_when(process: subprocess.Popen, ready, timeout: float = 120) -> None:
+    """SIGKILLs the process group once ``ready()`` holds, while the process is still running."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, f"finished (exit {process.returncode}) before it could be killed"
+        assert time.monotonic() < deadline, "never reached the point to kill it"
+        time.sleep(0.05)
+    assert process.poll() is None, "finished before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _big_corpus(path: Path, n: int = 40_000) -> None:
+    path.write_text("".join(json.dumps({"id": f"n{i}", "text": f"document {i} " * 8}) + "\n" for i in range(n)))
+
+
+@pytest.mark.parametrize("command", ["label", "predict"])
+def test_killed_rerun_leaves_the_previous_output_intact(model_dir, tmp_path, command):
+    (tmp_path / "small.jsonl").write_text('{"id": "a", "text": "first run"}\n{"id": "b", "text": ""}\n')
+    _big_corpus(tmp_path / "big.jsonl")
+    out = tmp_path / "out"
+    if command == "label":
+        target = out / "r"
+        args = lambda corpus: ["label", "--model", model_dir, "--input", str(corpus), "--output", str(out),
+                               "--run-id", "r", "--chunk-size", "256"]
+    else:
+        out.mkdir()
+        target = out / "p.parquet"
+        args = lambda corpus: ["predict", "--model", model_dir, "--input", str(corpus), "--output", str(target)]
+    assert main(args(tmp_path / "small.jsonl")) == 0
+    before = _digest(out)
+    assert before and not (out / ".staging").exists()
+
+    rerun = subprocess.Popen([sys.executable, "-m", "flows.cli", *args(tmp_path / "big.jsonl")], cwd=REPO,
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Killed while it works: its staging exists (it has started writing) and it has run 2 s more.
+    _kill_when(rerun, lambda: (out / ".staging").exists() and not time.sleep(2))
+    after = {k: v for k, v in _digest(out).items() if not k.startswith(".staging/")}
+    assert after == before  # the previous output, byte for byte, and nothing of the killed run beside it
+
+    (tmp_path / "small.jsonl").write_text('{"id": "c", "text": "third run"}\n')
+    assert main(args(tmp_path / "small.jsonl")) == 0  # the next run cleans up and replaces it
+    assert not (out / ".staging").exists()
+    rows = _predictions(target.glob("predictions-*.parquet") if command == "label" else [target])
+    assert [r["id"] for r in rows] == ["c"]

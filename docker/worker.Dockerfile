@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Worker (SDK harness) image for Dataflow, Flink and Spark: --sdk_container_image=IMAGE (Dataflow) or
-# --environment_type=DOCKER --environment_config=IMAGE (portable runners). See docs/cluster_draft.md.
+# --environment_type=DOCKER --environment_config=IMAGE (portable runners). See "Running on a cluster" in README.md.
 # Build from the repository root after `make wheel` (the image takes the project only as dist/'s wheel):
 #   docker build -f docker/worker.Dockerfile -t REGISTRY/rightsize-worker:0.1.0 .
 #   docker build -f docker/worker.Dockerfile --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \

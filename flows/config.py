@@ -16,7 +16,7 @@ from typing import Any
 from models.calibration import CalibrationConfig
 from models.training import TrainConfig
 from ops.accounting import ReportConfig
-from pipelines.label_config import LabelJobConfig
+from pipelines.label_config import LabelJobConfig, unknown_beam_flags
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,9 @@ class LabelStepConfig:
     batch_size: int = 64
     chunk_size: int = 1024
     max_batch_duration_secs: int | None = None
+    reshuffle: bool | None = None  # None: on, except on the in-process DirectRunner
+    share_model_across_processes: bool = False  # GPU workers: one model per machine
+    model_copies: int | None = None
     beam_args: tuple[str, ...] = ("--runner=DirectRunner",)  # any Beam pipeline options, as on the command line
 
 
@@ -137,6 +140,9 @@ def load_config(path: str | Path, workdir: str | Path | None = None) -> RunConfi
         config.report_config()
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: {e}") from None
+    unknown = unknown_beam_flags(list(config.label.beam_args))
+    if unknown:
+        raise ValueError(f"{path}: [label] beam_args has options Beam does not know: {unknown}")
     return config
 
 

@@ -11,6 +11,7 @@ the previous output file as it was.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import islice
 
@@ -18,6 +19,7 @@ import fsspec
 from tqdm.auto import tqdm
 
 from models import EarlyExitClassifier
+from models.classifier import free_accelerator_memory
 from ops.isolation import Failure, run_isolating_failures
 from ops.predictions import PredictionWriter, new_run_id, prediction_rows
 from ops.records import DeadLetter, Document, InputFields, dead_letter_line, expand_glob, read_file
@@ -55,13 +57,19 @@ def predict_file(
     """Labels every file matching ``input_url`` (a path, URL or glob) into ``output_url``; inputs that cannot
     be labelled go to ``dead_letter_path(output_url)``, one JSON line each."""
     threshold = model.config.threshold if threshold is None else threshold
+    if not math.isfinite(threshold) or batch_size < 1:
+        raise ValueError(f"need a numeric threshold and batch_size >= 1, got {threshold} and {batch_size}")
     run_id = run_id or new_run_id()
-    files = expand_glob(input_url)
     letters_url = dead_letter_path(output_url)
+    ours = {fsspec.core.url_to_fs(u)[1] for u in (output_url, letters_url)}
+    files = [f for f in expand_glob(input_url) if fsspec.core.url_to_fs(f)[1] not in ours]  # not our own output
+    if not files:
+        raise FileNotFoundError(f"input {input_url!r} matches only this run's own output files")
     for final in (output_url, letters_url):
         recover(final)
     staged_output, staged_letters = staging_path(output_url), staging_path(letters_url)
     summary = PredictSummary(0, 0, 0, {}, 0, 0, output_url, None)
+    failed = 0  # documents whose inference failed even alone
 
     def predict(docs: list[Document]) -> list:
         pairs = [d.pair for d in docs] if fields.pair_field else None
@@ -74,7 +82,7 @@ def predict_file(
             while chunk := list(islice(records, CHUNK_DOCUMENTS)):
                 bad = [r for r in chunk if isinstance(r, DeadLetter)]
                 documents = [r for r in chunk if isinstance(r, Document)]
-                results = run_isolating_failures(predict, documents) if documents else []
+                results = run_isolating_failures(predict, documents, free_accelerator_memory) if documents else []
                 labelled = [(d, p) for d, p in zip(documents, results) if not isinstance(p, Failure)]
                 bad += [d.dead_letter(f"inference failed: {p.reason}") for d, p in zip(documents, results)
                         if isinstance(p, Failure)]
@@ -85,6 +93,10 @@ def predict_file(
                                              model_id=model.model_id, run_id=run_id))
                 _count(summary, [p for _, p in labelled], len(bad))
                 bar.update(len(chunk))
+                failed += len(documents) - len(labelled)
+        if failed and not summary.documents:  # a broken model or setting, not bad documents: keep the old output
+            raise RuntimeError(f"inference failed on every document ({failed}), e.g. {bad[-1].reason}; "
+                               f"{output_url} was not replaced")
         publish(staged_output, output_url)
     except BaseException:
         discard(staged_output)

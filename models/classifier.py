@@ -76,6 +76,12 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def free_accelerator_memory() -> None:
+    """Before a failed batch is retried in smaller pieces: a CUDA out-of-memory leaves cached blocks behind."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 @dataclass(frozen=True)
 class Prediction:
     label: str
@@ -173,6 +179,10 @@ class EarlyExitClassifier(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def device_type(self) -> str:
+        """"cpu" or "cuda": a method, so that it also works through Beam's shared-model proxy."""
+        return self.device.type
 
     # -- save / load --------------------------------------------------------------------------------------
 

@@ -26,23 +26,25 @@ class Failure:
 
 
 def run_isolating_failures(run: Callable[[Sequence[T]], list[R]], items: Sequence[T],
-                           before_retry: Callable[[], None] | None = None) -> list[R | Failure]:
+                           before_retry: Callable[[], None] | None = None, _depth: int = 0) -> list[R | Failure]:
     """``run(items)`` -> one result per item, in order. If it raises, each half is run on its own (recursively),
     and an item that fails alone gets a ``Failure`` in its place. ``before_retry`` runs before each retry
-    (e.g. to free cached GPU memory). Costs at most about 2x the batch's work per poisoned item."""
+    (e.g. to free cached GPU memory). One poisoned item costs about 2-3x the batch's work; when every item
+    fails, about log2(n) x: callers treat "everything failed" as a broken setting, not as bad documents."""
     try:
         results = run(items)
     except Exception as error:
         if len(items) == 1:
-            log.warning("inference failed on a single document: %s: %s", type(error).__name__, error)
+            log.debug("failed on a single item: %s: %s", type(error).__name__, error)
             return [Failure(error)]
-        log.warning("inference failed on a batch of %d, retrying its halves: %s: %s", len(items),
-                    type(error).__name__, error)
+        if _depth == 0:  # one line per failed batch, not one per retry
+            log.warning("failed on a batch of %d (%s: %s): isolating the failing items by halving", len(items),
+                        type(error).__name__, error)
         if before_retry is not None:
             before_retry()
         middle = len(items) // 2
-        return (run_isolating_failures(run, items[:middle], before_retry)
-                + run_isolating_failures(run, items[middle:], before_retry))
+        return (run_isolating_failures(run, items[:middle], before_retry, _depth + 1)
+                + run_isolating_failures(run, items[middle:], before_retry, _depth + 1))
     if len(results) != len(items):
         raise RuntimeError(f"run returned {len(results)} results for {len(items)} items")
     return results

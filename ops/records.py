@@ -207,6 +207,8 @@ def _lines(text: io.TextIOWrapper) -> Iterator[tuple[int, str]]:
 
 
 def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
+    """Rows of a CSV file (``url`` is the printable source); a row with more fields than the header is a dead
+    letter (an unquoted comma in the text would otherwise cut the text short)."""
     csv.field_size_limit(_CSV_FIELD_LIMIT)
     reader = csv.DictReader(text)
     position = 0
@@ -219,28 +221,39 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields) -> Itera
         except csv.Error as e:  # the reader goes on with the next line
             yield DeadLetter(url, position, "", f"unreadable CSV row (near line {reader.line_num}): {e}")
             continue
+        if None in row:  # DictReader's key for fields beyond the header
+            yield DeadLetter(url, position, _raw(row), f"row has {len(reader.fieldnames or []) + len(row[None])} "
+                                                       f"fields, the header {len(reader.fieldnames or [])}")
+            continue
         yield parse_record(row, url, position, fields)
+
+
+def printable(url: str) -> str:
+    """A file URL as valid UTF-8 for ids and dead letters: bytes of a file name that are not UTF-8 (lone
+    surrogates after os.fsdecode) become \\xNN escapes."""
+    return url.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _records(url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
     compression, is_parquet, encoding = _sniff(url)
     kind = "parquet" if is_parquet else file_format(url)
+    source = printable(url)
     if kind == "parquet":
-        yield from _read_parquet(url, fields)
+        yield from _read_parquet(url, source, fields)
         return
     with fsspec.open(url, "rb", compression=compression) as raw:
         # surrogateescape keeps undecodable bytes (as lone surrogates) for the record's dead letter. CSV needs
         # newline="" to see quoted line breaks; lines are split on LF, CRLF and CR alike.
         text = io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="" if kind == "csv" else None)
         if kind == "csv":
-            yield from _csv_records(text, url, fields)
+            yield from _csv_records(text, source, fields)
             return
         parse: Callable = parse_json_line if kind == "json" else parse_text_line
         for position, line in _lines(text):
             try:
-                yield parse(line, url, position, fields)
+                yield parse(line, source, position, fields)
             except Exception as e:  # e.g. RecursionError on JSON nested 100,000 deep
-                yield DeadLetter(url, position, line, f"unparseable record: {type(e).__name__}: {e}")
+                yield DeadLetter(source, position, line, f"unparseable record: {type(e).__name__}: {e}")
 
 
 def read_file(url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
@@ -254,10 +267,10 @@ def read_file(url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
             yield record
     except Exception as e:
         where = "file could not be read" if last == 0 else f"file could not be read after record {last}"
-        yield DeadLetter(url, last + 1, "", f"{where}: {type(e).__name__}: {e}")
+        yield DeadLetter(printable(url), last + 1, "", f"{where}: {type(e).__name__}: {e}")
 
 
-def _read_parquet(url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
+def _read_parquet(url: str, source: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
     import pyarrow.parquet as pq
 
     with fsspec.open(url, "rb") as f:
@@ -267,7 +280,7 @@ def _read_parquet(url: str, fields: InputFields) -> Iterator[Document | DeadLett
         for batch in parquet.iter_batches(batch_size=4096, columns=wanted):
             for record in batch.to_pylist():
                 position += 1
-                yield parse_record(record, url, position, fields)
+                yield parse_record(record, source, position, fields)
 
 
 def expand_glob(pattern: str) -> list[str]:

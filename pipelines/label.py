@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import threading
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystem import BeamIOError
@@ -55,8 +56,8 @@ class ReadRecordsFn(beam.DoFn):
         self.documents_in = Metrics.counter(NAMESPACE, "documents_in")
         self.dead_letters = Metrics.counter(NAMESPACE, "dead_letters")
 
-    def process(self, url: str):
-        for record in read_file(url, self.fields):
+    def process(self, url: bytes):
+        for record in read_file(url.decode("utf-8", "surrogateescape"), self.fields):
             self.documents_in.inc()
             if isinstance(record, DeadLetter):
                 self.dead_letters.inc()
@@ -78,7 +79,7 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
     ``chunk_size`` documents) goes through ``EarlyExitClassifier.predict``, the same code as in-process
     labelling, which sorts the chunk by length into ``batch_size`` rows and exits early with compaction."""
 
-    def __init__(self, config: LabelJobConfig, threshold: float, model_id: str):
+    def __init__(self, config: LabelJobConfig, threshold: float, model_id: str, num_layers: int):
         length_aware = {}
         if config.max_batch_duration_secs is not None:  # Beam buckets by length only on its stateful batching path
             length_aware = dict(max_batch_duration_secs=config.max_batch_duration_secs, batch_length_fn=document_length,
@@ -89,7 +90,7 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
                          large_model=config.share_model_across_processes, model_copies=config.model_copies,
                          **length_aware)
         self.model_dir, self.threshold, self.model_id, self.run_id = config.model, threshold, model_id, config.run_id
-        self.batch_size = config.batch_size
+        self.batch_size, self.num_layers = config.batch_size, num_layers
 
     def load_model(self):
         from models import EarlyExitClassifier  # imported on the worker
@@ -98,26 +99,29 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
         if model.model_id != self.model_id:
             raise RuntimeError(f"{self.model_dir} changed since the job was submitted "
                                f"(model id {model.model_id}, expected {self.model_id})")
-        log.info("loaded %s (%s) on %s", self.model_dir, model.model_id, model.device)
+        log.info("loaded %s (%s) on %s", self.model_dir, model.model_id, model.device_type())
         return model
 
     def run_inference(self, batch: Sequence[Document], model, inference_args=None) -> Iterable[dict]:
         """One prediction row per document; a document that fails even alone (after the chunk was split and
         retried, ops/isolation.py) comes back as {"dead_letter": ...} for RoutePredictionsFn."""
-        # Counted per batch, not at load: load_model runs in setup, where no metrics are collected.
-        Metrics.counter(NAMESPACE, f"batches_on_{model.device.type}").inc()
+        # Counted per batch, not at load: load_model runs in setup, where no metrics are collected. With a
+        # shared model, ``model`` is a proxy: only method calls reach it, no attributes.
+        from models.classifier import free_accelerator_memory
+
+        Metrics.counter(NAMESPACE, f"batches_on_{model.device_type()}").inc()
 
         def predict(docs: Sequence[Document]) -> list:
             pairs = [d.pair for d in docs] if docs[0].pair is not None else None
             return model.predict([d.text for d in docs], pairs, threshold=self.threshold, batch_size=self.batch_size)
 
-        results = run_isolating_failures(predict, batch, before_retry=_free_accelerator_memory)
+        results = run_isolating_failures(predict, batch, before_retry=free_accelerator_memory)
         rows = []
         for doc, result in zip(batch, results):
             if isinstance(result, Failure):
                 rows.append({"dead_letter": dead_letter_line(doc.dead_letter(f"inference failed: {result.reason}").to_dict())})
             else:
-                rows.extend(prediction_rows([doc], [result], num_layers=model.config.num_layers,
+                rows.extend(prediction_rows([doc], [result], num_layers=self.num_layers,
                                             threshold=self.threshold, model_id=self.model_id, run_id=self.run_id))
         return rows
 
@@ -126,14 +130,6 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
 
     def get_metrics_namespace(self) -> str:
         return NAMESPACE
-
-
-def _free_accelerator_memory() -> None:
-    """Before a failed chunk's halves are retried: a CUDA out-of-memory leaves cached blocks behind."""
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 class RoutePredictionsFn(beam.DoFn):
@@ -186,19 +182,21 @@ def failed_inference_letters(failure) -> Iterable[dict]:
         yield dead_letter_line(doc.dead_letter(f"inference failed: {reason}").to_dict())
 
 
-def build(pipeline: beam.Pipeline, config: LabelJobConfig, files: list[str], model_id: str, threshold: float,
-          out_dir: str, reshuffle: bool):
-    """Adds the labelling transforms to ``pipeline``, writing under ``out_dir``; returns (predictions, dead
+def build(pipeline: beam.Pipeline, config: LabelJobConfig, plan: "Plan", reshuffle: bool):
+    """Adds the labelling transforms to ``pipeline``, writing under ``plan.staging``; returns (predictions, dead
     letters) PCollections. ``reshuffle`` spreads one file's documents over workers (see ``LabelJobConfig``)."""
+    out_dir = plan.staging
     read = (
         pipeline
-        | "ListFiles" >> beam.Create(files)
+        # as bytes: Beam's coders encode text as strict UTF-8, which a file name with invalid bytes is not
+        | "ListFiles" >> beam.Create([f.encode("utf-8", "surrogateescape") for f in plan.files])
         | "ReadRecords" >> beam.ParDo(ReadRecordsFn(config.fields)).with_outputs("dead", main="documents")
     )
     documents = read.documents
     if reshuffle:
         documents = documents | "SpreadDocuments" >> beam.Reshuffle()  # a file is read by one worker
-    labelled, errors = documents | "Label" >> RunInference(EarlyExitModelHandler(config, threshold, model_id)) \
+    labelled, errors = documents | "Label" >> RunInference(
+        EarlyExitModelHandler(config, plan.threshold, plan.model_id, plan.num_layers)) \
         .with_exception_handling()
     routed = labelled | "Route" >> beam.ParDo(RoutePredictionsFn()).with_outputs("dead", main="predictions")
     failed = errors.failed_inferences | "FailedToDeadLetters" >> beam.FlatMap(failed_inference_letters)
@@ -210,14 +208,28 @@ def build(pipeline: beam.Pipeline, config: LabelJobConfig, files: list[str], mod
     return routed.predictions, dead
 
 
-def prepare_run(config: LabelJobConfig) -> tuple[list[str], str, float, str]:
-    """Everything that must hold before work starts; raises with a clear message otherwise.
-    Returns (input files, model id, threshold, staging directory to write into)."""
+class Plan(NamedTuple):
+    """What ``prepare_run`` established before any work."""
+
+    files: list[str]  # input file URLs
+    model_id: str
+    num_layers: int
+    threshold: float
+    staging: str  # the directory this run writes into, swapped in at the end
+
+
+def prepare_run(config: LabelJobConfig) -> Plan:
+    """Everything that must hold before work starts; raises with a clear message otherwise."""
     from models.classifier import artifact_id, read_model_config
 
     model_config = read_model_config(config.model)
-    files = expand_glob(config.input)
+    output = config.output.rstrip("/") + "/"
+    files = [f for f in expand_glob(config.input) if not f.startswith(output)]  # never read our own output
+    if not files:
+        raise FileNotFoundError(f"input {config.input!r} matches only files under the output {config.output!r}")
     threshold = model_config.threshold if config.threshold is None else config.threshold
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a number, got {threshold}")
     staging = staging_path(config.run_dir)
     probe = FileSystems.join(staging, ".write-probe")
     try:
@@ -227,14 +239,16 @@ def prepare_run(config: LabelJobConfig) -> tuple[list[str], str, float, str]:
         FileSystems.delete([probe])
     except (OSError, BeamIOError) as e:
         raise ValueError(f"output {config.run_dir!r} cannot be written: {e}") from e
-    return files, artifact_id(config.model), threshold, staging
+    return Plan(files, artifact_id(config.model), model_config.num_layers, threshold, staging)
 
 
 def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
     """Checks, runs the job to completion on the runner ``beam_args`` name (DirectRunner by default), writes
     the manifest and swaps the finished run in at ``config.run_dir``; returns the manifest. A run that fails
-    (or is killed) leaves the previous output of this run id as it was."""
-    files, model_id, threshold, staging = prepare_run(config)
+    (or is killed), or in which inference failed on every document, leaves the previous output of this run id
+    as it was."""
+    plan = prepare_run(config)
+    files, model_id, threshold, staging = plan.files, plan.model_id, plan.threshold, plan.staging
     options = PipelineOptions(list(beam_args))
     standard = options.view_as(StandardOptions)
     if not standard.runner:
@@ -245,7 +259,7 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
              model_id, threshold, config.run_dir)
     try:
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, config, files, model_id, threshold, staging, reshuffle)
+        build(pipeline, config, plan, reshuffle)
         result = pipeline.run()
         result.wait_until_finish()
         metrics = _metrics(result)
@@ -258,6 +272,9 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
             "devices": {k.removeprefix("batches_on_"): v for k, v in metrics.items() if k.startswith("batches_on_")},
             "metrics": metrics,
         }
+        if manifest["counts"]["labelled"] == 0 and metrics.get("failed_inferences"):
+            raise RuntimeError(f"inference failed on every document ({metrics['failed_inferences']}); the previous "
+                               f"output of run {config.run_id} is kept. First reasons: {_first_reasons(staging)}")
         if metrics.get("documents_in") != manifest["counts"]["documents_in"]:
             log.warning("runner metrics report %s inputs but the output files hold %d; the manifest counts the files",
                         metrics.get("documents_in"), manifest["counts"]["documents_in"])
@@ -276,6 +293,14 @@ def _metrics(result) -> dict[str, int]:
     for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         values[c.key.metric.name] = values.get(c.key.metric.name, 0) + int(c.committed or c.attempted or 0)
     return dict(sorted(values.items()))
+
+
+def _first_reasons(run_dir: str, n: int = 3) -> list[str]:
+    reasons: list[str] = []
+    for path in _matching(run_dir, "deadletter-*.jsonl"):
+        with FileSystems.open(path) as f:
+            reasons += [json.loads(line)["reason"] for line in f if line.strip()]
+    return sorted(set(reasons))[:n]
 
 
 def _matching(directory: str, pattern: str) -> list[str]:

@@ -59,13 +59,16 @@ def _csv(corpus: Corpus, root: Path) -> None:
     rows = [b"id,text,extra", b"c1,plain row,", b'c2,"quoted\r\nnewline",', b"c3," + huge.encode() + b",",
             b"c4,too,many,fields,here", b"c5", b'c6,caf\xe9,', b'c7,"ok ""quoted""",']
     (root / "b.csv").write_bytes(codecs.BOM_UTF8 + b"\r\n".join(rows) + b"\r\n")
-    corpus.good.update({"c1": "plain row", "c2": "quoted\r\nnewline", "c3": huge, "c4": "too", "c7": 'ok "quoted"'})
+    corpus.good.update({"c1": "plain row", "c2": "quoted\r\nnewline", "c3": huge, "c7": 'ok "quoted"'})
     corpus.inputs += len(rows) - 1
 
 
 def _text(corpus: Corpus, root: Path) -> None:
     (root / "c.txt").write_bytes("first line in UTF-16\nsecond line\n".encode("utf-16"))  # BOM + UTF-16 LE
     (root / "d.txt").write_bytes(b"old mac line one\rline two\r")  # CR line ends
+    (root / b"caf\xe9.txt".decode("utf-8", "surrogateescape")).write_bytes(b"a file name that is not UTF-8\n")
+    corpus.good[f"{root}/caf\\xe9.txt:1"] = "a file name that is not UTF-8"
+    corpus.inputs += 1
     for name, texts in (("c.txt", ["first line in UTF-16", "second line"]), ("d.txt", ["old mac line one", "line two"])):
         for i, t in enumerate(texts, start=1):
             corpus.good[f"{root / name}:{i}"] = t

@@ -115,8 +115,8 @@ def test_length_bucketed_batching(model_dir, tmp_path):
 def test_model_sharing_flags_reach_beam(model_dir, tmp_path):
     from pipelines.label import EarlyExitModelHandler
 
-    default = EarlyExitModelHandler(_job(model_dir, tmp_path, tmp_path), 0.8, "m")
+    default = EarlyExitModelHandler(_job(model_dir, tmp_path, tmp_path), 0.8, "m", 4)
     shared = EarlyExitModelHandler(_job(model_dir, tmp_path, tmp_path, share_model_across_processes=True,
-                                        model_copies=2), 0.8, "m")
+                                        model_copies=2), 0.8, "m", 4)
     assert (default.share_model_across_processes(), default.model_copies()) == (False, 1)
     assert (shared.share_model_across_processes(), shared.model_copies()) == (True, 2)

@@ -152,3 +152,32 @@ def test_killed_rerun_leaves_the_previous_output_intact(model_dir, tmp_path, com
     assert not (out / ".staging").exists()
     rows = _predictions(target.glob("predictions-*.parquet") if command == "label" else [target])
     assert [r["id"] for r in rows] == ["c"]
+
+
+@pytest.mark.parametrize("command", ["predict", "label"])
+def test_inference_failing_on_every_document_keeps_the_previous_output(model_dir, tmp_path, monkeypatch, command):
+    """A broken model or setting is not 'all documents are bad': the run fails and replaces nothing."""
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"doc {i}"}) + "\n" for i in range(20)))
+    args = ["--model", model_dir, "--input", str(tmp_path / "in.jsonl")]
+    args += ["--output", str(tmp_path / "p.parquet")] if command == "predict" else \
+        ["--output", str(tmp_path / "out"), "--run-id", "x", "--chunk-size", "8", "--batch-size", "4"]
+    assert main([command, *args]) == 0
+    before = _digest(tmp_path)
+
+    def broken(self, texts, *a, **k):
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    monkeypatch.setattr(EarlyExitClassifier, "predict", broken)
+    with pytest.raises(RuntimeError, match="inference failed on every document"):
+        main([command, *args])
+    assert _digest(tmp_path) == before
+
+
+def test_shared_model_flag_labels_through_beams_proxy(model_dir, tmp_path):
+    """--share-model-across-processes hands the handler a proxy of the model, which has methods but no
+    attributes: every document must still be labelled."""
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"doc {i}"}) + "\n" for i in range(10)))
+    assert main(["label", "--model", model_dir, "--input", str(tmp_path / "in.jsonl"), "--output",
+                 str(tmp_path / "out"), "--run-id", "s", "--share-model-across-processes", "--model-copies", "1"]) == 0
+    manifest = json.loads((tmp_path / "out" / "s" / "manifest.json").read_text())
+    assert manifest["counts"]["labelled"] == 10 and manifest["counts"]["dead_letters"] == 0

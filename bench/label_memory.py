@@ -5,9 +5,8 @@ job in that process), which reports its own peak RSS (ru_maxrss). The model is a
 128 wide, MiniLM's tokenizer) so that 1,000,000 documents take minutes, not hours: what is measured is the
 pipeline's memory, and the model's share of it is printed apart (RSS after loading it alone).
 
-Both ways of feeding the model are measured where asked (--reshuffle-sizes): with the documents reshuffled
-after reading (what Flink, Spark and Dataflow get: the shuffle spreads one file over workers, on disk) and
-without (the DirectRunner's default, since its shuffle holds the whole collection in memory).
+Both ways of feeding the model are measured where asked: with the documents reshuffled after reading (the
+default: the shuffle spreads one file over workers) and without (--no-reshuffle).
 
 Results go to bench/results/label_memory.{json,md}.
 
@@ -108,7 +107,7 @@ def main() -> None:
         f"(2 layers, 128 wide); AG News texts; {platform.machine()}, 2 CPU cores. Python + torch + model alone, "
         f"after one prediction: {baseline:.0f} MiB.", "",
         "| documents | reshuffle | input file (MiB) | peak RSS (MiB) | seconds |", "|---|---|---|---|---|",
-        *[f"| {r['documents']:,} | {'yes' if r['reshuffle'] else 'no (default)'} | {r['input_mib']} | "
+        *[f"| {r['documents']:,} | {'yes (default)' if r['reshuffle'] else 'no'} | {r['input_mib']} | "
           f"{r['peak_rss_mib']:.0f} | {r['seconds']:.0f} |" for r in runs],
     ]
     table = "\n".join(lines)

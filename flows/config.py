@@ -44,7 +44,7 @@ class LabelStepConfig:
     batch_size: int = 64
     chunk_size: int = 1024
     max_batch_duration_secs: int | None = None
-    reshuffle: bool | None = None  # None: on, except on the in-process DirectRunner
+    reshuffle: bool | None = None  # None: on
     share_model_across_processes: bool = False  # GPU workers: one model per machine
     model_copies: int | None = None
     beam_args: tuple[str, ...] = ("--runner=DirectRunner",)  # any Beam pipeline options, as on the command line

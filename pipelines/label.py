@@ -42,9 +42,6 @@ log = logging.getLogger(__name__)
 NAMESPACE = "rightsize"
 PROGRESS_SECONDS = 30.0
 MANIFEST_FILE = "manifest.json"
-# Runners that keep a shuffle's whole input in the memory of one process: a Reshuffle of the documents there
-# would hold the corpus in RAM (bench/label_memory.py), and buys no parallelism a file split does not.
-IN_MEMORY_RUNNERS = ("DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
 
 class ReadRecordsFn(beam.DoFn):
@@ -253,7 +250,7 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = "DirectRunner"  # explicit, so Beam does not first try to download another runner
-    reshuffle = config.reshuffle if config.reshuffle is not None else standard.runner not in IN_MEMORY_RUNNERS
+    reshuffle = config.reshuffle is not False  # on unless turned off; off did not save memory (bench/label_memory.py)
     started = datetime.now(timezone.utc)
     log.info("labelling %d file(s) matching %s with %s at threshold %.4f -> %s", len(files), config.input,
              model_id, threshold, config.run_dir)

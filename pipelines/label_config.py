@@ -25,8 +25,7 @@ class LabelJobConfig:
     # Seconds a partial batch may wait (streaming-style). When set, RunInference batches through Beam's
     # stateful, length-bucketed BatchElements, so each chunk already holds documents of similar length.
     max_batch_duration_secs: int | None = None
-    # Spread documents over workers with a Reshuffle after reading (one file is read by one worker). None:
-    # on, except on the in-process DirectRunner, which would hold the whole shuffle in memory.
+    # Spread documents over workers with a Reshuffle after reading (one file is read by one worker). None: on.
     reshuffle: bool | None = None
     # GPU workers: one model per machine shared by its SDK processes, up to model_copies copies (Beam's
     # ModelHandler large_model / model_copies). Default: one model per process.
@@ -65,8 +64,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         help="let a partial batch wait at most this long, and batch by length buckets (Beam's "
                              "stateful BatchElements); for long-running or streaming jobs")
     parser.add_argument("--reshuffle", action=argparse.BooleanOptionalAction, default=None,
-                        help="spread each file's documents over all workers (default: on, except on the "
-                             "in-process DirectRunner, where a shuffle is held in memory)")
+                        help="spread each file's documents over all workers after reading (default: on)")
     parser.add_argument("--share-model-across-processes", action="store_true",
                         help="load one model per machine, shared by its SDK processes (GPU workers: one copy "
                              "per GPU instead of one per process)")

@@ -262,8 +262,8 @@ class EarlyExitClassifier(nn.Module):
         confidence = np.empty(len(texts), dtype=np.float32)
         exit_index = np.empty(len(texts), dtype=np.int64)
         lengths = np.empty(len(texts), dtype=np.int64)
-        encoded = self._encode(texts, pairs, batch_size, offsets=True)
-        truncated = truncated_rows(encoded, texts, pairs, self.config.max_length)
+        encoded = self._encode(texts, pairs, batch_size)
+        truncated = self._truncated(encoded, texts, pairs)
         for rows, batch in self._length_sorted_batches(encoded, batch_size):
             result = run_early_exit(
                 self, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), threshold
@@ -293,13 +293,25 @@ class EarlyExitClassifier(nn.Module):
         self.train(was_training)
         return out, lengths
 
-    def _encode(self, texts, pairs, batch_size: int, offsets: bool = False):
+    def _encode(self, texts, pairs, batch_size: int):
         """Checked inputs -> an unpadded BatchEncoding (lists)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
-        return self.tokenize(texts, pairs, padding=False, offsets=offsets)
+        return self.tokenize(texts, pairs, padding=False)
+
+    def _truncated(self, encoded, texts, pairs) -> np.ndarray:
+        """(n,) bool, see ``truncated_rows``. Offsets are built only for the documents at exactly max_length
+        tokens (the only ones that can have been cut): building them for every token of every document cost
+        a Python tuple per token on the hot path."""
+        out = np.zeros(len(texts), dtype=bool)
+        full = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) >= self.config.max_length]
+        if full:
+            sub_texts, sub_pairs = [texts[i] for i in full], None if pairs is None else [pairs[i] for i in full]
+            sub = self.tokenize(sub_texts, sub_pairs, padding=False, offsets=True)
+            out[full] = truncated_rows(sub, sub_texts, sub_pairs, self.config.max_length)
+        return out
 
     def _length_sorted_batches(self, encoded, batch_size: int):
         """Yields (row indices, right-padded batch on the model's device), longest documents first so that

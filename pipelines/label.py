@@ -113,14 +113,11 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
             return model.predict([d.text for d in docs], pairs, threshold=self.threshold, batch_size=self.batch_size)
 
         results = run_isolating_failures(predict, batch, before_retry=free_accelerator_memory)
-        rows = []
-        for doc, result in zip(batch, results):
-            if isinstance(result, Failure):
-                rows.append({"dead_letter": dead_letter_line(doc.dead_letter(f"inference failed: {result.reason}").to_dict())})
-            else:
-                rows.extend(prediction_rows([doc], [result], num_layers=self.num_layers,
-                                            threshold=self.threshold, model_id=self.model_id, run_id=self.run_id))
-        return rows
+        labelled = [(doc, result) for doc, result in zip(batch, results) if not isinstance(result, Failure)]
+        failed = [{"dead_letter": dead_letter_line(doc.dead_letter(f"inference failed: {result.reason}").to_dict())}
+                  for doc, result in zip(batch, results) if isinstance(result, Failure)]
+        return failed + prediction_rows([d for d, _ in labelled], [r for _, r in labelled], num_layers=self.num_layers,
+                                        threshold=self.threshold, model_id=self.model_id, run_id=self.run_id)
 
     def get_num_bytes(self, batch: Sequence[Document]) -> int:
         return sum(map(document_length, batch))

@@ -9,11 +9,39 @@ import os
 import sys
 from pathlib import Path
 
+from ops.dynamics import REGIONS
+
+# models.config.TRAINING_MODES, spelled out so that --help does not import torch (tests check they agree)
+TRAINING_MODES = ("joint", "sweet", "multi")
+
 EXAMPLES = {
     "train": """examples:
   rightsize train --model minilm --train ag_news/train.jsonl --dev ag_news/dev.jsonl --out models/ag
   rightsize train --model path/to/bert --train snli_train.jsonl --dev snli_dev.jsonl \\
       --text-field premise --pair-field hypothesis --exits 2,4,6 --epochs 2 --out models/snli
+  rightsize train --model minilm --mode sweet --train ag_news/train.jsonl --dev ag_news/dev.jsonl --out models/ag-sweet
+  rightsize train --model minilm --mode multi --exits 2,4,6 --train ag_news/train.jsonl --dev ag_news/dev.jsonl \\
+      --out models/ag-multi
+
+modes: joint (sum of the exits' losses), sweet (each exit trains only the layers since the previous exit),
+multi (one separately fine-tuned truncated model per exit, run as a cascade). Training dynamics (every
+training example's gold-label probability per epoch and exit) go to <out>/dynamics/ unless --no-dynamics.
+""",
+    "datamap": """examples:
+  rightsize datamap --model models/ag --out models/ag/datamap
+  rightsize datamap --model models/ag --out datamap-L2 --exit-layer 2 --top 20
+
+writes datamap.png (variability vs confidence, coloured by correctness), datamap.md (the most ambiguous,
+easiest and hardest training examples with their text) and datamap.parquet (every example's statistics)
+""",
+    "select": """examples:
+  rightsize select --model models/ag --region ambiguous --fraction 0.33 --out ag_ambiguous.jsonl
+  rightsize train --model minilm --train ag_ambiguous.jsonl --dev ag_news/dev.jsonl --out models/ag-ambiguous
+  rightsize select --model models/ag --region random --fraction 0.33 --seed 1 --out ag_random.parquet
+
+writes the chosen training examples under the training file's own field names (so 'train' reads them with
+the same flags), plus each one's row in the original file (example) and its confidence, variability and
+correctness
 """,
     "calibrate": """examples:
   rightsize calibrate --model models/ag --data ag_news/dev.jsonl                       # --target-drop 0.01
@@ -112,8 +140,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--pooling", choices=("mean", "cls"), default="mean",
                    help="what each exit reads: mean of token states (default) or the first token")
+    p.add_argument("--mode", choices=TRAINING_MODES, default="joint",
+                   help="joint (default), sweet, or multi (a cascade of separate truncated models)")
+    p.add_argument("--no-dynamics", dest="dynamics", action="store_false",
+                   help="do not record training dynamics (recorded by default: they cost no extra compute, "
+                        "but keep a copy of the training texts in <out>/dynamics/)")
     _add_field_flags(p, with_label=True)
     p.set_defaults(run=_train)
+
+    p = command("datamap", "plot the data map of a trained model's training dynamics (Dataset Cartography)")
+    p.add_argument("--model", required=True, help="model directory written by 'rightsize train'")
+    p.add_argument("--out", required=True, help="output folder for datamap.png, datamap.md, datamap.parquet")
+    p.add_argument("--exit-layer", type=int, default=None, help="whose dynamics: the exit at this layer "
+                                                                "(default: the last exit)")
+    p.add_argument("--top", type=int, default=10, help="examples listed per region in datamap.md (default 10)")
+    p.set_defaults(run=_datamap)
+
+    p = command("select", "write a region of the data map (e.g. the most ambiguous third) as training data")
+    p.add_argument("--model", required=True, help="model directory written by 'rightsize train'")
+    p.add_argument("--region", required=True, choices=REGIONS,
+                   help="ambiguous (highest variability), easy (highest confidence), hard (lowest), random")
+    p.add_argument("--fraction", type=float, required=True, help="share of the training set to keep, in (0, 1]")
+    p.add_argument("--out", required=True, help="output .jsonl, .csv or .parquet file")
+    p.add_argument("--exit-layer", type=int, default=None, help="whose dynamics (default: the last exit)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --region random (default 0)")
+    p.set_defaults(run=_select)
 
     p = command("calibrate", "fit per-exit temperatures and choose the default threshold for a target")
     p.add_argument("--model", required=True, help="model directory written by 'rightsize train' (updated in place)")
@@ -173,16 +224,38 @@ def _train(args) -> None:
     from ops.examples import load_examples
 
     config = TrainConfig(model=args.model, exits=args.exits, epochs=args.epochs, max_length=args.max_length,
-                         batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         pooling=args.pooling)
+                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, pooling=args.pooling,
+                         mode=args.mode, dynamics=args.dynamics)
     fields = dict(text_field=args.text_field, pair_field=args.pair_field, label_field=args.label_field)
     train_set = load_examples(args.train, **fields, split="train")
     dev_set = load_examples(args.dev, **fields, split="validation")
     model, report = train(config, train_set, dev_set, out=args.out)
-    best = report.epochs[report.best_epoch - 1]
-    print(f"saved {args.out} (epoch {report.best_epoch}); dev accuracy per exit:")
-    for layer, acc in zip(model.config.exit_layers, best.dev_accuracy):
+    kept = f"epoch {report.best_epoch}" if report.best_epoch else \
+        "best epoch per stage: " + ", ".join(str(stage["best_epoch"]) for stage in report.stages)
+    print(f"saved {args.out} (mode {config.mode}, {kept}); dev accuracy per exit:")
+    for layer, acc in zip(model.config.exit_layers, report.dev_accuracy):
         print(f"  layer {layer:>2}: {acc:.4f}")
+    if config.dynamics:
+        print(f"training dynamics: {args.out}/dynamics/ (see 'rightsize datamap' and 'rightsize select')")
+
+
+def _datamap(args) -> None:
+    from ops.dynamics import write_data_map
+
+    if args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
+    r = write_data_map(args.model, args.out, args.exit_layer, args.top)
+    print(f"data map of {r['examples']} training examples ({r['epochs']} epochs, exit at layer {r['exit_layer']}):")
+    for name in ("plot", "table", "statistics"):
+        print(f"  {name}: {r[name]}")
+
+
+def _select(args) -> None:
+    from ops.dynamics import SelectionConfig, select_training_data
+
+    selection = SelectionConfig(args.region, args.fraction, args.exit_layer, args.seed)
+    written, total = select_training_data(args.model, selection, args.out)
+    print(f"{written} of {total} training examples ({args.region}, {written / total:.1%}) -> {args.out}")
 
 
 def _calibrate(args) -> None:
@@ -236,6 +309,10 @@ def print_outcome(o: dict) -> None:
     """Where everything of an end-to-end run went, what was reused, and the report's headline."""
     from ops.report import headline_rows
 
+    if o.get("selection"):
+        s = o["selection"]
+        print(f"selection:   {s['region']} {s['fraction']:.0%} of the training data by the data map of "
+              f"{s['from_model']} -> {s['data']}")
     print(f"model:       {o['trained_model']} ({'cached: inputs unchanged, not trained again' if o['training_cached'] else 'fine-tuned'})")
     print(f"calibrated:  {o['model']} ({'cached' if o['calibration_cached'] else 'calibrated'}; threshold "
           f"{o['threshold']:.4f}, held-out accuracy drop {o['held_out']['accuracy_drop']:+.4f}, "

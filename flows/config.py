@@ -16,6 +16,7 @@ from typing import Any
 from models.calibration import CalibrationConfig
 from models.training import TrainConfig
 from ops.accounting import ReportConfig
+from ops.dynamics import SelectionConfig
 from pipelines.label_config import LabelJobConfig, unknown_beam_flags
 
 
@@ -66,6 +67,7 @@ class RunConfig:
     calibrate: CalibrationConfig
     label: LabelStepConfig
     report: ReportStepConfig = ReportStepConfig()
+    select: SelectionConfig | None = None  # train on a region of the data map instead of all the data
     source: str = ""  # the TOML file it was read from
 
     @property
@@ -97,7 +99,8 @@ class RunConfig:
 
 
 _SECTIONS = {"data": DataConfig, "train": TrainConfig, "calibrate": CalibrationConfig, "label": LabelStepConfig,
-             "report": ReportStepConfig}
+             "report": ReportStepConfig, "select": SelectionConfig}
+_OPTIONAL = {"select"}  # sections that are None when absent (the others take their defaults)
 _TUPLES = {("train", "exits"), ("label", "beam_args")}  # TOML arrays that the dataclasses hold as tuples
 
 
@@ -122,7 +125,8 @@ def load_config(path: str | Path, workdir: str | Path | None = None) -> RunConfi
     calibrate = raw.get("calibrate", {})
     if isinstance(calibrate, dict) and not {"target_drop", "flops_budget", "threshold"} & set(calibrate):
         raw["calibrate"] = {**calibrate, "target_drop": 0.01}  # the default target: one accuracy point
-    sections = {name: _section(path, name, raw.get(name, {})) for name in _SECTIONS}
+    sections = {name: _section(path, name, raw.get(name, {})) for name in _SECTIONS
+                if name in raw or name not in _OPTIONAL}
 
     data, label = sections["data"], sections["label"]
     config = RunConfig(
@@ -133,6 +137,7 @@ def load_config(path: str | Path, workdir: str | Path | None = None) -> RunConfi
         label=LabelStepConfig(**{**label.__dict__, "input": _url_or_local(workdir, label.input),
                                  "output": label.output and _url_or_local(workdir, label.output)}),
         report=sections["report"],
+        select=sections.get("select"),
         source=str(path.resolve()),
     )
     try:  # the steps' own checks, now rather than after fine-tuning

@@ -28,13 +28,14 @@ RUN_FILE = "last_run.json"  # written into the workspace: where everything of th
 def run_pipeline(config: RunConfig) -> dict:
     """Train -> calibrate -> label -> report; returns where everything went and what was reused."""
     cache = str(config.cache_dir)
-    trained = train_flow(config.data, config.train, str(config.models_dir), cache)
+    trained = train_flow(config.data, config.train, str(config.models_dir), cache, config.select)
     calibrated = calibrate_flow(trained["model_dir"], config.data, config.calibrate, str(config.models_dir), cache)
     manifest = label_flow(calibrated["model_dir"], config)
     report = report_flow(config.report_config(), str(config.report_dir))
     outcome = {
         "config": config.source,
         "trained_model": trained["model_dir"], "training_cached": trained["cached"],
+        "selection": trained.get("selection"),
         "model": calibrated["model_dir"], "calibration_cached": calibrated["cached"],
         "threshold": calibrated["threshold"], "target_met": calibrated["target_met"],
         "held_out": calibrated["held_out"],

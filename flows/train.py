@@ -1,5 +1,9 @@
 """Prefect: the fine-tuning step, cached on the content of what it reads.
 
+With a data selection (the [select] section), the step first fine-tunes on all the training data with
+training dynamics on, writes the selected region of its data map to ``<models_dir>/selected-<key>.jsonl``,
+and then fine-tunes the model it returns on that file: e.g. SWEET on the most ambiguous third.
+
 The cache key hashes the training and dev files' bytes, the backbone directory's files, the training config,
 the field names and the rightsize version, so changing one byte of the training data retrains, and an
 unchanged re-run reuses the model. The model goes to ``<models_dir>/trained-<key>``; the training checkpoints
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from prefect import flow, task
@@ -20,6 +24,7 @@ from flows.config import DataConfig
 from models.classifier import resolve_backbone
 from models.config import CONFIG_FILE, WEIGHTS_FILE
 from models.training import TRAINING_FILE, TrainConfig, train
+from ops.dynamics import SelectionConfig, select_training_data
 from ops.examples import load_examples
 from ops.fingerprint import fingerprint, fingerprint_path, project_version
 
@@ -63,9 +68,33 @@ def train_model(data: DataConfig, config: TrainConfig, out: str, cache_key: str)
     return str(fine_tune(data, config, out))
 
 
+@task
+def select_data(model_dir: str, selection: SelectionConfig, out: str) -> str:
+    """Not cached: a second of work, and the same model and selection write the same bytes, which is what
+    the next training's cache key reads."""
+    written, total = select_training_data(model_dir, selection, out)
+    log.info("selected %d of %d training examples (%s) -> %s", written, total, selection.region, out)
+    return out
+
+
 @flow(name="rightsize-train")
-def train_flow(data: DataConfig, config: TrainConfig, models_dir: str, cache_dir: str) -> dict:
-    """Fine-tunes unless a model from identical inputs exists; returns {model_dir, cached, cache_key}."""
+def train_flow(data: DataConfig, config: TrainConfig, models_dir: str, cache_dir: str,
+               selection: SelectionConfig | None = None) -> dict:
+    """Fine-tunes unless a model from identical inputs exists; returns {model_dir, cached, cache_key}, and
+    with a ``selection`` also {selection: {from_model, data, ...}}: the run whose dynamics chose the data."""
+    chosen = None
+    if selection is not None:
+        mapped = _train(data, replace(config, dynamics=True), models_dir, cache_dir)
+        key = fingerprint(step="select", selection=asdict(selection), source=mapped["cache_key"])
+        out = str(Path(models_dir) / f"selected-{key[:16]}.jsonl")
+        subset = select_data(mapped["model_dir"], selection, out)
+        data = replace(data, train=subset)
+        chosen = {"from_model": mapped["model_dir"], "data": subset, **asdict(selection)}
+    result = _train(data, config, models_dir, cache_dir)
+    return result | ({"selection": chosen} if chosen else {})
+
+
+def _train(data: DataConfig, config: TrainConfig, models_dir: str, cache_dir: str) -> dict:
     key = training_key(data, config)
     task = train_model.with_options(result_storage=storage(cache_dir))
     args = (data, config, str(Path(models_dir) / f"trained-{key[:16]}"), key)

@@ -80,7 +80,7 @@ def exit_costs(model: EarlyExitClassifier, num_tokens: np.ndarray) -> tuple[np.n
     """FLOPs per document when it leaves at each exit having passed all earlier ones (exits, n), when only
     that exit exists (exits, n), and of the full model (n,)."""
     n, shape = np.asarray(num_tokens, dtype=np.int64), model.shape  # the cost formulas are elementwise in n
-    passed = np.stack([document_flops(n, layer, k + 1, shape) for k, layer in enumerate(model.config.exit_layers)])
+    passed = np.stack([model.exit_flops(n, k) for k in range(len(model.config.exit_layers))])
     alone = np.stack([document_flops(n, layer, 1, shape) for layer in model.config.exit_layers])
     return passed.astype(np.float64), alone.astype(np.float64), full_model_flops(n, shape).astype(np.float64)
 

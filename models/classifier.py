@@ -9,6 +9,7 @@ A model directory holds (file names are the constants of ``models/config.py``):
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import logging
 import tempfile
@@ -27,7 +28,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from models.config import CONFIG_FILE, WEIGHTS_FILE, ConfigError, EarlyExitConfig, default_exit_layers
 from models.early_exit import run_early_exit
 from models.layers import LayerRunner
-from ops.cost import EncoderShape, document_flops, full_model_flops
+from ops.cost import EncoderShape, exit_flops, full_model_flops
+from ops.quiet import quiet
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,8 @@ def resolve_backbone(name_or_dir: str) -> str:
     except HFValidationError:  # './x', '/x', '~/x', 'a/b/c' cannot be hub names: a mistyped local path
         raise FileNotFoundError(f"{name_or_dir}: no such file or directory") from None
     try:
-        cached_file(name_or_dir, "config.json")  # small, and the first file from_pretrained fetches anyway
+        with quiet("huggingface_hub"):  # offline, it warns about each failed request before the error we give
+            cached_file(name_or_dir, "config.json")  # small, and the first file from_pretrained fetches anyway
     except OSError as e:  # transformers turns every Hub failure (not found, offline, no network) into OSError
         raise ValueError(f"{name_or_dir}: neither a local directory nor a model the Hugging Face Hub serves "
                          f"({str(e).splitlines()[0]})") from e
@@ -115,13 +118,16 @@ class ExitHead(nn.Module):
 
 
 class EarlyExitClassifier(nn.Module):
-    def __init__(self, backbone: nn.Module, tokenizer, config: EarlyExitConfig, dropout: float = 0.1):
+    """Exits on one shared backbone (training modes joint and sweet), or, in mode multi, a cascade of separate
+    models: exit k sits on its own backbone of ``exit_layers[k]`` layers. The last stage of a cascade is
+    ``backbone`` (full depth, as in the other modes); the shallower ones are ``stages``."""
+
+    def __init__(self, backbone: nn.Module, tokenizer, config: EarlyExitConfig, dropout: float = 0.1,
+                 stages: Sequence[nn.Module] | None = None):
         super().__init__()
         if backbone.config.model_type != config.model_type:
             raise ConfigError(f"{CONFIG_FILE}: field 'model_type' is {config.model_type!r} but config.json "
                               f"says {backbone.config.model_type!r}")
-        if getattr(backbone, "pooler", None) is not None:
-            backbone.pooler = None  # the exits have their own pooling dense layer
         self.backbone = backbone
         self.runner = LayerRunner(backbone)
         if self.runner.num_layers != config.num_layers:
@@ -131,6 +137,18 @@ class EarlyExitClassifier(nn.Module):
         if max_positions and config.max_length > max_positions:
             raise ConfigError(f"{CONFIG_FILE}: field 'max_length' is {config.max_length} but config.json "
                               f"allows {max_positions} positions")
+        if config.training_mode == "multi" and stages is None:  # loading: shapes only, weights come next
+            stages = [truncated_backbone(backbone.config, layers) for layers in config.exit_layers[:-1]]
+        elif config.training_mode != "multi" and stages:
+            raise ValueError(f"separate stages need training_mode 'multi', not {config.training_mode!r}")
+        self.stages = nn.ModuleList(stages or [])
+        self.stage_runners = [LayerRunner(stage) for stage in self.stages] + [self.runner]
+        if self.stages and [r.num_layers for r in self.stage_runners] != list(config.exit_layers):
+            raise ConfigError(f"{CONFIG_FILE}: a cascade needs one stage of {list(config.exit_layers)} layers per "
+                              f"exit, got {[r.num_layers for r in self.stage_runners]}")
+        for model in (backbone, *self.stages):
+            if getattr(model, "pooler", None) is not None:
+                model.pooler = None  # the exits have their own pooling dense layer
         hidden = backbone.config.hidden_size
         self.exits = nn.ModuleList(ExitHead(hidden, config.num_labels, dropout, config.pooling) for _ in config.exit_layers)
         self.tokenizer = tokenizer
@@ -150,10 +168,16 @@ class EarlyExitClassifier(nn.Module):
         max_length: int = 256,
         pooling: str = "mean",
         dropout: float = 0.1,
+        training_mode: str = "joint",
     ) -> "EarlyExitClassifier":
-        """A new model to fine-tune: pretrained backbone weights, freshly initialised exits."""
+        """A new model to fine-tune: pretrained backbone weights, freshly initialised exits. In mode multi,
+        every stage starts from the pretrained backbone's first ``exit_layers[k]`` layers."""
         path = resolve_backbone(name_or_dir)
-        backbone = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
+
+        def pretrained(**overrides) -> nn.Module:
+            return AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False, **overrides)
+
+        backbone = pretrained()
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         num_layers = backbone.config.num_hidden_layers
         config = EarlyExitConfig(
@@ -163,9 +187,35 @@ class EarlyExitClassifier(nn.Module):
             labels=tuple(labels),
             max_length=max_length,
             pooling=pooling,
+            training_mode=training_mode,
             base_model=name_or_dir,
         )
-        return cls(backbone, tokenizer, config, dropout)
+        stages = None
+        if training_mode == "multi":
+            with quiet("transformers"):  # "weights of layers k.. not used": on purpose
+                stages = [pretrained(num_hidden_layers=layers) for layers in config.exit_layers[:-1]]
+        return cls(backbone, tokenizer, config, dropout, stages)
+
+    def stage_model(self, exit_index: int) -> "EarlyExitClassifier":
+        """Stage ``exit_index`` of a cascade as a one-exit model that shares this model's modules (training
+        it trains the cascade in place): what mode multi fine-tunes separately, one stage after another."""
+        if not self.stages:
+            raise ValueError(f"only a cascade (training_mode 'multi') has stages, not {self.config.training_mode!r}")
+        backbone = self.stage_runners[exit_index].base
+        config = self.config.with_updates(
+            num_layers=self.config.exit_layers[exit_index], exit_layers=(self.config.exit_layers[exit_index],),
+            temperatures=(self.config.temperatures[exit_index],), training_mode="joint")
+        view = EarlyExitClassifier(backbone, self.tokenizer, config)
+        view.exits = nn.ModuleList([self.exits[exit_index]])
+        return view.to(self.device)
+
+    def stage(self, exit_index: int) -> tuple[LayerRunner, int]:
+        """What computes exit ``exit_index``'s hidden state: a runner and the 0-based layer to start at, where
+        0 means from that runner's own embeddings. One backbone: the layers since the previous exit, on the
+        previous exit's hidden state. A cascade: every layer of the exit's own stage, from its embeddings."""
+        if self.stages:
+            return self.stage_runners[exit_index], 0
+        return self.runner, self.config.exit_layers[exit_index - 1] if exit_index else 0
 
     def set_config(self, config: EarlyExitConfig) -> None:
         """Swaps in new settings (temperatures, threshold) that do not change the weights."""
@@ -224,15 +274,27 @@ class EarlyExitClassifier(nn.Module):
         )
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
-        """Every exit's logits, no early exit (training and calibration): (exits, batch, labels)."""
-        hidden = self.runner.embed(input_ids, attention_mask, token_type_ids)
-        ctx = self.runner.prepare(hidden, attention_mask)
+        """Every exit's logits, no early exit (training and calibration): (exits, batch, labels).
+
+        SWEET (Rotem et al., 2023): the hidden state is detached after each exit, so exit k's loss reaches
+        only its head and the layers since exit k-1, and only the first exit's loss reaches the embeddings."""
         logits = []
-        for layer in range(1, self.config.num_layers + 1):
-            hidden = self.runner.run_layer(layer - 1, hidden, ctx)
-            if layer in self.config.exit_layers:
-                logits.append(self.exits[len(logits)](hidden, attention_mask))
+        for k, exit_layer in enumerate(self.config.exit_layers):
+            runner, first = self.stage(k)
+            if first == 0:
+                hidden = runner.embed(input_ids, attention_mask, token_type_ids)
+                ctx = runner.prepare(hidden, attention_mask)
+            elif self.config.training_mode == "sweet":
+                hidden = hidden.detach()
+            for layer in range(first, exit_layer):
+                hidden = runner.run_layer(layer, hidden, ctx)
+            logits.append(self.exits[k](hidden, attention_mask))
         return torch.stack(logits)
+
+    def exit_flops(self, num_tokens, exit_index: int):
+        """FLOPs of a document of ``num_tokens`` tokens (int, or an int array: elementwise) that leaves at
+        exit ``exit_index``; a cascade pays every stage it ran (ops/cost.py)."""
+        return exit_flops(num_tokens, self.config.exit_layers, exit_index, self.shape, cascade=bool(self.stages))
 
     def exit_probabilities(self, exit_index: int, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Calibrated class probabilities at one exit: (batch, seq, hidden), (batch, seq) -> (batch, labels)."""
@@ -335,9 +397,16 @@ class EarlyExitClassifier(nn.Module):
             exit_layer=int(exit_layer),
             num_tokens=int(num_tokens),
             truncated=bool(truncated),
-            flops=document_flops(int(num_tokens), exit_layer, int(exit_index) + 1, self.shape),
+            flops=self.exit_flops(int(num_tokens), int(exit_index)),
             full_flops=full_model_flops(int(num_tokens), self.shape),
         )
+
+
+def truncated_backbone(config, num_layers: int) -> nn.Module:
+    """A freshly initialised backbone of ``config``'s architecture with only ``num_layers`` layers."""
+    config = copy.deepcopy(config)
+    config.num_hidden_layers = num_layers  # DistilBERT maps it to n_layers
+    return AutoModel.from_config(config, trust_remote_code=False)
 
 
 def truncated_rows(encoded, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> np.ndarray:

@@ -10,7 +10,10 @@ from typing import Any
 CONFIG_FILE = "rightsize.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
-TRAINING_MODES = ("joint",)
+# joint: one backbone, loss = sum of the exits' losses (Schwartz et al., 2020).
+# sweet: one backbone, each exit's loss updates only the layers since the previous exit (Rotem et al., 2023).
+# multi: one independently fine-tuned truncated backbone per exit, run as a cascade at prediction.
+TRAINING_MODES = ("joint", "sweet", "multi")
 POOLINGS = ("mean", "cls")
 DEFAULT_THRESHOLD = 0.9  # a conservative default until calibration picks one for a target
 

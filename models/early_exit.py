@@ -24,12 +24,6 @@ class ExitBatchResult:
     exit_index: np.ndarray  # (batch,) int64, index into exit_layers of the exit taken
 
 
-def _trim_padding(hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drops trailing padding columns that no row uses (right padding only)."""
-    width = int(mask.sum(dim=1).max())
-    return hidden[:, :width], mask[:, :width]
-
-
 @torch.inference_mode()
 def run_early_exit(
     model,
@@ -41,39 +35,45 @@ def run_early_exit(
     """Runs one right-padded batch (batch, seq) through ``model`` (an ``EarlyExitClassifier``) with early exit.
 
     A row leaves at the first exit whose calibrated confidence is >= ``threshold``, and at the last exit
-    otherwise; a threshold above 1 therefore sends every row through every layer.
+    otherwise; a threshold above 1 therefore sends every row through every layer. On one backbone each exit
+    continues from the previous exit's hidden state; in a cascade each stage starts again from the token ids
+    of the rows still running (``model.stage``).
     """
-    runner, exit_layers = model.runner, model.config.exit_layers
+    exit_layers = model.config.exit_layers
     batch = input_ids.shape[0]
     label_ids = torch.empty(batch, dtype=torch.long)
     confidence = torch.empty(batch, dtype=torch.float32)
     exit_index = torch.empty(batch, dtype=torch.long)
 
-    mask = attention_mask
-    hidden = runner.embed(input_ids, mask, token_type_ids)  # (batch, seq, hidden)
-    hidden, mask = _trim_padding(hidden, mask)
-    rows = torch.arange(batch, device=hidden.device)  # original row of each remaining row
-    ctx = runner.prepare(hidden, mask)
-    next_exit = 0
-    for layer in range(1, exit_layers[-1] + 1):
-        hidden = runner.run_layer(layer - 1, hidden, ctx)
-        if layer != exit_layers[next_exit]:
-            continue
-        probs = model.exit_probabilities(next_exit, hidden, mask)  # (rows, labels)
+    width = int(attention_mask.sum(dim=1).max())  # trailing padding columns no row uses are dropped
+    ids, mask = input_ids[:, :width], attention_mask[:, :width]
+    types = token_type_ids[:, :width] if token_type_ids is not None else None
+    rows = torch.arange(batch, device=input_ids.device)  # original row of each remaining row
+    ctx = None  # per-forward state (4-D mask, MPNet bias) of the current runner and batch shape
+    for k, exit_layer in enumerate(exit_layers):
+        runner, first = model.stage(k)
+        if first == 0:
+            hidden = runner.embed(ids, mask, types)  # (rows, width, hidden)
+        if first == 0 or ctx is None:
+            ctx = runner.prepare(hidden, mask)
+        for layer in range(first, exit_layer):
+            hidden = runner.run_layer(layer, hidden, ctx)
+        probs = model.exit_probabilities(k, hidden, mask)  # (rows, labels)
         conf, pred = probs.max(dim=-1)
-        last = next_exit == len(exit_layers) - 1
+        last = k == len(exit_layers) - 1
         leave = torch.ones_like(conf, dtype=torch.bool) if last else conf >= threshold
         if leave.any():
             out = rows[leave].cpu()
             label_ids[out] = pred[leave].cpu()
             confidence[out] = conf[leave].float().cpu()
-            exit_index[out] = next_exit
+            exit_index[out] = k
         if last or leave.all():
             break
         if leave.any():
             keep = ~leave
-            hidden, mask, rows = hidden[keep], mask[keep], rows[keep]
-            hidden, mask = _trim_padding(hidden, mask)
-            ctx = runner.prepare(hidden, mask)  # the old mask/bias describe the old shape
-        next_exit += 1
+            rows, mask, ids, hidden = rows[keep], mask[keep], ids[keep], hidden[keep]
+            width = int(mask.sum(dim=1).max())
+            mask, ids, hidden = mask[:, :width], ids[:, :width], hidden[:, :width]
+            types = types[keep][:, :width] if types is not None else None
+            ctx = None  # the old 4-D mask / MPNet bias describe the old shape
     return ExitBatchResult(label_ids.numpy(), confidence.numpy(), exit_index.numpy())

@@ -1,6 +1,18 @@
-"""Fine-tuning an ``EarlyExitClassifier``: joint training, loss = sum of the exits' cross-entropies
-(Schwartz et al., 2020, section 3). AdamW with linear warmup and decay; every exit is evaluated on the dev
-set after each epoch and the epoch with the best mean exit accuracy is kept.
+"""Fine-tuning an ``EarlyExitClassifier`` in one of three modes (``TrainConfig.mode``):
+
+- joint: loss = sum of the exits' cross-entropies (Schwartz et al., 2020, section 3);
+- sweet: the same sum, but the model detaches the hidden state after each exit, so each exit's loss trains
+  only its head and the layers since the previous exit (Rotem et al., ACL 2023, "SWEET");
+- multi: a cascade of separate models, one backbone truncated to each exit's depth, fine-tuned one after
+  another, each with the same seed, schedule and data order (the Multi-Model baseline of both papers).
+
+AdamW with linear warmup and decay; every exit is evaluated on the dev set after each epoch and the epoch
+with the best mean exit accuracy is kept (in mode multi, each stage keeps its own best epoch).
+
+Training dynamics (``TrainConfig.dynamics``, ops/dynamics.py): each training example's probability of its
+gold label at every exit, taken from the training forward pass itself (dropout on, weights as they are when
+the example's batch runs), as the Dataset Cartography reference implementation records them: no extra
+compute. Written to ``<out>/dynamics/``.
 
 With a ``checkpoint_dir``, the complete training state (weights, best weights so far, optimizer, scheduler,
 RNG states, epoch reports) is written there after every epoch, atomically; a later call with the same
@@ -23,6 +35,8 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from models.classifier import EarlyExitClassifier, pick_device
+from models.config import TRAINING_MODES
+from ops.dynamics import TrainingDynamics, write_dynamics
 from ops.examples import Examples, label_names
 
 log = logging.getLogger(__name__)
@@ -31,6 +45,7 @@ CHECKPOINT_STATE = "state.json"  # epoch reports, best score, numpy RNG; tensors
 CHECKPOINT_WEIGHTS = "model.safetensors"  # weights after the last completed epoch
 CHECKPOINT_BEST = "best.safetensors"  # weights of the best epoch so far
 CHECKPOINT_OPTIMIZER = "optimizer.pt"  # optimizer + scheduler + torch RNG states, read with weights_only=True
+CHECKPOINT_DYNAMICS = "dynamics.safetensors"  # training dynamics of the completed epochs
 
 
 @dataclass(frozen=True)
@@ -44,14 +59,21 @@ class TrainConfig:
     lr: float = 1e-4  # AdamW peak rate: suits small encoders like MiniLM; use 2e-5..5e-5 for base-size models
     warmup_ratio: float = 0.1  # fraction of steps with a linear warmup
     weight_decay: float = 0.01
+    dropout: float = 0.1  # in the exit heads (the backbone keeps its own config's dropout)
     seed: int = 42
+    mode: str = "joint"  # joint | sweet | multi, see the module docstring
+    dynamics: bool = True  # record training dynamics (free: read off the training forward pass)
 
     def __post_init__(self):
+        if self.mode not in TRAINING_MODES:
+            raise ValueError(f"TrainConfig.mode must be one of {TRAINING_MODES}, got {self.mode!r}")
         for name in ("epochs", "max_length", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"TrainConfig.dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"TrainConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
@@ -67,8 +89,10 @@ class EpochReport:
 @dataclass
 class TrainReport:
     config: dict
-    epochs: list[EpochReport] = field(default_factory=list)
-    best_epoch: int = 0
+    epochs: list[EpochReport] = field(default_factory=list)  # multi: losses and times summed over stages
+    best_epoch: int = 0  # the epoch kept; 0 in mode multi, where each stage keeps its own (see stages)
+    dev_accuracy: list[float] = field(default_factory=list)  # per exit, of the weights kept
+    stages: list[dict] = field(default_factory=list)  # multi: each stage's own report
 
 
 def exit_accuracies(logits: np.ndarray, label_ids: np.ndarray) -> list[float]:
@@ -78,42 +102,75 @@ def exit_accuracies(logits: np.ndarray, label_ids: np.ndarray) -> list[float]:
 
 def train(config: TrainConfig, train_set: Examples, dev_set: Examples, out: str | Path | None = None,
           checkpoint_dir: str | Path | None = None) -> tuple[EarlyExitClassifier, TrainReport]:
-    """Fine-tunes ``config.model`` on ``train_set``; saves the best epoch's model to ``out`` when given.
-    With ``checkpoint_dir``, resumes from the checkpoint found there (same inputs assumed: the caller keys
-    the directory on them) and checkpoints after every epoch."""
+    """Fine-tunes ``config.model`` on ``train_set``; saves the best epoch's model (and the training dynamics)
+    to ``out`` when given. With ``checkpoint_dir``, resumes from the checkpoint found there (same inputs
+    assumed: the caller keys the directory on them) and checkpoints after every epoch."""
     # Seed before building the model so the seed also fixes the new exit heads' initial weights.
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     labels = label_names(train_set)
-    model = EarlyExitClassifier.from_backbone(config.model, labels, config.exits, config.max_length, config.pooling)
+    model = EarlyExitClassifier.from_backbone(config.model, labels, config.exits, config.max_length, config.pooling,
+                                              config.dropout, config.mode)
     model.to(pick_device())
-    train_ids = torch.tensor(train_set.label_ids(labels))
-    dev_ids = np.array(dev_set.label_ids(labels))
-    encoded = model.tokenize(train_set.texts, train_set.pairs, padding=False)
+    data = _Data(model.tokenize(train_set.texts, train_set.pairs, padding=False),
+                 torch.tensor(train_set.label_ids(labels)), dev_set, np.array(dev_set.label_ids(labels)))
+    if config.mode == "multi":
+        stages = []
+        for k, layer in enumerate(model.config.exit_layers):
+            log.info("mode multi: fine-tuning stage %d of %d (%d layers)", k + 1, len(model.config.exit_layers), layer)
+            stage_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"stage-{k + 1}"
+            stages.append(_fit(model.stage_model(k), config, data, stage_dir, f"stage {k + 1} "))
+        report, dynamics = _merge_stages(config, stages)
+    else:
+        report, dynamics = _fit(model, config, data, None if checkpoint_dir is None else Path(checkpoint_dir))
+    model.eval()
+    if out is not None:
+        model.save_pretrained(out)
+        if dynamics is not None:
+            write_dynamics(out, dynamics, train_set)
+        Path(out, TRAINING_FILE).write_text(json.dumps(asdict(report), indent=2) + "\n")  # last: marks a finished model
+    return model, report
 
-    steps_per_epoch = -(-len(train_set) // config.batch_size)
+
+@dataclass
+class _Data:
+    train: object  # unpadded BatchEncoding of the training texts
+    train_ids: torch.Tensor  # (n,) gold class ids
+    dev: Examples
+    dev_ids: np.ndarray  # (n_dev,) gold class ids
+
+
+def _fit(model: EarlyExitClassifier, config: TrainConfig, data: _Data, checkpoint_dir: Path | None,
+         name: str = "") -> tuple[TrainReport, TrainingDynamics | None]:
+    """The training loop; leaves ``model`` holding the best epoch's weights."""
+    torch.manual_seed(config.seed)  # every stage of a cascade sees the same dropout masks and data order
+    n, exits = len(data.train_ids), len(model.config.exit_layers)
+    steps_per_epoch = -(-n // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.lr)
     schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     generator = torch.Generator().manual_seed(config.seed)
 
     report = TrainReport(config=asdict(config))
+    gold_probability, correct = [], []  # per completed epoch: (exits, n) float32 and bool
     best_score, best_state = -1.0, None
-    resume_from = _complete_checkpoint(Path(checkpoint_dir)) if checkpoint_dir is not None else None
+    resume_from = _complete_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     if resume_from is not None:
-        best_score, best_state = _load_checkpoint(resume_from, model, optimizer, schedule, generator, report)
+        best_score, best_state = _load_checkpoint(resume_from, model, optimizer, schedule, generator, report,
+                                                  gold_probability, correct)
         log.info("resuming training from %s after epoch %d of %d", resume_from, len(report.epochs), config.epochs)
     for epoch in range(len(report.epochs) + 1, config.epochs + 1):
         start = time.perf_counter()
         model.train()
-        order = torch.randperm(len(train_set), generator=generator)
+        order = torch.randperm(n, generator=generator)
         losses = []
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}/{config.epochs}", unit="batch")
+        epoch_p, epoch_correct = np.zeros((exits, n), np.float32), np.zeros((exits, n), bool)
+        bar = tqdm(range(0, n, config.batch_size), desc=f"{name}epoch {epoch}/{config.epochs}", unit="batch")
         for offset in bar:
-            rows = order[offset:offset + config.batch_size].tolist()
-            batch = model.pad_rows(encoded, rows)
+            rows = order[offset:offset + config.batch_size]
+            batch = model.pad_rows(data.train, rows.tolist())
             logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))  # (exits, b, labels)
-            gold = train_ids[rows].to(model.device)
+            gold = data.train_ids[rows].to(model.device)
             loss = sum(torch.nn.functional.cross_entropy(exit_logits, gold) for exit_logits in logits)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -121,28 +178,52 @@ def train(config: TrainConfig, train_set: Examples, dev_set: Examples, out: str 
             optimizer.step()
             schedule.step()
             losses.append(loss.item())
+            if config.dynamics:
+                probs = logits.detach().float().softmax(-1)  # (exits, b, labels)
+                epoch_p[:, rows] = probs.gather(-1, gold.expand(exits, -1).unsqueeze(-1)).squeeze(-1).cpu().numpy()
+                epoch_correct[:, rows] = (probs.argmax(-1) == gold).cpu().numpy()
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        dev_logits, _ = model.exit_logits(dev_set.texts, dev_set.pairs)
-        accuracy = exit_accuracies(dev_logits, dev_ids)
+        gold_probability.append(epoch_p)
+        correct.append(epoch_correct)
+        dev_logits, _ = model.exit_logits(data.dev.texts, data.dev.pairs)
+        accuracy = exit_accuracies(dev_logits, data.dev_ids)
         report.epochs.append(EpochReport(epoch, float(np.mean(losses)), accuracy, time.perf_counter() - start))
-        log.info("epoch %d: loss %.4f, dev accuracy per exit %s", epoch, np.mean(losses),
+        log.info("%sepoch %d: loss %.4f, dev accuracy per exit %s", name, epoch, np.mean(losses),
                  " ".join(f"L{layer}={acc:.3f}" for layer, acc in zip(model.config.exit_layers, accuracy)))
         if np.mean(accuracy) > best_score:
             best_score, report.best_epoch = float(np.mean(accuracy)), epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if checkpoint_dir is not None:
-            _save_checkpoint(Path(checkpoint_dir), model, optimizer, schedule, generator, report, best_score, best_state)
+            _save_checkpoint(checkpoint_dir, model, optimizer, schedule, generator, report, best_score, best_state,
+                             gold_probability, correct)
 
     model.load_state_dict(best_state)
-    model.eval()
-    if out is not None:
-        model.save_pretrained(out)
-        Path(out, TRAINING_FILE).write_text(json.dumps(asdict(report), indent=2) + "\n")
-    return model, report
+    report.dev_accuracy = report.epochs[report.best_epoch - 1].dev_accuracy
+    dynamics = None
+    if config.dynamics:
+        dynamics = TrainingDynamics(model.config.exit_layers, np.stack(gold_probability), np.stack(correct))
+    return report, dynamics
+
+
+def _merge_stages(config: TrainConfig, stages: list[tuple[TrainReport, TrainingDynamics | None]]):
+    """One report and one dynamics record for a cascade, from its stages' (one exit each)."""
+    reports = [report for report, _ in stages]
+    report = TrainReport(config=asdict(config), best_epoch=0, stages=[asdict(r) for r in reports],
+                         dev_accuracy=[r.dev_accuracy[0] for r in reports])
+    for epoch, rows in enumerate(zip(*(r.epochs for r in reports)), start=1):
+        report.epochs.append(EpochReport(epoch, float(sum(e.train_loss for e in rows)),
+                                         [e.dev_accuracy[0] for e in rows], float(sum(e.seconds for e in rows))))
+    dynamics = None
+    if config.dynamics:
+        parts = [d for _, d in stages]
+        dynamics = TrainingDynamics(tuple(d.exit_layers[0] for d in parts),
+                                    np.concatenate([d.gold_probability for d in parts], axis=1),
+                                    np.concatenate([d.correct for d in parts], axis=1))
+    return report, dynamics
 
 
 def _save_checkpoint(directory: Path, model, optimizer, schedule, generator, report: TrainReport,
-                     best_score: float, best_state: dict) -> None:
+                     best_score: float, best_state: dict, gold_probability: list, correct: list) -> None:
     """Writes the whole training state to a fresh folder, then swaps it in with renames, so a run killed at
     any moment leaves either the previous epoch's checkpoint or this one, never a mix."""
     staging = directory.with_name(directory.name + ".staging")
@@ -153,6 +234,8 @@ def _save_checkpoint(directory: Path, model, optimizer, schedule, generator, rep
     staging.mkdir(parents=True)
     save_file(_contiguous(model.state_dict()), staging / CHECKPOINT_WEIGHTS)
     save_file(_contiguous(best_state), staging / CHECKPOINT_BEST)
+    save_file({"gold_probability": torch.from_numpy(np.stack(gold_probability)),
+               "correct": torch.from_numpy(np.stack(correct))}, staging / CHECKPOINT_DYNAMICS)
     torch.save({
         "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
         "torch_rng": torch.get_rng_state(), "generator": generator.get_state(),
@@ -179,7 +262,8 @@ def _complete_checkpoint(directory: Path) -> Path | None:
     return None
 
 
-def _load_checkpoint(directory: Path, model, optimizer, schedule, generator, report: TrainReport) -> tuple[float, dict]:
+def _load_checkpoint(directory: Path, model, optimizer, schedule, generator, report: TrainReport,
+                     gold_probability: list, correct: list) -> tuple[float, dict]:
     state = json.loads((directory / CHECKPOINT_STATE).read_text())
     saved = state["report"]
     if saved["config"] != json.loads(json.dumps(report.config)):  # as JSON: tuples read back as lists
@@ -197,6 +281,9 @@ def _load_checkpoint(directory: Path, model, optimizer, schedule, generator, rep
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *others))
     report.epochs = [EpochReport(**e) for e in saved["epochs"]]
     report.best_epoch = saved["best_epoch"]
+    dynamics = load_file(directory / CHECKPOINT_DYNAMICS)
+    gold_probability.extend(dynamics["gold_probability"].numpy())
+    correct.extend(dynamics["correct"].numpy())
     return state["best_score"], load_file(directory / CHECKPOINT_BEST)
 
 

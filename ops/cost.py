@@ -14,7 +14,9 @@ feed-forward size I and C labels:
     embeddings  = 8nH (sum of token/position/type embeddings and LayerNorm) [+ 2nEH for ELECTRA's projection]
 
 A document that leaves at exit k (layer L_k) pays embeddings + L_k layers + k+1 exit heads: every exit it
-passed was evaluated. The full model pays embeddings + all layers + one head (a plain classifier).
+passed was evaluated. In a cascade of separate models (training mode "multi"), it pays every stage it ran:
+the sum over j <= k of (embeddings + L_j layers + one head). The full model pays embeddings + all layers +
+one head (a plain classifier).
 """
 
 from __future__ import annotations
@@ -72,6 +74,15 @@ def document_flops(num_tokens: int, layers_run: int, heads_run: int, shape: Enco
         + layers_run * layer_flops(num_tokens, shape)
         + heads_run * exit_head_flops(num_tokens, shape)
     )
+
+
+def exit_flops(num_tokens: int, exit_layers: tuple[int, ...], exit_index: int, shape: EncoderShape,
+               cascade: bool = False) -> int:
+    """FLOPs for a document that leaves at exit ``exit_index`` after passing every earlier exit: one shared
+    backbone (``cascade=False``), or a cascade whose stage j is its own model of ``exit_layers[j]`` layers."""
+    if cascade:
+        return sum(document_flops(num_tokens, layers, 1, shape) for layers in exit_layers[:exit_index + 1])
+    return document_flops(num_tokens, exit_layers[exit_index], exit_index + 1, shape)
 
 
 def full_model_flops(num_tokens: int, shape: EncoderShape) -> int:

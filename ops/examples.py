@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ops.quiet import quiet
+
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -19,6 +21,7 @@ class Examples:
     pairs: list[str] | None  # second segment of text-pair tasks (NLI), else None
     labels: list[str]  # label names as strings
     source: str
+    fields: tuple[str, str | None, str] = ("text", None, "label")  # the source's text, pair and label fields
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -69,7 +72,7 @@ def load_examples(
     for row, label in enumerate(labels):
         if label is None or (isinstance(label, str) and not label.strip()):
             raise ValueError(f"{source}: row {row}: field {label_field!r} is empty")
-    return Examples(texts, pairs, [str(v) for v in labels], source)
+    return Examples(texts, pairs, [str(v) for v in labels], source, (text_field, pair_field, label_field))
 
 
 def _load_hub_dataset(source: str, name: str, split: str):
@@ -83,7 +86,8 @@ def _load_hub_dataset(source: str, name: str, split: str):
         raise FileNotFoundError(f"{source}: no such file or directory (known file types: "
                                 f"{', '.join(_BUILDERS)})") from None
     try:
-        return datasets.load_dataset(name, split=split)
+        with quiet("huggingface_hub"):  # offline, it warns about each failed request before the error we give
+            return datasets.load_dataset(name, split=split)
     except (ConnectionError, datasets.exceptions.DatasetNotFoundError) as e:  # offline, or no such dataset
         raise FileNotFoundError(f"{source}: no such file or directory, nor a dataset the Hugging Face Hub "
                                 f"serves ({str(e).splitlines()[0]})") from e

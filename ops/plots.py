@@ -67,3 +67,28 @@ def plot_reliability(logits: np.ndarray, labels: np.ndarray, temperatures, exit_
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_data_map(confidence: np.ndarray, variability: np.ndarray, correctness: np.ndarray, path: str | Path,
+                  title: str = "", max_points: int = 25_000, seed: int = 0) -> None:
+    """The data map of Swayamdipta et al. (2020): variability (x) against confidence (y), one dot per training
+    example, coloured by correctness; at most ``max_points`` dots (a seeded sample) so the PNG stays legible."""
+    rows = np.arange(len(confidence))
+    if len(rows) > max_points:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_points, replace=False))
+    fig, ax = plt.subplots(figsize=(6.4, 5.2), dpi=120)
+    dots = ax.scatter(variability[rows], confidence[rows], c=correctness[rows], cmap="coolwarm_r", vmin=0, vmax=1,
+                      s=6, alpha=0.7, linewidths=0)
+    fig.colorbar(dots, ax=ax, label="correctness (fraction of epochs right)")
+    for text, xy in (("easy-to-learn", (0.03, 0.95)), ("hard-to-learn", (0.03, 0.03)), ("ambiguous", (0.75, 0.5))):
+        ax.annotate(text, xy, xycoords="axes fraction", fontsize=9, color="black",
+                    bbox=dict(boxstyle="round", fc="white", alpha=0.7))
+    ax.set_xlabel("variability (std of p(gold) over epochs)")
+    ax.set_ylabel("confidence (mean p(gold) over epochs)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(left=0)
+    shown = f", {len(rows)} of {len(confidence)} shown" if len(rows) < len(confidence) else ""
+    ax.set_title(f"{title}{shown}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -63,7 +63,8 @@ def test_user_errors_are_one_line(model_dir, tmp_path, capsys):
     assert "rightsize.json is missing" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["train", "predict", "calibrate", "label", "run", "serve", "report"])
+@pytest.mark.parametrize("command", ["train", "predict", "calibrate", "label", "run", "serve", "report", "datamap",
+                                     "select"])
 def test_help_has_examples(command, capsys):
     with pytest.raises(SystemExit) as exit:
         main([command, "--help"])
@@ -101,9 +102,9 @@ def _exits_with_usage_error(argv, capsys) -> str:
 def test_flag_prefixes_are_not_flags(tmp_path, capsys):
     data = _labelled_file(tmp_path)
     required = ["--model", str(tmp_path / "m"), "--train", data, "--dev", data, "--out", str(tmp_path / "o")]
-    # with prefix matching, '--mode sweet' was read as a second '--model sweet'
-    err = _exits_with_usage_error(["train", *required, "--mode", "sweet"], capsys)
-    assert "unrecognized arguments: --mode sweet" in err
+    # with prefix matching, '--epoch 2' was read as '--epochs 2' (and '--mode sweet' as '--model sweet')
+    err = _exits_with_usage_error(["train", *required, "--epoch", "2"], capsys)
+    assert "unrecognized arguments: --epoch 2" in err
     assert "required: --model" in _exits_with_usage_error(["train", "--mod", "x", *required[2:]], capsys)
     err = _exits_with_usage_error(["--verb", "report", "--predictions", "p.parquet", "--out", "o"], capsys)
     assert "unrecognized arguments: --verb" in err

@@ -1,0 +1,201 @@
+"""Training modes and data selection, measured: joint vs SWEET vs the Multi-Model cascade, and training on
+the most ambiguous third of the data (Dataset Cartography) vs a random third vs all of it.
+
+For each data set, with the same seed, exits and schedule for every run:
+  1. fine-tune MiniLM in modes joint, sweet and multi (training dynamics recorded by the joint run);
+  2. per-exit accuracy on the test split; temperatures fitted on dev; the speed/accuracy curve on test
+     (accuracy against the FLOPs fraction of the full model, over every threshold; the cascade pays every
+     stage it runs);
+  3. from the joint run's dynamics, the 33% most ambiguous and a random 33% of the training set; a joint
+     model trained on each; last-exit test accuracy against the model trained on 100%.
+
+Writes bench/results/training_modes.{json,md} and training_modes_<data>.png. Trained models are kept under
+--work and reused by a re-run (delete them to retrain).
+
+  python bench/training_modes.py           # sst2 and ag_news, seeded training samples of 5,000 and 3,000
+  python bench/training_modes.py --data sst2 --train-sizes sst2=1000 --work /tmp/quick   # a quicker look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import EarlyExitClassifier
+from models.calibration import exit_costs
+from models.training import TRAINING_FILE, TrainConfig, train
+from ops import calibration as cal
+from ops.dynamics import data_map, read_dynamics, select_region
+from ops.examples import Examples, load_examples
+from ops.plots import plt
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
+MODES = ("joint", "sweet", "multi")
+COLOURS = {"joint": "tab:blue", "sweet": "tab:orange", "multi": "tab:green"}
+
+
+def sample(examples: Examples, size: int | None, seed: int) -> Examples:
+    if size is None or size >= len(examples):
+        return examples
+    rows = sorted(random.Random(seed).sample(range(len(examples)), size))
+    return replace(examples, texts=[examples.texts[i] for i in rows], labels=[examples.labels[i] for i in rows],
+                   source=f"{examples.source} (seeded sample of {size})")
+
+
+def subset(examples: Examples, rows) -> Examples:
+    return replace(examples, texts=[examples.texts[i] for i in rows], labels=[examples.labels[i] for i in rows])
+
+
+def trained(config: TrainConfig, train_set: Examples, dev: Examples, out: Path) -> tuple[EarlyExitClassifier, dict]:
+    """Trains into ``out`` unless a finished model is there; returns it and its training report."""
+    if not (out / TRAINING_FILE).is_file():
+        start = time.perf_counter()
+        train(config, train_set, dev, out=out)
+        (out / "bench_seconds.json").write_text(json.dumps({"train_seconds": time.perf_counter() - start}))
+    report = json.loads((out / TRAINING_FILE).read_text())
+    report["train_seconds"] = json.loads((out / "bench_seconds.json").read_text())["train_seconds"]
+    return EarlyExitClassifier.from_pretrained(out, device="cpu"), report
+
+
+def evaluate(model: EarlyExitClassifier, dev: Examples, test: Examples) -> dict:
+    """Per-exit test accuracy, and the speed/accuracy curve on test with temperatures fitted on dev."""
+    dev_logits, _ = model.exit_logits(dev.texts)
+    temperatures = cal.fit_temperatures(dev_logits, np.array(dev.label_ids(model.config.labels)))
+    logits, num_tokens = model.exit_logits(test.texts)
+    gold = np.array(test.label_ids(model.config.labels))
+    passed, alone, full = exit_costs(model, num_tokens)
+    confidence, predicted = cal.calibrated_confidence(logits, temperatures)
+    args = (confidence, predicted, gold, passed, full, model.config.exit_layers)
+    curve = cal.speed_accuracy_curve(*args, max_points=200)
+    return {
+        "exit_layers": list(model.config.exit_layers),
+        "exit_accuracy": [float((logits[k].argmax(-1) == gold).mean()) for k in range(len(logits))],
+        "single_exit_flops_fraction": [float(alone[k].sum() / full.sum()) for k in range(len(alone))],
+        "temperatures": temperatures,
+        "curve": [asdict(p) for p in curve],
+        "oracle": asdict(cal.oracle_point(predicted, gold, passed, full, model.config.exit_layers)),
+    }
+
+
+def best_within(curve: list[dict], drop: float, reference: float) -> dict:
+    """The cheapest curve point whose accuracy is at least ``reference - drop``."""
+    ok = [p for p in curve if p["accuracy"] >= reference - drop - 1e-12]
+    return min(ok, key=lambda p: (p["flops_fraction"], -p["accuracy"])) if ok else None
+
+
+def run_data_set(name: str, args) -> dict:
+    folder = DATA / name
+    train_all = sample(load_examples(str(folder / "train.jsonl")), args.train_sizes.get(name), args.seed)
+    dev, test = load_examples(str(folder / "dev.jsonl")), load_examples(str(folder / "test.jsonl"))
+    work = Path(args.work) / name
+    base = TrainConfig(model="minilm", exits=args.exits, epochs=args.epochs, max_length=args.max_length,
+                       batch_size=32, lr=1e-4, seed=args.seed)
+    result = {"train_examples": len(train_all), "dev_examples": len(dev), "test_examples": len(test),
+              "train_source": train_all.source, "modes": {}, "selection": {}}
+    for mode in MODES:
+        model, report = trained(replace(base, mode=mode, dynamics=mode == "joint"), train_all, dev, work / mode)
+        result["modes"][mode] = {"train_seconds": report["train_seconds"], **evaluate(model, dev, test)}
+        print(f"{name} {mode}: exit accuracy {result['modes'][mode]['exit_accuracy']}, "
+              f"trained in {report['train_seconds']:.0f} s", flush=True)
+
+    dynamics, _, _ = read_dynamics(work / "joint")
+    stats = data_map(dynamics)
+    full_accuracy = result["modes"]["joint"]["exit_accuracy"][-1]
+    result["selection"]["100%"] = {"train_examples": len(train_all), "last_exit_accuracy": full_accuracy}
+    for region in ("ambiguous", "random"):
+        rows = select_region(stats, region, args.fraction, seed=args.seed)
+        model, report = trained(replace(base, dynamics=False), subset(train_all, rows), dev, work / f"joint-{region}")
+        logits, _ = model.exit_logits(test.texts)
+        accuracy = float((logits[-1].argmax(-1) == np.array(test.label_ids(model.config.labels))).mean())
+        result["selection"][f"{region} {args.fraction:.0%}"] = {
+            "train_examples": len(rows), "last_exit_accuracy": accuracy, "train_seconds": report["train_seconds"]}
+        print(f"{name} {region} {args.fraction:.0%}: last exit accuracy {accuracy:.4f}", flush=True)
+    plot(name, result, RESULTS / f"training_modes_{name}.png")
+    return result
+
+
+def plot(name: str, result: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for mode, r in result["modes"].items():
+        curve = r["curve"]
+        ax.plot([p["flops_fraction"] for p in curve], [p["accuracy"] for p in curve], "-", color=COLOURS[mode],
+                label=f"{mode}: early exit")
+        ax.plot(r["single_exit_flops_fraction"], r["exit_accuracy"], "s", color=COLOURS[mode], ms=5,
+                label=f"{mode}: each exit alone")
+    ax.set_xlabel("FLOPs / full model")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{name}: MiniLM, exits at layers {result['modes']['joint']['exit_layers']}, "
+                 f"{result['train_examples']} training examples", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def markdown(results: dict) -> str:
+    s = results["settings"]
+    lines = [f"MiniLM (all-MiniLM-L6-v2), exits at layers {s['exits']}, {s['epochs']} epochs, max length "
+             f"{s['max_length']}, seed {s['seed']} (one seed: differences under about one point are within "
+             f"seed-to-seed noise); {s['threads']} CPU threads. Temperatures fitted on dev, everything else on test.",
+             "", "Per-exit test accuracy (each exit used for every document):", ""]
+    for name, r in results["data"].items():
+        layers = r["modes"]["joint"]["exit_layers"]
+        lines += [f"**{name}** ({r['train_examples']} training examples)", "",
+                  "| mode | " + " | ".join(f"L{k}" for k in layers) + " | mean | train time | FLOPs at <= 1 point drop | oracle FLOPs |",
+                  "|---|" + "---:|" * (len(layers) + 4)]
+        reference = r["modes"]["joint"]["exit_accuracy"][-1]
+        for mode, m in r["modes"].items():
+            point = best_within(m["curve"], 0.01, reference)
+            cost = f"{point['flops_fraction']:.1%} (acc {point['accuracy']:.4f})" if point else "not reached"
+            lines.append(f"| {mode} | " + " | ".join(f"{a:.4f}" for a in m["exit_accuracy"])
+                         + f" | {np.mean(m['exit_accuracy']):.4f} | {m['train_seconds']:.0f} s | {cost} | "
+                         f"{m['oracle']['flops_fraction']:.1%} |")
+        sweet_gain = np.mean(np.subtract(r["modes"]["sweet"]["exit_accuracy"], r["modes"]["joint"]["exit_accuracy"]))
+        lines += ["", f"SWEET minus joint, mean over exits: {100 * sweet_gain:+.2f} points. FLOPs column: the cheapest "
+                  f"threshold within one point of joint's last exit ({reference:.4f}).", "",
+                  "| training data | examples | last-exit test accuracy |", "|---|---:|---:|"]
+        for label, sel in r["selection"].items():
+            lines.append(f"| {label} | {sel['train_examples']} | {sel['last_exit_accuracy']:.4f} |")
+        lines += ["", f"![{name}](training_modes_{name}.png)", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="sst2,ag_news", help="comma-separated folders of ../shared/data")
+    parser.add_argument("--train-sizes", default="sst2=5000,ag_news=3000",
+                        help="seeded training samples per data set (a data set not named trains on all of it)")
+    parser.add_argument("--exits", default="2,4,6")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--fraction", type=float, default=0.33)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--work", default="bench/work/training_modes", help="trained models (reused by a re-run)")
+    args = parser.parse_args()
+    args.exits = tuple(int(x) for x in args.exits.split(","))
+    args.train_sizes = {k: int(v) for k, v in (item.split("=") for item in args.train_sizes.split(",") if item)}
+    torch.manual_seed(args.seed)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = {"settings": {"exits": list(args.exits), "epochs": args.epochs, "train_sizes": args.train_sizes, "max_length": args.max_length,
+                            "fraction": args.fraction, "seed": args.seed, "threads": torch.get_num_threads(),
+                            "machine": platform.processor() or platform.machine(), "torch": torch.__version__},
+               "data": {}}
+    for name in args.data.split(","):
+        results["data"][name] = run_data_set(name, args)
+    (RESULTS / "training_modes.json").write_text(json.dumps(results, indent=1) + "\n")
+    (RESULTS / "training_modes.md").write_text(markdown(results) + "\n")
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

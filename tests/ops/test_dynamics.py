@@ -1,0 +1,126 @@
+"""Data map statistics and region selection on hand-made probability tables; the dynamics files round-trip;
+the datamap and select commands write what they say."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from flows.cli import main
+from ops.dynamics import DataMap, TrainingDynamics, data_map, read_dynamics, select_region, write_dynamics
+from ops.examples import Examples, load_examples
+
+# 3 epochs x 2 exits x 4 examples; the last exit (index 1) holds the interesting numbers
+P_LAST = np.array([[0.9, 0.2, 0.1, 0.6],
+                   [0.9, 0.8, 0.2, 0.4],
+                   [0.9, 0.2, 0.3, 0.8]], dtype=np.float32)
+RIGHT_LAST = np.array([[1, 0, 0, 1], [1, 1, 0, 0], [1, 0, 0, 1]], dtype=bool)
+
+
+def _dynamics() -> TrainingDynamics:
+    p = np.stack([np.full_like(P_LAST, 0.5), P_LAST], axis=1)  # (epochs, exits, n)
+    right = np.stack([np.zeros_like(RIGHT_LAST), RIGHT_LAST], axis=1)
+    return TrainingDynamics((2, 4), p, right)
+
+
+def test_statistics_by_hand():
+    stats = data_map(_dynamics())  # last exit
+    np.testing.assert_allclose(stats.confidence, [0.9, 0.4, 0.2, 0.6], atol=1e-6)
+    # population std: example 1 has values 0.2, 0.8, 0.2 around 0.4 -> sqrt((0.04 + 0.16 + 0.04) / 3)
+    np.testing.assert_allclose(stats.variability, [0.0, np.sqrt(0.08), np.sqrt(0.02 / 3), np.sqrt(0.08 / 3)], atol=1e-6)
+    np.testing.assert_allclose(stats.correctness, [1.0, 1 / 3, 0.0, 2 / 3])
+    first = data_map(_dynamics(), exit_layer=2)
+    assert (first.confidence == 0.5).all() and (first.variability == 0).all() and (first.correctness == 0).all()
+
+
+def test_unknown_exit_and_single_epoch_are_errors():
+    with pytest.raises(ValueError, match=r"no exit at layer 3; the exits are at layers \[2, 4\]"):
+        data_map(_dynamics(), exit_layer=3)
+    one_epoch = TrainingDynamics((4,), P_LAST[:1, None], RIGHT_LAST[:1, None])
+    with pytest.raises(ValueError, match="at least 2 epochs"):
+        data_map(one_epoch)
+
+
+def test_regions_pick_the_right_examples():
+    stats = data_map(_dynamics())
+    assert select_region(stats, "ambiguous", 0.5).tolist() == [1, 3]  # the two highest variabilities
+    assert select_region(stats, "easy", 0.25).tolist() == [0]
+    assert select_region(stats, "hard", 0.5).tolist() == [1, 2]  # confidences 0.2 and 0.4
+    assert select_region(stats, "easy", 1.0).tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("region", ["ambiguous", "easy", "hard", "random"])
+@pytest.mark.parametrize("fraction", [0.01, 0.33, 0.5, 1.0])
+def test_selection_has_the_requested_size_and_region(region, fraction):
+    rng = np.random.default_rng(0)
+    stats = DataMap(rng.random(300), rng.random(300) / 2, rng.random(300))
+    rows = select_region(stats, region, fraction, seed=1)
+    assert len(rows) == max(1, round(fraction * 300)) and len(set(rows.tolist())) == len(rows)
+    rest = np.setdiff1d(np.arange(300), rows)
+    if len(rest) and region != "random":
+        key = {"ambiguous": stats.variability, "easy": stats.confidence, "hard": -stats.confidence}[region]
+        assert key[rows].min() >= key[rest].max()  # nothing left out is more typical of the region
+    if region == "random":
+        assert rows.tolist() == select_region(stats, region, fraction, seed=1).tolist()  # seeded
+        assert fraction == 1.0 or rows.tolist() != select_region(stats, region, fraction, seed=2).tolist()
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
+def test_fraction_outside_zero_one_is_an_error(bad):
+    with pytest.raises(ValueError, match="fraction must be in"):
+        select_region(data_map(_dynamics()), "easy", bad)
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    """A model directory holding only the dynamics of a text-pair training set."""
+    examples = Examples(["a b", "c | d", "e", "f"], ["p1", "p2", "p3", "p4"], ["yes", "no", "yes", "no"],
+                        "pairs.jsonl", ("premise", "hypothesis", "gold"))
+    write_dynamics(tmp_path / "m", _dynamics(), examples)
+    return tmp_path / "m"
+
+
+def test_dynamics_round_trip(model_dir):
+    dynamics, examples, fields = read_dynamics(model_dir)
+    assert dynamics.exit_layers == (2, 4)
+    np.testing.assert_array_equal(dynamics.gold_probability, _dynamics().gold_probability)
+    np.testing.assert_array_equal(dynamics.correct, _dynamics().correct)
+    assert examples.column_names == ["example", "text", "pair", "label"]
+    assert fields == {"text_field": "premise", "pair_field": "hypothesis", "label_field": "gold", "source": "pairs.jsonl"}
+    long = pq.read_table(model_dir / "dynamics" / "epochs.parquet")
+    assert long.num_rows == 3 * 2 * 4
+    assert long.column_names == ["example", "epoch", "exit_layer", "gold_probability", "correct"]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_select_command_writes_a_training_file(suffix, model_dir, tmp_path, capsys):
+    out = tmp_path / f"ambiguous{suffix}"
+    assert main(["select", "--model", str(model_dir), "--region", "ambiguous", "--fraction", "0.5",
+                 "--out", str(out)]) == 0
+    assert "2 of 4 training examples (ambiguous, 50.0%)" in capsys.readouterr().out
+    # the training file's own field names: train reads it back with the same flags
+    again = load_examples(str(out), text_field="premise", pair_field="hypothesis", label_field="gold")
+    assert again.texts == ["c | d", "f"] and again.pairs == ["p2", "p4"] and again.labels == ["no", "no"]
+    if suffix == ".jsonl":
+        first = json.loads(out.read_text().splitlines()[0])
+        assert first["example"] == 1 and first["confidence"] == pytest.approx(0.4)
+
+
+def test_datamap_command_writes_plot_table_and_statistics(model_dir, tmp_path, capsys):
+    out = tmp_path / "map"
+    assert main(["datamap", "--model", str(model_dir), "--out", str(out), "--top", "2"]) == 0
+    assert (out / "datamap.png").stat().st_size > 10_000
+    table = (out / "datamap.md").read_text()
+    ambiguous = table.split("## ambiguous")[1].split("##")[0]
+    assert "| 1 | no |" in ambiguous and "c \\| d ‖ p2" in ambiguous and "| 3 | no |" in ambiguous
+    assert "| 0 | yes | 0.900 |" in table.split("## easy")[1].split("##")[0]
+    stats = pq.read_table(out / "datamap.parquet")
+    assert stats.num_rows == 4 and stats["correctness"].to_pylist() == pytest.approx([1.0, 1 / 3, 0.0, 2 / 3])
+
+
+def test_commands_on_a_model_without_dynamics_are_one_line_errors(tmp_path, capsys):
+    for argv in (["datamap", "--out", str(tmp_path / "o")], ["select", "--region", "easy", "--fraction", "0.3",
+                                                              "--out", str(tmp_path / "o.jsonl")]):
+        assert main([argv[0], "--model", str(tmp_path), *argv[1:]]) == 2
+        assert "no training dynamics" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from flows.train import is_trained
 from models import EarlyExitClassifier
 from models.calibration import CALIBRATION_FILE, CalibrationConfig, calibrate
 from models.classifier import artifact_id
+from ops.dynamics import DYNAMICS_DIR
 from ops.examples import load_examples
 from ops.fingerprint import fingerprint, fingerprint_path, project_version
 
@@ -40,7 +41,7 @@ def calibrate_copy(trained_dir: str | Path, data: DataConfig, config: Calibratio
     with ``model_dir`` and ``model_id`` added."""
     out = Path(out)
     shutil.rmtree(out, ignore_errors=True)  # a half-written copy from a killed run
-    shutil.copytree(trained_dir, out)
+    shutil.copytree(trained_dir, out, ignore=shutil.ignore_patterns(DYNAMICS_DIR))  # dynamics stay with the trained model
     model = EarlyExitClassifier.from_pretrained(out)
     dev = load_examples(data.dev, text_field=data.text_field, pair_field=data.pair_field,
                         label_field=data.label_field, split="validation")

@@ -25,7 +25,8 @@ EXAMPLES = {
 
 modes: joint (sum of the exits' losses), sweet (each exit trains only the layers since the previous exit),
 multi (one separately fine-tuned truncated model per exit, run as a cascade). Training dynamics (every
-training example's gold-label probability per epoch and exit) go to <out>/dynamics/ unless --no-dynamics.
+training example's gold-label probability after each epoch at each exit) go to <out>/dynamics/ unless
+--no-dynamics.
 """,
     "datamap": """examples:
   rightsize datamap --model models/ag --out models/ag/datamap
@@ -142,9 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what each exit reads: mean of token states (default) or the first token")
     p.add_argument("--mode", choices=TRAINING_MODES, default="joint",
                    help="joint (default), sweet, or multi (a cascade of separate truncated models)")
-    p.add_argument("--no-dynamics", dest="dynamics", action="store_false",
-                   help="do not record training dynamics (recorded by default: they cost no extra compute, "
-                        "but keep a copy of the training texts in <out>/dynamics/)")
+    p.add_argument("--dynamics", action=argparse.BooleanOptionalAction, default=True,
+                   help="record training dynamics for 'datamap' and 'select' (default: on; an evaluation pass "
+                        "over the training set after each epoch, and a copy of the training texts in <out>/dynamics/)")
     _add_field_flags(p, with_label=True)
     p.set_defaults(run=_train)
 
@@ -161,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", required=True, choices=REGIONS,
                    help="ambiguous (highest variability), easy (highest confidence), hard (lowest), random")
     p.add_argument("--fraction", type=float, required=True, help="share of the training set to keep, in (0, 1]")
-    p.add_argument("--out", required=True, help="output .jsonl, .csv or .parquet file")
+    p.add_argument("--out", required=True, help="output .jsonl or .parquet file")
     p.add_argument("--exit-layer", type=int, default=None, help="whose dynamics (default: the last exit)")
     p.add_argument("--seed", type=int, default=0, help="seed of --region random (default 0)")
     p.set_defaults(run=_select)
@@ -236,7 +237,8 @@ def _train(args) -> None:
     for layer, acc in zip(model.config.exit_layers, report.dev_accuracy):
         print(f"  layer {layer:>2}: {acc:.4f}")
     if config.dynamics:
-        print(f"training dynamics: {args.out}/dynamics/ (see 'rightsize datamap' and 'rightsize select')")
+        print(f"training dynamics: {args.out}/dynamics/ " + ("(see 'rightsize datamap' and 'rightsize select')"
+                                                              if config.epochs >= 2 else "(a data map needs 2+ epochs)"))
 
 
 def _datamap(args) -> None:

@@ -145,6 +145,12 @@ def load_config(path: str | Path, workdir: str | Path | None = None) -> RunConfi
         config.report_config()
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: {e}") from None
+    if config.select is not None:  # now, not after the data-map training
+        if config.train.epochs < 2:
+            raise ValueError(f"{path}: [select] needs a data map, which needs [train] epochs >= 2")
+        if config.train.exits and config.select.exit_layer not in (None, *config.train.exits):
+            raise ValueError(f"{path}: [select] exit_layer {config.select.exit_layer} is not among [train] exits "
+                             f"{list(config.train.exits)}")
     unknown = unknown_beam_flags(list(config.label.beam_args))
     if unknown:
         raise ValueError(f"{path}: [label] beam_args has options Beam does not know: {unknown}")

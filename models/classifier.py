@@ -27,7 +27,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from models.config import CONFIG_FILE, WEIGHTS_FILE, ConfigError, EarlyExitConfig, default_exit_layers
 from models.early_exit import run_early_exit
-from models.layers import LayerRunner
+from models.layers import LayerContext, LayerRunner
 from ops.cost import EncoderShape, exit_flops, full_model_flops
 from ops.quiet import quiet
 
@@ -142,8 +142,9 @@ class EarlyExitClassifier(nn.Module):
         elif config.training_mode != "multi" and stages:
             raise ValueError(f"separate stages need training_mode 'multi', not {config.training_mode!r}")
         self.stages = nn.ModuleList(stages or [])
+        self.cascade = bool(self.stages)  # a plain bool: read per document on the hot path
         self.stage_runners = [LayerRunner(stage) for stage in self.stages] + [self.runner]
-        if self.stages and [r.num_layers for r in self.stage_runners] != list(config.exit_layers):
+        if stages and [r.num_layers for r in self.stage_runners] != list(config.exit_layers):
             raise ConfigError(f"{CONFIG_FILE}: a cascade needs one stage of {list(config.exit_layers)} layers per "
                               f"exit, got {[r.num_layers for r in self.stage_runners]}")
         for model in (backbone, *self.stages):
@@ -199,8 +200,8 @@ class EarlyExitClassifier(nn.Module):
     def stage_model(self, exit_index: int) -> "EarlyExitClassifier":
         """Stage ``exit_index`` of a cascade as a one-exit model that shares this model's modules (training
         it trains the cascade in place): what mode multi fine-tunes separately, one stage after another."""
-        if not self.stages:
-            raise ValueError(f"only a cascade (training_mode 'multi') has stages, not {self.config.training_mode!r}")
+        if not self.cascade:
+            raise ValueError("only a cascade (training_mode 'multi', two or more exits) has stages")
         backbone = self.stage_runners[exit_index].base
         config = self.config.with_updates(
             num_layers=self.config.exit_layers[exit_index], exit_layers=(self.config.exit_layers[exit_index],),
@@ -213,7 +214,7 @@ class EarlyExitClassifier(nn.Module):
         """What computes exit ``exit_index``'s hidden state: a runner and the 0-based layer to start at, where
         0 means from that runner's own embeddings. One backbone: the layers since the previous exit, on the
         previous exit's hidden state. A cascade: every layer of the exit's own stage, from its embeddings."""
-        if self.stages:
+        if self.cascade:
             return self.stage_runners[exit_index], 0
         return self.runner, self.config.exit_layers[exit_index - 1] if exit_index else 0
 
@@ -286,6 +287,8 @@ class EarlyExitClassifier(nn.Module):
                 ctx = runner.prepare(hidden, attention_mask)
             elif self.config.training_mode == "sweet":
                 hidden = hidden.detach()
+                if ctx.position_bias is not None:  # MPNet's bias table is shared by all layers, like embeddings
+                    ctx = LayerContext(ctx.attention_mask, ctx.position_bias.detach())
             for layer in range(first, exit_layer):
                 hidden = runner.run_layer(layer, hidden, ctx)
             logits.append(self.exits[k](hidden, attention_mask))
@@ -294,7 +297,7 @@ class EarlyExitClassifier(nn.Module):
     def exit_flops(self, num_tokens, exit_index: int):
         """FLOPs of a document of ``num_tokens`` tokens (int, or an int array: elementwise) that leaves at
         exit ``exit_index``; a cascade pays every stage it ran (ops/cost.py)."""
-        return exit_flops(num_tokens, self.config.exit_layers, exit_index, self.shape, cascade=bool(self.stages))
+        return exit_flops(num_tokens, self.config.exit_layers, exit_index, self.shape, cascade=self.cascade)
 
     def exit_probabilities(self, exit_index: int, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Calibrated class probabilities at one exit: (batch, seq, hidden), (batch, seq) -> (batch, labels)."""
@@ -335,19 +338,22 @@ class EarlyExitClassifier(nn.Module):
         self.train(was_training)
         return [self._prediction(*row) for row in zip(label_ids, confidence, exit_index, lengths, truncated)]
 
-    @torch.inference_mode()
     def exit_logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                     batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Every exit's raw (uncalibrated) logits for every input, no early exit: (exits, n, labels) float32,
         and the (n,) token counts after truncation."""
+        return self.encoded_exit_logits(self._encode(texts, pairs, batch_size), batch_size)
+
+    @torch.inference_mode()
+    def encoded_exit_logits(self, encoded, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """``exit_logits`` of an unpadded BatchEncoding (from ``tokenize(..., padding=False)``)."""
         was_training = self.training
         self.eval()
-        out = np.empty((len(self.config.exit_layers), len(texts), self.config.num_labels), dtype=np.float32)
-        lengths = np.empty(len(texts), dtype=np.int64)
-        if not len(texts):
-            return out, lengths
-        with tqdm(total=len(texts), desc="all exits", unit="doc", disable=len(texts) < 2000) as bar:
-            for rows, batch in self._length_sorted_batches(self._encode(texts, pairs, batch_size), batch_size):
+        n = len(encoded["input_ids"])
+        out = np.empty((len(self.config.exit_layers), n, self.config.num_labels), dtype=np.float32)
+        lengths = np.empty(n, dtype=np.int64)
+        with tqdm(total=n, desc="all exits", unit="doc", disable=n < 2000) as bar:
+            for rows, batch in self._length_sorted_batches(encoded, batch_size):
                 logits = self(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
                 out[:, rows] = logits.float().cpu().numpy()
                 lengths[rows] = batch["attention_mask"].sum(dim=1).cpu().numpy()

@@ -71,9 +71,13 @@ def run_early_exit(
             break
         if leave.any():
             keep = ~leave
-            rows, mask, ids, hidden = rows[keep], mask[keep], ids[keep], hidden[keep]
+            rows, mask = rows[keep], mask[keep]
             width = int(mask.sum(dim=1).max())
-            mask, ids, hidden = mask[:, :width], ids[:, :width], hidden[:, :width]
-            types = types[keep][:, :width] if types is not None else None
+            mask = mask[:, :width]
+            if model.cascade:  # the next stage starts again from the token ids
+                ids = ids[keep][:, :width]
+                types = types[keep][:, :width] if types is not None else None
+            else:
+                hidden = hidden[keep][:, :width]
             ctx = None  # the old 4-D mask / MPNet bias describe the old shape
     return ExitBatchResult(label_ids.numpy(), confidence.numpy(), exit_index.numpy())

@@ -9,10 +9,11 @@
 AdamW with linear warmup and decay; every exit is evaluated on the dev set after each epoch and the epoch
 with the best mean exit accuracy is kept (in mode multi, each stage keeps its own best epoch).
 
-Training dynamics (``TrainConfig.dynamics``, ops/dynamics.py): each training example's probability of its
-gold label at every exit, taken from the training forward pass itself (dropout on, weights as they are when
-the example's batch runs), as the Dataset Cartography reference implementation records them: no extra
-compute. Written to ``<out>/dynamics/``.
+Training dynamics (``TrainConfig.dynamics``, ops/dynamics.py): after each epoch, each training example's
+probability of its gold label at every exit, from an evaluation pass over the training set (no dropout, the
+epoch's final weights: Swayamdipta et al.'s definition). Values read off the training pass itself would cost
+nothing but depend on when in the epoch an example's batch ran (early batches meet a barely trained model),
+which biases the data map. The pass costs about a third of an epoch's compute. Written to ``<out>/dynamics/``.
 
 With a ``checkpoint_dir``, the complete training state (weights, best weights so far, optimizer, scheduler,
 RNG states, epoch reports) is written there after every epoch, atomically; a later call with the same
@@ -59,10 +60,9 @@ class TrainConfig:
     lr: float = 1e-4  # AdamW peak rate: suits small encoders like MiniLM; use 2e-5..5e-5 for base-size models
     warmup_ratio: float = 0.1  # fraction of steps with a linear warmup
     weight_decay: float = 0.01
-    dropout: float = 0.1  # in the exit heads (the backbone keeps its own config's dropout)
     seed: int = 42
     mode: str = "joint"  # joint | sweet | multi, see the module docstring
-    dynamics: bool = True  # record training dynamics (free: read off the training forward pass)
+    dynamics: bool = True  # record training dynamics (an evaluation pass over the training set per epoch)
 
     def __post_init__(self):
         if self.mode not in TRAINING_MODES:
@@ -72,8 +72,6 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"TrainConfig.dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"TrainConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
@@ -110,15 +108,20 @@ def train(config: TrainConfig, train_set: Examples, dev_set: Examples, out: str 
     np.random.seed(config.seed)
     labels = label_names(train_set)
     model = EarlyExitClassifier.from_backbone(config.model, labels, config.exits, config.max_length, config.pooling,
-                                              config.dropout, config.mode)
+                                              training_mode=config.mode)
     model.to(pick_device())
     data = _Data(model.tokenize(train_set.texts, train_set.pairs, padding=False),
                  torch.tensor(train_set.label_ids(labels)), dev_set, np.array(dev_set.label_ids(labels)))
-    if config.mode == "multi":
+    if model.cascade:
+        if config.exits is None:
+            log.warning("mode multi with the default exits %s: a cascade of %d models (%d layers to train, and as "
+                        "many for a document that reaches the last stage); give --exits for fewer stages",
+                        list(model.config.exit_layers), len(model.config.exit_layers), sum(model.config.exit_layers))
         stages = []
         for k, layer in enumerate(model.config.exit_layers):
             log.info("mode multi: fine-tuning stage %d of %d (%d layers)", k + 1, len(model.config.exit_layers), layer)
             stage_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"stage-{k + 1}"
+            torch.manual_seed(config.seed)  # every stage: the same dropout masks and data order
             stages.append(_fit(model.stage_model(k), config, data, stage_dir, f"stage {k + 1} "))
         report, dynamics = _merge_stages(config, stages)
     else:
@@ -143,8 +146,7 @@ class _Data:
 def _fit(model: EarlyExitClassifier, config: TrainConfig, data: _Data, checkpoint_dir: Path | None,
          name: str = "") -> tuple[TrainReport, TrainingDynamics | None]:
     """The training loop; leaves ``model`` holding the best epoch's weights."""
-    torch.manual_seed(config.seed)  # every stage of a cascade sees the same dropout masks and data order
-    n, exits = len(data.train_ids), len(model.config.exit_layers)
+    n = len(data.train_ids)
     steps_per_epoch = -(-n // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.lr)
@@ -164,7 +166,6 @@ def _fit(model: EarlyExitClassifier, config: TrainConfig, data: _Data, checkpoin
         model.train()
         order = torch.randperm(n, generator=generator)
         losses = []
-        epoch_p, epoch_correct = np.zeros((exits, n), np.float32), np.zeros((exits, n), bool)
         bar = tqdm(range(0, n, config.batch_size), desc=f"{name}epoch {epoch}/{config.epochs}", unit="batch")
         for offset in bar:
             rows = order[offset:offset + config.batch_size]
@@ -178,13 +179,11 @@ def _fit(model: EarlyExitClassifier, config: TrainConfig, data: _Data, checkpoin
             optimizer.step()
             schedule.step()
             losses.append(loss.item())
-            if config.dynamics:
-                probs = logits.detach().float().softmax(-1)  # (exits, b, labels)
-                epoch_p[:, rows] = probs.gather(-1, gold.expand(exits, -1).unsqueeze(-1)).squeeze(-1).cpu().numpy()
-                epoch_correct[:, rows] = (probs.argmax(-1) == gold).cpu().numpy()
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        gold_probability.append(epoch_p)
-        correct.append(epoch_correct)
+        if config.dynamics:
+            train_logits, _ = model.encoded_exit_logits(data.train)  # (exits, n, labels)
+            gold_probability.append(_gold_probability(train_logits, data.train_ids.numpy()))
+            correct.append(train_logits.argmax(-1) == data.train_ids.numpy())
         dev_logits, _ = model.exit_logits(data.dev.texts, data.dev.pairs)
         accuracy = exit_accuracies(dev_logits, data.dev_ids)
         report.epochs.append(EpochReport(epoch, float(np.mean(losses)), accuracy, time.perf_counter() - start))
@@ -203,6 +202,13 @@ def _fit(model: EarlyExitClassifier, config: TrainConfig, data: _Data, checkpoin
     if config.dynamics:
         dynamics = TrainingDynamics(model.config.exit_layers, np.stack(gold_probability), np.stack(correct))
     return report, dynamics
+
+
+def _gold_probability(logits: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """(exits, n, labels) logits and (n,) gold ids -> (exits, n) float32 softmax probability of the gold label."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    log_p = z[:, np.arange(len(gold)), gold] - np.log(np.exp(z).sum(axis=-1))
+    return np.exp(log_p).astype(np.float32)
 
 
 def _merge_stages(config: TrainConfig, stages: list[tuple[TrainReport, TrainingDynamics | None]]):
@@ -234,8 +240,9 @@ def _save_checkpoint(directory: Path, model, optimizer, schedule, generator, rep
     staging.mkdir(parents=True)
     save_file(_contiguous(model.state_dict()), staging / CHECKPOINT_WEIGHTS)
     save_file(_contiguous(best_state), staging / CHECKPOINT_BEST)
-    save_file({"gold_probability": torch.from_numpy(np.stack(gold_probability)),
-               "correct": torch.from_numpy(np.stack(correct))}, staging / CHECKPOINT_DYNAMICS)
+    if gold_probability:
+        save_file({"gold_probability": torch.from_numpy(np.stack(gold_probability)),
+                   "correct": torch.from_numpy(np.stack(correct))}, staging / CHECKPOINT_DYNAMICS)
     torch.save({
         "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
         "torch_rng": torch.get_rng_state(), "generator": generator.get_state(),
@@ -281,9 +288,10 @@ def _load_checkpoint(directory: Path, model, optimizer, schedule, generator, rep
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *others))
     report.epochs = [EpochReport(**e) for e in saved["epochs"]]
     report.best_epoch = saved["best_epoch"]
-    dynamics = load_file(directory / CHECKPOINT_DYNAMICS)
-    gold_probability.extend(dynamics["gold_probability"].numpy())
-    correct.extend(dynamics["correct"].numpy())
+    if (directory / CHECKPOINT_DYNAMICS).is_file():
+        dynamics = load_file(directory / CHECKPOINT_DYNAMICS)
+        gold_probability.extend(dynamics["gold_probability"].numpy())
+        correct.extend(dynamics["correct"].numpy())
     return state["best_score"], load_file(directory / CHECKPOINT_BEST)
 
 

@@ -168,13 +168,14 @@ def select_training_data(directory: str | Path, selection: SelectionConfig, out:
 
 
 def write_selection(examples: pa.Table, fields: dict, rows: np.ndarray, stats: DataMap, out: str | Path) -> int:
-    """Writes the chosen training examples to ``out`` (.jsonl, .csv or .parquet) under the training file's own
+    """Writes the chosen training examples to ``out`` (.jsonl or .parquet; not CSV, whose readers turn texts
+    such as "NA" or "null" into missing values) under the training file's own
     field names, so ``rightsize train`` reads it with the same flags; adds each example's row in the original
     file and its statistics. Returns the number of rows written."""
     out = Path(out)
     suffix = out.suffix.lower()
-    if suffix not in (".jsonl", ".csv", ".parquet"):
-        raise ValueError(f"{out}: give a .jsonl, .csv or .parquet file")
+    if suffix not in (".jsonl", ".parquet"):
+        raise ValueError(f"{out}: give a .jsonl or .parquet file")
     rename = {"text": fields.get("text_field") or "text", "pair": fields.get("pair_field") or "pair",
               "label": fields.get("label_field") or "label"}
     chosen = examples.take(pa.array(rows))
@@ -185,9 +186,6 @@ def write_selection(examples: pa.Table, fields: dict, rows: np.ndarray, stats: D
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".parquet":
         pq.write_table(chosen, out)
-    elif suffix == ".csv":
-        import pyarrow.csv
-        pyarrow.csv.write_csv(chosen, out)
     else:
         with open(out, "w", encoding="utf-8") as f:
             for record in chosen.to_pylist():
@@ -202,12 +200,12 @@ def write_data_map(directory: str | Path, out: str | Path, exit_layer: int | Non
     from ops.plots import plot_data_map  # matplotlib only where a plot is drawn
 
     dynamics, examples, _ = read_dynamics(directory)
-    k = dynamics.exit_index(exit_layer)
-    stats = data_map(dynamics, dynamics.exit_layers[k])
+    stats = data_map(dynamics, exit_layer)
+    layer = dynamics.exit_layers[dynamics.exit_index(exit_layer)]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     epochs, _, n = dynamics.gold_probability.shape
-    title = f"data map of {n} training examples, exit at layer {dynamics.exit_layers[k]}, {epochs} epochs"
+    title = f"data map of {n} training examples, exit at layer {layer}, {epochs} epochs"
     plot_data_map(stats.confidence, stats.variability, stats.correctness, out / "datamap.png", title)
     table = examples.append_column("confidence", pa.array(stats.confidence)) \
         .append_column("variability", pa.array(stats.variability)) \
@@ -228,10 +226,13 @@ def write_data_map(directory: str | Path, out: str | Path, exit_layer: int | Non
         lines.append("")
     (out / "datamap.md").write_text("\n".join(lines), encoding="utf-8")
     return {"plot": out / "datamap.png", "table": out / "datamap.md", "statistics": out / "datamap.parquet",
-            "examples": n, "epochs": epochs, "exit_layer": dynamics.exit_layers[k]}
+            "examples": n, "epochs": epochs, "exit_layer": layer}
 
 
 def _cell(text: str, limit: int = 200) -> str:
-    """One Markdown table cell: one line, pipes escaped, long texts cut."""
-    text = " ".join(str(text).split()).replace("|", "\\|")
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    """One Markdown table cell: one line, Markdown and HTML characters escaped, long texts cut."""
+    text = " ".join(str(text).split())
+    text = text if len(text) <= limit else text[:limit - 1] + "…"
+    for char, escaped in (("\\", "\\\\"), ("|", "\\|"), ("<", "&lt;"), (">", "&gt;")):
+        text = text.replace(char, escaped)
+    return text

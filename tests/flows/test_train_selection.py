@@ -10,7 +10,7 @@ from flows.config import DataConfig, load_config
 from flows.train import train_flow
 from models.config import CONFIG_FILE
 from models.training import TrainConfig
-from ops.dynamics import SelectionConfig, read_dynamics
+from ops.dynamics import SelectionConfig, data_map, read_dynamics, select_region
 from ops.examples import load_examples
 from tests.conftest import topic_examples
 
@@ -34,7 +34,8 @@ def test_sweet_on_the_ambiguous_half(prefect_server, backbone_dir, tmp_path):
     dynamics, examples, _ = read_dynamics(chosen["from_model"])
     assert examples.num_rows == 64 and dynamics.gold_probability.shape == (2, 2, 64)
     subset = load_examples(chosen["data"], text_field="body", label_field="topic")  # the original field names
-    assert len(subset) == 32 and set(subset.texts) <= set(topic_examples(64, 0).texts)
+    most_variable = select_region(data_map(dynamics), "ambiguous", 0.5)
+    assert subset.texts == [examples["text"][int(i)].as_py() for i in most_variable]
     final = json.loads((Path(first["model_dir"]) / CONFIG_FILE).read_text())
     assert final["training_mode"] == "sweet" and first["model_dir"] != chosen["from_model"]
     assert not (Path(first["model_dir"]) / "dynamics").exists()  # the final config said dynamics=False
@@ -52,4 +53,11 @@ def test_select_section_of_the_run_config(tmp_path):
     assert load_config(path).select == SelectionConfig("ambiguous", 0.33)
     path.write_text(base + '[select]\nregion = "confusing"\nfraction = 0.33\n')
     with pytest.raises(ValueError, match=r"\[select\]: SelectionConfig.region must be one of"):
+        load_config(path)
+    path.write_text(base.replace('mode = "multi"', 'epochs = 1') + '[select]\nregion = "easy"\nfraction = 0.5\n')
+    with pytest.raises(ValueError, match=r"\[select\] needs a data map, which needs \[train\] epochs >= 2"):
+        load_config(path)
+    path.write_text(base.replace('mode = "multi"', 'exits = [2, 4]') + '[select]\nregion = "easy"\nfraction = 0.5\n'
+                    'exit_layer = 3\n')
+    with pytest.raises(ValueError, match=r"exit_layer 3 is not among \[train\] exits \[2, 4\]"):
         load_config(path)

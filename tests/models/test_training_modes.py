@@ -2,6 +2,7 @@
 training dynamics each mode records."""
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 from models import EarlyExitClassifier
+from models.classifier import ExitHead
 from models.config import EarlyExitConfig
 from models.training import TRAINING_FILE, TrainConfig, train
 from ops.cost import document_flops
@@ -19,11 +21,11 @@ from tests.conftest import TEXTS, tiny_backbone, topic_examples
 EXITS = (1, 3, 4)  # exit 1 sits after layer 3: layers 2 and 3 lie between it and exit 0
 
 
-def _model(tokenizer, mode: str) -> EarlyExitClassifier:
-    config = EarlyExitConfig(model_type="bert", num_layers=4, exit_layers=EXITS, labels=("a", "b", "c"),
+def _model(tokenizer, mode: str, model_type: str = "bert") -> EarlyExitClassifier:
+    config = EarlyExitConfig(model_type=model_type, num_layers=4, exit_layers=EXITS, labels=("a", "b", "c"),
                              max_length=64, training_mode=mode)
     torch.manual_seed(1)
-    return EarlyExitClassifier(tiny_backbone("bert"), tokenizer, config).train()
+    return EarlyExitClassifier(tiny_backbone(model_type), tokenizer, config).train()
 
 
 def _gradients_of_exit(model, tokenizer, exit_index: int) -> dict[str, float]:
@@ -35,7 +37,8 @@ def _gradients_of_exit(model, tokenizer, exit_index: int) -> dict[str, float]:
 
 
 def _part(name: str) -> str:
-    """'embeddings', 'layer<k>' (0-based) or 'exit<k>' for a parameter name."""
+    """'exit<k>', 'layer<k>' (0-based), or 'embeddings' for everything the layers share (embeddings, and
+    MPNet's relative position bias table) for a parameter name."""
     if name.startswith("exits."):
         return "exit" + name.split(".")[1]
     if ".layer." in name:
@@ -47,18 +50,24 @@ def _parts_with_gradient(grads: dict[str, float]) -> set[str]:
     return {_part(name) for name, norm in grads.items() if norm > 0}
 
 
-def test_sweet_exit_loss_trains_only_layers_since_previous_exit(tokenizer):
+ARCHITECTURES = ["bert", "roberta", "electra", "distilbert", "mpnet"]
+
+
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_sweet_exit_loss_trains_only_layers_since_previous_exit(model_type, tokenizer):
+    def parts(exit_index):
+        return _parts_with_gradient(_gradients_of_exit(_model(tokenizer, "sweet", model_type), tokenizer, exit_index))
+
     # exit 1 (after layer 3) alone: layers 2-3 (0-based 1, 2) and its head; nothing below exit 0's layer
-    assert _parts_with_gradient(_gradients_of_exit(_model(tokenizer, "sweet"), tokenizer, 1)) == {
-        "layer1", "layer2", "exit1"}
+    assert parts(1) == {"layer1", "layer2", "exit1"}
     # the first exit's loss is the only one that reaches the embeddings
-    assert _parts_with_gradient(_gradients_of_exit(_model(tokenizer, "sweet"), tokenizer, 0)) == {
-        "embeddings", "layer0", "exit0"}
-    assert _parts_with_gradient(_gradients_of_exit(_model(tokenizer, "sweet"), tokenizer, 2)) == {"layer3", "exit2"}
+    assert parts(0) == {"embeddings", "layer0", "exit0"}
+    assert parts(2) == {"layer3", "exit2"}
 
 
-def test_joint_exit_loss_trains_every_layer_below_it(tokenizer):
-    assert _parts_with_gradient(_gradients_of_exit(_model(tokenizer, "joint"), tokenizer, 1)) == {
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_joint_exit_loss_trains_every_layer_below_it(model_type, tokenizer):
+    assert _parts_with_gradient(_gradients_of_exit(_model(tokenizer, "joint", model_type), tokenizer, 1)) == {
         "embeddings", "layer0", "layer1", "layer2", "exit1"}
 
 
@@ -80,19 +89,19 @@ def cascade_dir(backbone_dir, tmp_path_factory) -> str:
     return str(out)
 
 
-def _independent_stage(backbone_dir, tokenizer, cascade_dir, k: int) -> EarlyExitClassifier:
-    """Stage k built as its own truncated model from its own config, loaded from the cascade's weight file."""
-    layers = EXITS[k]
-    backbone = AutoModel.from_pretrained(backbone_dir, num_hidden_layers=layers)
-    config = EarlyExitConfig(model_type="bert", num_layers=layers, exit_layers=(layers,), labels=("money", "sport"),
-                             max_length=32)
-    model = EarlyExitClassifier(backbone, tokenizer, config)
-    prefix = "backbone." if k == len(EXITS) - 1 else f"stages.{k}."
+def _independent_stage(backbone_dir, cascade_dir, k: int):
+    """Stage k as Hugging Face's own truncated model (its own forward, not our layer runner) plus an exit head,
+    both loaded from the cascade's weight file: a function from a tokenized batch to (batch, labels) logits."""
+    backbone = AutoModel.from_pretrained(backbone_dir, num_hidden_layers=EXITS[k], add_pooling_layer=False).eval()
+    head = ExitHead(backbone.config.hidden_size, 2, 0.1, "mean").eval()
     weights = load_file(f"{cascade_dir}/model.safetensors")
-    own = {"backbone." + key[len(prefix):]: v for key, v in weights.items() if key.startswith(prefix)}
-    own |= {"exits.0." + key[len(f"exits.{k}."):]: v for key, v in weights.items() if key.startswith(f"exits.{k}.")}
-    model.load_state_dict(own, strict=True)
-    return model.eval()
+
+    def part(prefix: str) -> dict:
+        return {key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)}
+
+    backbone.load_state_dict(part("backbone." if k == len(EXITS) - 1 else f"stages.{k}."), strict=True)
+    head.load_state_dict(part(f"exits.{k}."), strict=True)
+    return lambda batch: head(backbone(**batch).last_hidden_state, batch["attention_mask"])
 
 
 def test_each_stage_equals_an_independent_truncated_model(cascade_dir, backbone_dir, tokenizer):
@@ -102,8 +111,8 @@ def test_each_stage_equals_an_independent_truncated_model(cascade_dir, backbone_
     with torch.no_grad():
         logits = cascade(**batch)
         for k in range(len(EXITS)):
-            alone = _independent_stage(backbone_dir, tokenizer, cascade_dir, k)(**batch)[0]
-            torch.testing.assert_close(logits[k], alone, rtol=0, atol=1e-6)
+            alone = _independent_stage(backbone_dir, cascade_dir, k)(batch)
+            torch.testing.assert_close(logits[k], alone, rtol=0, atol=1e-5)
 
 
 def test_stages_start_from_the_pretrained_layers(backbone_dir):
@@ -117,10 +126,10 @@ def test_stages_start_from_the_pretrained_layers(backbone_dir):
 def test_cascade_equals_running_the_stages_by_hand(cascade_dir, backbone_dir, tokenizer):
     cascade = EarlyExitClassifier.from_pretrained(cascade_dir, device="cpu")
     cascade.set_config(cascade.config.with_updates(temperatures=(0.2, 0.2, 0.2)))  # spread the confidences
-    stages = [_independent_stage(backbone_dir, tokenizer, cascade_dir, k) for k in range(len(EXITS))]
+    stages = [_independent_stage(backbone_dir, cascade_dir, k) for k in range(len(EXITS))]
     texts = TEXTS + [t.upper() for t in TEXTS] + ["goal team", "bank profit", "market"]
-    with torch.no_grad():  # each document alone through stage after stage, stopping at the first confident one
-        conf = np.array([[float(torch.softmax(s(**tokenizer([t], return_tensors="pt"))[0, 0] / 0.2, -1).max())
+    with torch.no_grad():  # each document alone through every stage; the cascade stops at the first confident one
+        conf = np.array([[float(torch.softmax(s(tokenizer([t], return_tensors="pt"))[0] / 0.2, -1).max())
                           for t in texts] for s in stages])  # (stages, documents)
     distinct = np.unique(conf[0])  # (upper-cased texts tokenize like the originals)
     threshold = float(distinct[len(distinct) // 2 - 1:len(distinct) // 2 + 1].mean())  # none on the boundary
@@ -157,33 +166,24 @@ def test_cascade_training_report_and_dynamics(cascade_dir):
 
 # -- dynamics --------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def no_dropout_backbone_dir(tokenizer, tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tiny-bert-no-dropout")
-    backbone = tiny_backbone("bert")
-    backbone.config.hidden_dropout_prob = backbone.config.attention_probs_dropout_prob = 0.0
-    backbone.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
 @pytest.mark.parametrize("mode", ["joint", "sweet", "multi"])
-def test_dynamics_are_each_examples_gold_probability(mode, no_dropout_backbone_dir, tmp_path):
-    """No dropout and a learning rate of 1e-12 (weights unchanged to float precision): the recorded p(gold) of
-    every example, epoch and exit must equal what the final model gives it in a separate pass."""
+def test_dynamics_are_each_epochs_gold_probability(mode, backbone_dir, tmp_path):
+    """The kept epoch's recorded p(gold), for every example and exit, equals what the saved model gives it;
+    the other epoch's differs (the weights moved)."""
     train_set = topic_examples(40, 0)
-    config = TrainConfig(model=no_dropout_backbone_dir, exits=(2, 4), epochs=2, batch_size=8, lr=1e-12,
-                         max_length=32, dropout=0.0, mode=mode)
-    model, _ = train(config, train_set, topic_examples(16, 1), out=tmp_path / "m")
+    config = TrainConfig(model=backbone_dir, exits=(2, 4), epochs=2, batch_size=8, lr=1e-3, max_length=32, mode=mode)
+    model, report = train(config, train_set, topic_examples(16, 1), out=tmp_path / "m")
     dynamics, examples, _ = read_dynamics(tmp_path / "m")
     assert examples["text"].to_pylist() == train_set.texts and examples["label"].to_pylist() == train_set.labels
+    assert dynamics.gold_probability.shape == (2, 2, 40)
     logits, _ = model.exit_logits(train_set.texts)  # (exits, n, labels)
     gold = np.array(train_set.label_ids(model.config.labels))
     p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    expected = p[:, np.arange(len(gold)), gold]  # (exits, n)
-    assert dynamics.gold_probability.shape == (2, 2, 40)
-    np.testing.assert_allclose(dynamics.gold_probability, np.stack([expected, expected]), atol=1e-5)
-    np.testing.assert_array_equal(dynamics.correct, np.stack([p.argmax(-1) == gold] * 2))
+    kept = [report.best_epoch] * 2 if mode != "multi" else [stage["best_epoch"] for stage in report.stages]
+    for k, epoch in enumerate(kept):
+        np.testing.assert_allclose(dynamics.gold_probability[epoch - 1, k], p[k, np.arange(40), gold], atol=1e-5)
+        np.testing.assert_array_equal(dynamics.correct[epoch - 1, k], p[k].argmax(-1) == gold)
+        assert not np.allclose(dynamics.gold_probability[2 - epoch, k], dynamics.gold_probability[epoch - 1, k])
 
 
 def test_no_dynamics_writes_none(backbone_dir, tmp_path):
@@ -203,3 +203,25 @@ def test_cli_modes_match_the_model_config():
     from flows.cli import TRAINING_MODES as cli_modes
     from models.config import TRAINING_MODES
     assert cli_modes == TRAINING_MODES
+
+
+def test_multi_with_one_exit_is_one_truncated_model(backbone_dir, tmp_path):
+    config = TrainConfig(model=backbone_dir, exits=(4,), epochs=1, batch_size=16, max_length=32, mode="multi")
+    model, report = train(config, topic_examples(32, 0), topic_examples(16, 1), out=tmp_path / "m")
+    loaded = EarlyExitClassifier.from_pretrained(tmp_path / "m", device="cpu")
+    assert loaded.config.training_mode == "multi" and not loaded.cascade and report.best_epoch == 1
+    assert loaded.predict(TEXTS) == model.predict(TEXTS)
+
+
+def test_cascade_resumes_from_its_stage_checkpoints(backbone_dir, tmp_path):
+    """A re-run over finished stage checkpoints trains nothing and ends with the same weights and report."""
+    config = TrainConfig(model=backbone_dir, exits=(2, 4), epochs=2, batch_size=16, max_length=32, mode="multi")
+    args = (config, topic_examples(32, 0), topic_examples(16, 1))
+    train(*args, out=tmp_path / "a", checkpoint_dir=tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["stage-1", "stage-2"]
+    _, again = train(*args, out=tmp_path / "b", checkpoint_dir=tmp_path / "ckpt")
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "a" / TRAINING_FILE).read_text()) == json.loads(json.dumps(asdict(again)))
+    np.testing.assert_array_equal(read_dynamics(tmp_path / "a")[0].gold_probability,
+                                  read_dynamics(tmp_path / "b")[0].gold_probability)

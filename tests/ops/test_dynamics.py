@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.cli import main
-from ops.dynamics import DataMap, TrainingDynamics, data_map, read_dynamics, select_region, write_dynamics
+from ops.dynamics import (DataMap, TrainingDynamics, data_map, read_dynamics, select_region, write_data_map,
+                          write_dynamics)
 from ops.examples import Examples, load_examples
 
 # 3 epochs x 2 exits x 4 examples; the last exit (index 1) holds the interesting numbers
@@ -93,7 +94,7 @@ def test_dynamics_round_trip(model_dir):
     assert long.column_names == ["example", "epoch", "exit_layer", "gold_probability", "correct"]
 
 
-@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_select_command_writes_a_training_file(suffix, model_dir, tmp_path, capsys):
     out = tmp_path / f"ambiguous{suffix}"
     assert main(["select", "--model", str(model_dir), "--region", "ambiguous", "--fraction", "0.5",
@@ -105,6 +106,20 @@ def test_select_command_writes_a_training_file(suffix, model_dir, tmp_path, caps
     if suffix == ".jsonl":
         first = json.loads(out.read_text().splitlines()[0])
         assert first["example"] == 1 and first["confidence"] == pytest.approx(0.4)
+
+
+def test_select_refuses_csv(model_dir, tmp_path, capsys):
+    assert main(["select", "--model", str(model_dir), "--region", "easy", "--fraction", "0.5",
+                 "--out", str(tmp_path / "s.csv")]) == 2
+    assert "give a .jsonl or .parquet file" in capsys.readouterr().err
+
+
+def test_datamap_table_cells_escape_markdown_and_html(tmp_path):
+    examples = Examples(["C:\\|x <b>bold</b>", "two\nlines", "c", "d"], None, ["a", "b", "a", "b"], "t.jsonl")
+    write_dynamics(tmp_path / "m", _dynamics(), examples)
+    write_data_map(tmp_path / "m", tmp_path / "map")
+    table = (tmp_path / "map" / "datamap.md").read_text()
+    assert "| C:\\\\\\|x &lt;b&gt;bold&lt;/b&gt; |" in table and "| two lines |" in table
 
 
 def test_datamap_command_writes_plot_table_and_statistics(model_dir, tmp_path, capsys):

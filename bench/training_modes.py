@@ -13,7 +13,7 @@ For each data set, with the same seed, exits and schedule for every run:
 Writes bench/results/training_modes.{json,md} and training_modes_<data>.png. Trained models are kept under
 --work and reused by a re-run with the same settings (retrained otherwise).
 
-  python bench/training_modes.py           # sst2 and ag_news, seeded training samples of 5,000 and 3,000
+  python bench/training_modes.py           # sst2 and ag_news, seeded training samples of 5,000 and 2,000
   python bench/training_modes.py --data sst2 --train-sizes sst2=1000 --work /tmp/quick   # a quicker look
 """
 
@@ -199,7 +199,7 @@ def markdown(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="sst2,ag_news", help="comma-separated folders of ../shared/data")
-    parser.add_argument("--train-sizes", default="sst2=5000,ag_news=3000",
+    parser.add_argument("--train-sizes", default="sst2=5000,ag_news=2000",
                         help="seeded training samples per data set (a data set not named trains on all of it)")
     parser.add_argument("--exits", default="2,4,6")
     parser.add_argument("--epochs", type=int, default=3)

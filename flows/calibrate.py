@@ -20,7 +20,8 @@ from flows.config import DataConfig
 from flows.train import is_trained
 from models import EarlyExitClassifier
 from models.calibration import CALIBRATION_FILE, CalibrationConfig, calibrate
-from models.classifier import artifact_id
+from models.classifier import artifact_id, pick_device
+from models.precision import resolve_dtype
 from ops.dynamics import DYNAMICS_DIR
 from ops.examples import load_examples
 from ops.fingerprint import fingerprint, fingerprint_path, project_version
@@ -30,19 +31,20 @@ ARTIFACT_KEY = "rightsize-calibration"
 TABLE_ARTIFACT_KEY = "rightsize-calibration-exits"
 
 
-def calibration_key(trained_dir: str, data: DataConfig, config: CalibrationConfig) -> str:
+def calibration_key(trained_dir: str, data: DataConfig, config: CalibrationConfig, dtype: str) -> str:
     return fingerprint(step="calibrate", version=project_version(), model=artifact_id(trained_dir),
                        dev=fingerprint_path(data.dev), fields=[data.text_field, data.pair_field, data.label_field],
-                       config=asdict(config))
+                       config=asdict(config), dtype=dtype)
 
 
-def calibrate_copy(trained_dir: str | Path, data: DataConfig, config: CalibrationConfig, out: str | Path) -> dict:
-    """Copies the trained model to ``out`` and calibrates the copy; returns the calibration report as a dict
-    with ``model_dir`` and ``model_id`` added."""
+def calibrate_copy(trained_dir: str | Path, data: DataConfig, config: CalibrationConfig, out: str | Path,
+                   dtype: str = "float32") -> dict:
+    """Copies the trained model to ``out`` and calibrates the copy on logits computed in ``dtype`` (resolved:
+    not "auto"); returns the calibration report as a dict with ``model_dir`` and ``model_id`` added."""
     out = Path(out)
     shutil.rmtree(out, ignore_errors=True)  # a half-written copy from a killed run
     shutil.copytree(trained_dir, out, ignore=shutil.ignore_patterns(DYNAMICS_DIR))  # dynamics stay with the trained model
-    model = EarlyExitClassifier.from_pretrained(out)
+    model = EarlyExitClassifier.from_pretrained(out, dtype=dtype)
     dev = load_examples(data.dev, text_field=data.text_field, pair_field=data.pair_field,
                         label_field=data.label_field, split="validation")
     report = calibrate(model, dev, config, out=out)
@@ -50,8 +52,9 @@ def calibrate_copy(trained_dir: str | Path, data: DataConfig, config: Calibratio
 
 
 @task(retries=1, retry_condition_fn=transient_only, retry_delay_seconds=5, **CACHED_TASK)
-def calibrate_model(trained_dir: str, data: DataConfig, config: CalibrationConfig, out: str, cache_key: str) -> dict:
-    return calibrate_copy(trained_dir, data, config, out)
+def calibrate_model(trained_dir: str, data: DataConfig, config: CalibrationConfig, out: str, dtype: str,
+                    cache_key: str) -> dict:
+    return calibrate_copy(trained_dir, data, config, out, dtype)
 
 
 def calibration_markdown(report: dict) -> str:
@@ -81,12 +84,14 @@ def calibration_table(report: dict) -> list[dict]:
 
 @flow(name="rightsize-calibrate")
 def calibrate_flow(trained_dir: str, data: DataConfig, config: CalibrationConfig, models_dir: str,
-                   cache_dir: str) -> dict:
-    """Calibrates a copy of ``trained_dir`` unless identical inputs were calibrated before; publishes the
-    summary as artifacts; returns the report dict with model_dir, model_id, cached and cache_key."""
-    key = calibration_key(trained_dir, data, config)
+                   cache_dir: str, dtype: str = "float32") -> dict:
+    """Calibrates a copy of ``trained_dir`` in ``dtype`` (the precision labelling will use) unless identical
+    inputs were calibrated before; publishes the summary as artifacts; returns the report dict with model_dir,
+    model_id, cached and cache_key."""
+    dtype = resolve_dtype(dtype, pick_device())
+    key = calibration_key(trained_dir, data, config, dtype)
     task = calibrate_model.with_options(result_storage=storage(cache_dir))
-    args = (trained_dir, data, config, str(Path(models_dir) / f"calibrated-{key[:16]}"), key)
+    args = (trained_dir, data, config, str(Path(models_dir) / f"calibrated-{key[:16]}"), dtype, key)
     report, cached = result_or_refresh(task, task(*args, return_state=True),
                                        lambda r: is_trained(r["model_dir"]) and Path(r["model_dir"], CALIBRATION_FILE).is_file(),
                                        *args)

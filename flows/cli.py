@@ -9,10 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+from models.config import TRAINING_MODES
+from pipelines.label_config import add_flags, add_precision_flags
 from ops.dynamics import REGIONS
-
-# models.config.TRAINING_MODES, spelled out so that --help does not import torch (tests check they agree)
-TRAINING_MODES = ("joint", "sweet", "multi")
 
 EXAMPLES = {
     "train": """examples:
@@ -143,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what each exit reads: mean of token states (default) or the first token")
     p.add_argument("--mode", choices=TRAINING_MODES, default="joint",
                    help="joint (default), sweet, or multi (a cascade of separate truncated models)")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="float32",
+                   help="mixed-precision training: bfloat16 or float16 autocast (float16 with loss scaling, for "
+                        "GPUs without bfloat16), auto, or float32 (default)")
     p.add_argument("--dynamics", action=argparse.BooleanOptionalAction, default=True,
                    help="record training dynamics for 'datamap' and 'select' (default: on; an evaluation pass "
                         "over the training set after each epoch, and a copy of the training texts in <out>/dynamics/)")
@@ -179,11 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-fraction", type=float, default=0.5,
                    help="share of --data used to fit; the rest judges the choice (default 0.5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fit/held-out split")
+    add_precision_flags(p, threads=False)
     _add_field_flags(p, with_label=True)
     p.set_defaults(run=_calibrate)
 
     p = command("label", "label a corpus with the Apache Beam pipeline (DirectRunner, Dataflow, Flink, Spark)")
-    from pipelines.label_config import add_flags
     add_flags(p)
     p.set_defaults(run=_label, beam_args=True)
 
@@ -213,8 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "succeeds; dead letters go to <output stem>.deadletter.jsonl")
     p.add_argument("--threshold", type=float, default=None,
                    help="exit when calibrated confidence >= this (default: the model's; >1 = always full depth)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=None, help="rows per forward pass (default: 64 on a CPU, 256 on a GPU)")
     p.add_argument("--run-id", default=None, help="run id written in every row (default: time + random)")
+    add_precision_flags(p, threads=True)
     _add_field_flags(p, with_label=False)
     p.set_defaults(run=_predict)
     return parser
@@ -226,7 +229,7 @@ def _train(args) -> None:
 
     config = TrainConfig(model=args.model, exits=args.exits, epochs=args.epochs, max_length=args.max_length,
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, pooling=args.pooling,
-                         mode=args.mode, dynamics=args.dynamics)
+                         mode=args.mode, dynamics=args.dynamics, dtype=args.dtype)
     fields = dict(text_field=args.text_field, pair_field=args.pair_field, label_field=args.label_field)
     train_set = load_examples(args.train, **fields, split="train")
     dev_set = load_examples(args.dev, **fields, split="validation")
@@ -269,7 +272,8 @@ def _calibrate(args) -> None:
         args.target_drop = 0.01
     config = CalibrationConfig(target_drop=args.target_drop, flops_budget=args.flops_budget, threshold=args.threshold,
                                fit_fraction=args.fit_fraction, seed=args.seed)
-    model = EarlyExitClassifier.from_pretrained(args.model)
+    model = EarlyExitClassifier.from_pretrained(args.model, dtype=args.dtype)
+    print(f"precision: {model.dtype_name}")
     data = load_examples(args.data, text_field=args.text_field, pair_field=args.pair_field,
                          label_field=args.label_field, split="validation")
     r = calibrate(model, data, config, out=args.model)
@@ -295,6 +299,7 @@ def _label(args) -> None:
     print(f"run {manifest['run_id']}: {counts['documents_in']} inputs, {counts['labelled']} labelled "
           f"({counts['truncated']} truncated), {counts['dead_letters']} dead letters -> {manifest['output']}")
     print("exits: " + ", ".join(f"L{k}: {v}" for k, v in counts["exit_layers"].items()))
+    print(f"precision: {manifest['dtype']}, {manifest['threads'] or 'default'} threads per process")
 
 
 def _run(args) -> None:
@@ -350,11 +355,16 @@ def _report(args) -> None:
 
 
 def _predict(args) -> None:
+    import torch
+
     from flows.predict import predict_file
     from models import EarlyExitClassifier
     from ops.records import InputFields
 
-    model = EarlyExitClassifier.from_pretrained(args.model)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = EarlyExitClassifier.from_pretrained(args.model, dtype=args.dtype)
+    print(f"precision: {model.dtype_name}, {torch.get_num_threads()} threads")
     fields = InputFields(text_field=args.text_field, pair_field=args.pair_field, id_field=args.id_field)
     s = predict_file(model, args.input, args.output, fields, args.threshold, args.batch_size, args.run_id)
     print(f"labelled {s.documents} documents -> {s.output}")

@@ -48,6 +48,8 @@ class LabelStepConfig:
     reshuffle: bool | None = None  # None: on
     share_model_across_processes: bool = False  # GPU workers: one model per machine
     model_copies: int | None = None
+    dtype: str = "float32"  # compute precision of labelling, and of the calibration before it; or "auto"
+    threads: int | None = None  # torch threads per labelling process; None: cores / processes
     beam_args: tuple[str, ...] = ("--runner=DirectRunner",)  # any Beam pipeline options, as on the command line
 
 

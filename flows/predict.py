@@ -51,13 +51,13 @@ def predict_file(
     output_url: str,
     fields: InputFields = InputFields(),
     threshold: float | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     run_id: str | None = None,
 ) -> PredictSummary:
     """Labels every file matching ``input_url`` (a path, URL or glob) into ``output_url``; inputs that cannot
     be labelled go to ``dead_letter_path(output_url)``, one JSON line each."""
     threshold = model.config.threshold if threshold is None else threshold
-    if not math.isfinite(threshold) or batch_size < 1:
+    if not math.isfinite(threshold) or (batch_size is not None and batch_size < 1):
         raise ValueError(f"need a numeric threshold and batch_size >= 1, got {threshold} and {batch_size}")
     run_id = run_id or new_run_id()
     letters_url = dead_letter_path(output_url)
@@ -90,7 +90,7 @@ def predict_file(
                     letters.write(dead_letter_line(letter.to_dict()) + "\n")
                 writer.write(prediction_rows([d for d, _ in labelled], [p for _, p in labelled],
                                              num_layers=model.config.num_layers, threshold=threshold,
-                                             model_id=model.model_id, run_id=run_id))
+                                             dtype=model.dtype_name, model_id=model.model_id, run_id=run_id))
                 _count(summary, [p for _, p in labelled], len(bad))
                 bar.update(len(chunk))
                 failed += len(documents) - len(labelled)

@@ -29,7 +29,8 @@ def run_pipeline(config: RunConfig) -> dict:
     """Train -> calibrate -> label -> report; returns where everything went and what was reused."""
     cache = str(config.cache_dir)
     trained = train_flow(config.data, config.train, str(config.models_dir), cache, config.select)
-    calibrated = calibrate_flow(trained["model_dir"], config.data, config.calibrate, str(config.models_dir), cache)
+    calibrated = calibrate_flow(trained["model_dir"], config.data, config.calibrate, str(config.models_dir), cache,
+                                config.label.dtype)  # calibrated in the precision the labelling runs in
     manifest = label_flow(calibrated["model_dir"], config)
     report = report_flow(config.report_config(), str(config.report_dir))
     outcome = {

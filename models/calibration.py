@@ -55,6 +55,7 @@ class CalibrationConfig:
 class CalibrationReport:
     config: dict
     data: str
+    dtype: str  # the compute precision the logits were computed in
     documents_fit: int
     documents_held_out: int
     temperatures: list[float]
@@ -68,7 +69,7 @@ class CalibrationReport:
     def summary(self) -> dict:
         """The short form stored in rightsize.json."""
         return {
-            "data": self.data, "threshold": self.threshold, "target_met": self.target_met,
+            "data": self.data, "dtype": self.dtype, "threshold": self.threshold, "target_met": self.target_met,
             "target": {k: v for k, v in self.config.items() if k in ("target_drop", "flops_budget", "threshold") and v is not None},
             "held_out_accuracy_drop": self.held_out["accuracy_drop"],
             "held_out_flops_fraction": self.held_out["flops_fraction"],
@@ -118,13 +119,13 @@ def calibrate(model: EarlyExitClassifier, data: Examples, config: CalibrationCon
         return {**asdict(point), "accuracy_drop": last.accuracy - point.accuracy, "last_exit_accuracy": last.accuracy}
 
     report = CalibrationReport(
-        config=asdict(config), data=data.source, documents_fit=len(fit), documents_held_out=len(held),
+        config=asdict(config), data=data.source, dtype=model.dtype_name, documents_fit=len(fit), documents_held_out=len(held),
         temperatures=temperatures,
         exits=[asdict(m) for m in cal.exit_metrics(logits[:, held], labels[held], temperatures, layers)],
         threshold=choice.threshold, target_met=choice.met, choice=choice.message, fit=judged(fit), held_out=judged(held),
     )
-    model.set_config(model.config.with_updates(temperatures=tuple(temperatures), threshold=choice.threshold,
-                                               calibration=report.summary()))
+    # stored under the precision the logits were computed in: a bfloat16 run gets its own temperatures
+    model.set_config(model.config.with_calibration(model.dtype_name, temperatures, choice.threshold, report.summary()))
     if out is not None:
         _write_outputs(model, report, Path(out), logits[:, held], part(held), alone[:, held])
     return report

@@ -28,6 +28,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from models.config import CONFIG_FILE, WEIGHTS_FILE, ConfigError, EarlyExitConfig, default_exit_layers
 from models.early_exit import run_early_exit
 from models.layers import LayerContext, LayerRunner
+from models.precision import autocast, resolve_dtype
 from ops.cost import EncoderShape, exit_flops, full_model_flops
 from ops.quiet import quiet
 
@@ -73,6 +74,11 @@ def resolve_backbone(name_or_dir: str) -> str:
         raise ValueError(f"{name_or_dir}: neither a local directory nor a model the Hugging Face Hub serves "
                          f"({str(e).splitlines()[0]})") from e
     return name_or_dir
+
+
+# Rows per forward pass when none is given: a CPU gains little beyond 64 (bench/early_exit_speed.py); a GPU
+# needs wide batches to fill its cores, and early exit leaves fewer rows in each later exit.
+DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 256}
 
 
 def pick_device() -> torch.device:
@@ -156,6 +162,7 @@ class EarlyExitClassifier(nn.Module):
         self.tokenizer.padding_side = "right"  # compaction trims trailing columns
         self.shape = EncoderShape.from_config(backbone.config, config.num_labels, config.pooling == "mean")
         self.model_id = "unsaved"
+        self.dtype_name = "float32"  # compute precision of inference (models/precision.py); set by from_pretrained
         self.set_config(config)
 
     # -- construction -------------------------------------------------------------------------------------
@@ -247,9 +254,16 @@ class EarlyExitClassifier(nn.Module):
         self.model_id = artifact_id(directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None) -> "EarlyExitClassifier":
-        """Loads a model directory (local path or fsspec URL) onto ``device`` (CUDA when present, else CPU)."""
-        config = read_model_config(directory)  # fails early, naming the remote path, before anything is copied
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None,
+                        dtype: str = "float32") -> "EarlyExitClassifier":
+        """Loads a model directory (local path or fsspec URL) onto ``device`` (CUDA when present, else CPU), to
+        run in ``dtype`` (``auto``, float32, bfloat16, float16) with that precision's calibration, or the nearest
+        calibrated precision's (with a warning)."""
+        device = torch.device(device or pick_device())
+        dtype = resolve_dtype(dtype, device)
+        config, warning = read_model_config(directory).calibrated_for(dtype)  # fails early, before any copy
+        if warning:
+            log.warning("%s: %s", directory, warning)
         with _localized(str(directory)) as local:  # a remote directory's copy is deleted once loaded
             backbone_config = AutoConfig.from_pretrained(local, trust_remote_code=False)
             backbone = AutoModel.from_config(backbone_config, trust_remote_code=False)
@@ -260,7 +274,8 @@ class EarlyExitClassifier(nn.Module):
             except RuntimeError as e:
                 raise ConfigError(f"{local / WEIGHTS_FILE}: weights do not match {CONFIG_FILE}/config.json: {e}") from e
             model.model_id = artifact_id(local)
-        return model.to(device or pick_device()).eval()
+        model.dtype_name = dtype
+        return model.to(device).eval()
 
     # -- computation --------------------------------------------------------------------------------------
 
@@ -300,9 +315,15 @@ class EarlyExitClassifier(nn.Module):
         return exit_flops(num_tokens, self.config.exit_layers, exit_index, self.shape, cascade=self.cascade)
 
     def exit_probabilities(self, exit_index: int, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Calibrated class probabilities at one exit: (batch, seq, hidden), (batch, seq) -> (batch, labels)."""
+        """Calibrated class probabilities at one exit: (batch, seq, hidden), (batch, seq) -> (batch, labels).
+        The temperature division and the softmax run in float32 whatever the compute precision."""
         logits = self.exits[exit_index](hidden, attention_mask).float()
-        return torch.softmax(logits / self.temperatures[exit_index], dim=-1)
+        with torch.autocast(self.device.type, enabled=False):
+            return torch.softmax(logits / self.temperatures[exit_index], dim=-1)
+
+    def precision(self):
+        """The context that runs this model's forward passes in ``dtype_name``."""
+        return autocast(self.device.type, self.dtype_name)
 
     @torch.inference_mode()
     def predict(
@@ -310,15 +331,18 @@ class EarlyExitClassifier(nn.Module):
         texts: Sequence[str],
         pairs: Sequence[str] | None = None,
         threshold: float | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = None,
     ) -> list[Prediction]:
         """Labels ``texts`` with early exit; one ``Prediction`` per input, in input order.
 
         Inputs are sorted by token length into batches so that rows of a batch need similar padding;
-        ``threshold=None`` uses the model's default, a threshold above 1 runs every document to the last layer.
+        ``threshold=None`` uses the model's default, a threshold above 1 runs every document to the last layer;
+        ``batch_size=None`` the device's default (``DEFAULT_BATCH_SIZE``).
         """
         if threshold is None:
             threshold = self.config.threshold
+        if batch_size is None:
+            batch_size = DEFAULT_BATCH_SIZE[self.device.type]
         if not len(texts):
             return []
         was_training = self.training
@@ -330,11 +354,12 @@ class EarlyExitClassifier(nn.Module):
         encoded = self._encode(texts, pairs, batch_size)
         truncated = self._truncated(encoded, texts, pairs)
         for rows, batch in self._length_sorted_batches(encoded, batch_size):
-            result = run_early_exit(
-                self, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), threshold
-            )
+            with self.precision():
+                result = run_early_exit(
+                    self, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), threshold
+                )
             label_ids[rows], confidence[rows], exit_index[rows] = result.label_ids, result.confidence, result.exit_index
-            lengths[rows] = batch["attention_mask"].sum(dim=1).cpu().numpy()
+            lengths[rows] = result.num_tokens
         self.train(was_training)
         return [self._prediction(*row) for row in zip(label_ids, confidence, exit_index, lengths, truncated)]
 
@@ -354,7 +379,8 @@ class EarlyExitClassifier(nn.Module):
         lengths = np.empty(n, dtype=np.int64)
         with tqdm(total=n, desc="all exits", unit="doc", disable=n < 2000) as bar:
             for rows, batch in self._length_sorted_batches(encoded, batch_size):
-                logits = self(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+                with self.precision():
+                    logits = self(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
                 out[:, rows] = logits.float().cpu().numpy()
                 lengths[rows] = batch["attention_mask"].sum(dim=1).cpu().numpy()
                 bar.update(len(rows))
@@ -393,6 +419,8 @@ class EarlyExitClassifier(nn.Module):
         """The rows ``rows`` of an unpadded BatchEncoding, right-padded into tensors on the model's device."""
         keys = [key for key in encoded.keys() if key != "offset_mapping"]
         batch = self.tokenizer.pad({key: [encoded[key][i] for i in rows] for key in keys}, return_tensors="pt")
+        if self.device.type == "cuda":  # page-locked host memory: the copy runs without a staging buffer
+            return {key: value.pin_memory().to(self.device, non_blocking=True) for key, value in batch.items()}
         return batch.to(self.device)
 
     def _prediction(self, label_id, confidence, exit_index, num_tokens, truncated) -> Prediction:

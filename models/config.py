@@ -15,6 +15,10 @@ FORMAT_VERSION = 1
 # multi: one independently fine-tuned truncated backbone per exit, run as a cascade at prediction.
 TRAINING_MODES = ("joint", "sweet", "multi")
 POOLINGS = ("mean", "cls")
+PRECISIONS = ("float32", "bfloat16", "float16")  # the backbone's compute precision (models/precision.py)
+# For a precision with no calibration of its own: the calibrated precisions to use instead, nearest first.
+NEAREST_PRECISIONS = {"float32": ("bfloat16", "float16"), "bfloat16": ("float16", "float32"),
+                      "float16": ("bfloat16", "float32")}
 DEFAULT_THRESHOLD = 0.9  # a conservative default until calibration picks one for a target
 
 
@@ -51,6 +55,9 @@ class EarlyExitConfig:
     threshold: float = DEFAULT_THRESHOLD  # default exit threshold on calibrated max-softmax confidence
     base_model: str = ""  # where fine-tuning started, for provenance
     calibration: dict[str, Any] | None = None  # summary written by calibration
+    # Every precision calibrated so far: dtype name -> {"temperatures", "threshold", "calibration"}. The fields
+    # above hold the one in use; ``calibrated_for`` swaps in another precision's (models/precision.py).
+    calibrations: dict[str, dict[str, Any]] = field(default_factory=dict)
     format_version: int = field(default=FORMAT_VERSION)
 
     def __post_init__(self):
@@ -58,7 +65,32 @@ class EarlyExitConfig:
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
         temps = tuple(float(t) for t in self.temperatures) or (1.0,) * len(self.exit_layers)
         object.__setattr__(self, "temperatures", temps)
+        if self.calibration is not None and not self.calibrations:  # written before calibrations existed: float32
+            object.__setattr__(self, "calibrations", {"float32": self._active_calibration()})
         self._check(CONFIG_FILE)
+
+    def _active_calibration(self) -> dict[str, Any]:
+        return {"temperatures": list(self.temperatures), "threshold": self.threshold, "calibration": self.calibration}
+
+    def with_calibration(self, dtype: str, temperatures, threshold: float, calibration: dict) -> "EarlyExitConfig":
+        """This config with a new calibration for ``dtype``, made the one in use; other precisions' are kept."""
+        active = replace(self, temperatures=tuple(temperatures), threshold=threshold, calibration=calibration)
+        return replace(active, calibrations={**self.calibrations, dtype: active._active_calibration()})
+
+    def calibrated_for(self, dtype: str) -> tuple["EarlyExitConfig", str | None]:
+        """The config with ``dtype``'s calibration in use, or the nearest calibrated precision's (then also a
+        warning to show); unchanged, without a warning, when nothing was calibrated."""
+        if not self.calibrations:
+            return self, None
+        candidates = (dtype, *NEAREST_PRECISIONS[dtype])
+        source = next(d for d in candidates if d in self.calibrations)
+        chosen = self.calibrations[source]
+        config = replace(self, temperatures=tuple(chosen["temperatures"]), threshold=chosen["threshold"],
+                         calibration=chosen["calibration"])
+        if source == dtype:
+            return config, None
+        return config, (f"no calibration for {dtype} in this model; using the {source} one (calibrate with "
+                        f"--dtype {dtype} for temperatures and a threshold fitted on {dtype} logits)")
 
     def _check(self, source: str) -> None:
         def fail(name: str, why: str):
@@ -85,6 +117,9 @@ class EarlyExitConfig:
             fail("pooling", f"must be one of {POOLINGS}, got {self.pooling!r}")
         if self.training_mode not in TRAINING_MODES:
             fail("training_mode", f"must be one of {TRAINING_MODES}, got {self.training_mode!r}")
+        unknown = sorted(set(self.calibrations) - set(PRECISIONS))
+        if unknown:
+            fail("calibrations", f"has unknown precision(s) {unknown}; known: {list(PRECISIONS)}")
         if self.format_version != FORMAT_VERSION:
             fail("format_version", f"is {self.format_version}; this rightsize reads {FORMAT_VERSION}")
 

@@ -22,6 +22,7 @@ class ExitBatchResult:
     label_ids: np.ndarray  # (batch,) int64, predicted class ids
     confidence: np.ndarray  # (batch,) float32, calibrated max-softmax at the exit taken
     exit_index: np.ndarray  # (batch,) int64, index into exit_layers of the exit taken
+    num_tokens: np.ndarray  # (batch,) int64, real tokens of each row
 
 
 @torch.inference_mode()
@@ -41,14 +42,18 @@ def run_early_exit(
     """
     exit_layers = model.config.exit_layers
     batch = input_ids.shape[0]
-    label_ids = torch.empty(batch, dtype=torch.long)
-    confidence = torch.empty(batch, dtype=torch.float32)
-    exit_index = torch.empty(batch, dtype=torch.long)
+    label_ids = np.empty(batch, dtype=np.int64)
+    confidence = np.empty(batch, dtype=np.float32)
+    exit_index = np.empty(batch, dtype=np.int64)
 
-    width = int(attention_mask.sum(dim=1).max())  # trailing padding columns no row uses are dropped
+    # Decisions are taken on the host from one device->host copy per exit (on a GPU every .any(), boolean
+    # index or .item() would be a synchronisation of its own); the device only gathers the rows that go on.
+    num_tokens = attention_mask.sum(dim=1).cpu().numpy()  # (batch,) real tokens per row
+    lengths = num_tokens  # of the rows still running
+    width = int(lengths.max())  # trailing padding columns no row uses are dropped
     ids, mask = input_ids[:, :width], attention_mask[:, :width]
     types = token_type_ids[:, :width] if token_type_ids is not None else None
-    rows = torch.arange(batch, device=input_ids.device)  # original row of each remaining row
+    rows = np.arange(batch)  # original row of each remaining row
     ctx = None  # per-forward state (4-D mask, MPNet bias) of the current runner and batch shape
     for k, exit_layer in enumerate(exit_layers):
         runner, first = model.stage(k)
@@ -58,26 +63,26 @@ def run_early_exit(
             ctx = runner.prepare(hidden, mask)
         for layer in range(first, exit_layer):
             hidden = runner.run_layer(layer, hidden, ctx)
-        probs = model.exit_probabilities(k, hidden, mask)  # (rows, labels)
+        probs = model.exit_probabilities(k, hidden, mask)  # (rows, labels) float32
         conf, pred = probs.max(dim=-1)
+        decided = torch.stack((conf, pred.float())).cpu().numpy()  # (2, rows): the one copy of this exit
         last = k == len(exit_layers) - 1
-        leave = torch.ones_like(conf, dtype=torch.bool) if last else conf >= threshold
-        if leave.any():
-            out = rows[leave].cpu()
-            label_ids[out] = pred[leave].cpu()
-            confidence[out] = conf[leave].float().cpu()
-            exit_index[out] = k
+        leave = np.ones(len(rows), dtype=bool) if last else decided[0] >= threshold
+        label_ids[rows[leave]] = decided[1, leave]
+        confidence[rows[leave]] = decided[0, leave]
+        exit_index[rows[leave]] = k
         if last or leave.all():
             break
         if leave.any():
-            keep = ~leave
-            rows, mask = rows[keep], mask[keep]
-            width = int(mask.sum(dim=1).max())
-            mask = mask[:, :width]
+            keep = np.flatnonzero(~leave)
+            rows, lengths = rows[keep], lengths[keep]
+            width = int(lengths.max())
+            index = torch.from_numpy(keep).to(mask.device, non_blocking=True)
+            mask = mask.index_select(0, index)[:, :width]
             if model.cascade:  # the next stage starts again from the token ids
-                ids = ids[keep][:, :width]
-                types = types[keep][:, :width] if types is not None else None
+                ids = ids.index_select(0, index)[:, :width]
+                types = types.index_select(0, index)[:, :width] if types is not None else None
             else:
-                hidden = hidden[keep][:, :width]
+                hidden = hidden.index_select(0, index)[:, :width]
             ctx = None  # the old 4-D mask / MPNet bias describe the old shape
-    return ExitBatchResult(label_ids.numpy(), confidence.numpy(), exit_index.numpy())
+    return ExitBatchResult(label_ids, confidence, exit_index, num_tokens)

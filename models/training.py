@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from models.classifier import EarlyExitClassifier, pick_device
-from models.config import TRAINING_MODES
+from models.config import PRECISIONS, TRAINING_MODES
+from models.precision import autocast, resolve_dtype
 from ops.dynamics import TrainingDynamics, write_dynamics
 from ops.examples import Examples, label_names
 
@@ -62,9 +63,12 @@ class TrainConfig:
     weight_decay: float = 0.01
     seed: int = 42
     mode: str = "joint"  # joint | sweet | multi, see the module docstring
+    dtype: str = "float32"  # mixed precision: bfloat16 / float16 autocast (float16 with a gradient scaler), or auto
     dynamics: bool = True  # record training dynamics (an evaluation pass over the training set per epoch)
 
     def __post_init__(self):
+        if self.dtype not in ("auto", *PRECISIONS):
+            raise ValueError(f"TrainConfig.dtype must be auto or one of {PRECISIONS}, got {self.dtype!r}")
         if self.mode not in TRAINING_MODES:
             raise ValueError(f"TrainConfig.mode must be one of {TRAINING_MODES}, got {self.mode!r}")
         for name in ("epochs", "max_length", "batch_size"):
@@ -110,6 +114,7 @@ def train(config: TrainConfig, train_set: Examples, dev_set: Examples, out: str 
     model = EarlyExitClassifier.from_backbone(config.model, labels, config.exits, config.max_length, config.pooling,
                                               training_mode=config.mode)
     model.to(pick_device())
+    model.dtype_name = resolve_dtype(config.dtype, model.device)  # dev evaluation and dynamics run in it too
     data = _Data(model.tokenize(train_set.texts, train_set.pairs, padding=False),
                  torch.tensor(train_set.label_ids(labels)), dev_set, np.array(dev_set.label_ids(labels)))
     if model.cascade:
@@ -152,13 +157,15 @@ def _fit(model: EarlyExitClassifier, config: TrainConfig, data: _Data, checkpoin
     optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.lr)
     schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     generator = torch.Generator().manual_seed(config.seed)
+    # float16 needs loss scaling against underflowing gradients (on CUDA); bfloat16 has float32's range
+    scaler = torch.amp.GradScaler(model.device.type, enabled=model.dtype_name == "float16")
 
     report = TrainReport(config=asdict(config))
     gold_probability, correct = [], []  # per completed epoch: (exits, n) float32 and bool
     best_score, best_state = -1.0, None
     resume_from = _complete_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     if resume_from is not None:
-        best_score, best_state = _load_checkpoint(resume_from, model, optimizer, schedule, generator, report,
+        best_score, best_state = _load_checkpoint(resume_from, model, optimizer, schedule, generator, scaler, report,
                                                   gold_probability, correct)
         log.info("resuming training from %s after epoch %d of %d", resume_from, len(report.epochs), config.epochs)
     for epoch in range(len(report.epochs) + 1, config.epochs + 1):
@@ -170,13 +177,16 @@ def _fit(model: EarlyExitClassifier, config: TrainConfig, data: _Data, checkpoin
         for offset in bar:
             rows = order[offset:offset + config.batch_size]
             batch = model.pad_rows(data.train, rows.tolist())
-            logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))  # (exits, b, labels)
             gold = data.train_ids[rows].to(model.device)
-            loss = sum(torch.nn.functional.cross_entropy(exit_logits, gold) for exit_logits in logits)
+            with model.precision():
+                logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))  # (exits, b, labels)
+                loss = sum(torch.nn.functional.cross_entropy(exit_logits.float(), gold) for exit_logits in logits)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip the true gradients
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             schedule.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
@@ -193,8 +203,8 @@ def _fit(model: EarlyExitClassifier, config: TrainConfig, data: _Data, checkpoin
             best_score, report.best_epoch = float(np.mean(accuracy)), epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if checkpoint_dir is not None:
-            _save_checkpoint(checkpoint_dir, model, optimizer, schedule, generator, report, best_score, best_state,
-                             gold_probability, correct)
+            _save_checkpoint(checkpoint_dir, model, optimizer, schedule, generator, scaler, report, best_score,
+                             best_state, gold_probability, correct)
 
     model.load_state_dict(best_state)
     report.dev_accuracy = report.epochs[report.best_epoch - 1].dev_accuracy
@@ -228,7 +238,7 @@ def _merge_stages(config: TrainConfig, stages: list[tuple[TrainReport, TrainingD
     return report, dynamics
 
 
-def _save_checkpoint(directory: Path, model, optimizer, schedule, generator, report: TrainReport,
+def _save_checkpoint(directory: Path, model, optimizer, schedule, generator, scaler, report: TrainReport,
                      best_score: float, best_state: dict, gold_probability: list, correct: list) -> None:
     """Writes the whole training state to a fresh folder, then swaps it in with renames, so a run killed at
     any moment leaves either the previous epoch's checkpoint or this one, never a mix."""
@@ -244,7 +254,7 @@ def _save_checkpoint(directory: Path, model, optimizer, schedule, generator, rep
         save_file({"gold_probability": torch.from_numpy(np.stack(gold_probability)),
                    "correct": torch.from_numpy(np.stack(correct))}, staging / CHECKPOINT_DYNAMICS)
     torch.save({
-        "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
+        "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(),
         "torch_rng": torch.get_rng_state(), "generator": generator.get_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }, staging / CHECKPOINT_OPTIMIZER)
@@ -269,7 +279,7 @@ def _complete_checkpoint(directory: Path) -> Path | None:
     return None
 
 
-def _load_checkpoint(directory: Path, model, optimizer, schedule, generator, report: TrainReport,
+def _load_checkpoint(directory: Path, model, optimizer, schedule, generator, scaler, report: TrainReport,
                      gold_probability: list, correct: list) -> tuple[float, dict]:
     state = json.loads((directory / CHECKPOINT_STATE).read_text())
     saved = state["report"]
@@ -280,6 +290,7 @@ def _load_checkpoint(directory: Path, model, optimizer, schedule, generator, rep
     rest = torch.load(directory / CHECKPOINT_OPTIMIZER, weights_only=True, map_location=model.device)
     optimizer.load_state_dict(rest["optimizer"])
     schedule.load_state_dict(rest["scheduler"])
+    scaler.load_state_dict(rest["scaler"])
     torch.set_rng_state(rest["torch_rng"].cpu())
     generator.set_state(rest["generator"].cpu())
     if rest["cuda_rng"] and torch.cuda.is_available():

@@ -23,6 +23,7 @@ PREDICTION_SCHEMA = pa.schema([
     ("flops", pa.int64()),  # FLOPs spent on this document
     ("full_flops", pa.int64()),  # FLOPs the full model would have spent
     ("threshold", pa.float32()),
+    ("dtype", pa.string()),  # compute precision of the backbone: float32, bfloat16 or float16
     ("model_id", pa.string()),
     ("run_id", pa.string()),
 ])
@@ -34,14 +35,14 @@ def new_run_id() -> str:
 
 
 def prediction_rows(documents: Sequence[Document], predictions: Sequence, *, num_layers: int, threshold: float,
-                    model_id: str, run_id: str) -> list[dict]:
+                    dtype: str, model_id: str, run_id: str) -> list[dict]:
     """One row per document, in the columns of PREDICTION_SCHEMA."""
     return [
         {
             "id": doc.id, "label": p.label, "confidence": p.confidence, "exit_layer": p.exit_layer,
             "num_layers": num_layers, "num_tokens": p.num_tokens, "truncated": p.truncated,
             "flops": p.flops, "full_flops": p.full_flops,
-            "threshold": threshold, "model_id": model_id, "run_id": run_id,
+            "threshold": threshold, "dtype": dtype, "model_id": model_id, "run_id": run_id,
         }
         for doc, p in zip(documents, predictions, strict=True)
     ]

@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import asdict
@@ -76,7 +77,7 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
     ``chunk_size`` documents) goes through ``EarlyExitClassifier.predict``, the same code as in-process
     labelling, which sorts the chunk by length into ``batch_size`` rows and exits early with compaction."""
 
-    def __init__(self, config: LabelJobConfig, threshold: float, model_id: str, num_layers: int):
+    def __init__(self, config: LabelJobConfig, plan: "Plan"):
         length_aware = {}
         if config.max_batch_duration_secs is not None:  # Beam buckets by length only on its stateful batching path
             length_aware = dict(max_batch_duration_secs=config.max_batch_duration_secs, batch_length_fn=document_length,
@@ -86,17 +87,23 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
         super().__init__(min_batch_size=config.chunk_size, max_batch_size=config.chunk_size,
                          large_model=config.share_model_across_processes, model_copies=config.model_copies,
                          **length_aware)
-        self.model_dir, self.threshold, self.model_id, self.run_id = config.model, threshold, model_id, config.run_id
-        self.batch_size, self.num_layers = config.batch_size, num_layers
+        self.model_dir, self.run_id, self.batch_size = config.model, config.run_id, config.batch_size
+        self.threshold, self.model_id, self.num_layers = plan.threshold, plan.model_id, plan.num_layers
+        self.dtype, self.threads = plan.dtype, plan.threads
 
     def load_model(self):
+        import torch
+
         from models import EarlyExitClassifier  # imported on the worker
 
-        model = EarlyExitClassifier.from_pretrained(self.model_dir)
+        if self.threads:  # a fixed share of the cores per process: processes x threads <= cores
+            torch.set_num_threads(self.threads)
+        model = EarlyExitClassifier.from_pretrained(self.model_dir, dtype=self.dtype)
         if model.model_id != self.model_id:
             raise RuntimeError(f"{self.model_dir} changed since the job was submitted "
                                f"(model id {model.model_id}, expected {self.model_id})")
-        log.info("loaded %s (%s) on %s", self.model_dir, model.model_id, model.device_type())
+        log.info("loaded %s (%s) on %s in %s, %d threads", self.model_dir, model.model_id, model.device_type(),
+                 self.dtype, torch.get_num_threads())
         return model
 
     def run_inference(self, batch: Sequence[Document], model, inference_args=None) -> Iterable[dict]:
@@ -117,7 +124,8 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
         failed = [{"dead_letter": dead_letter_line(doc.dead_letter(f"inference failed: {result.reason}").to_dict())}
                   for doc, result in zip(batch, results) if isinstance(result, Failure)]
         return failed + prediction_rows([d for d, _ in labelled], [r for _, r in labelled], num_layers=self.num_layers,
-                                        threshold=self.threshold, model_id=self.model_id, run_id=self.run_id)
+                                        threshold=self.threshold, dtype=self.dtype, model_id=self.model_id,
+                                        run_id=self.run_id)
 
     def get_num_bytes(self, batch: Sequence[Document]) -> int:
         return sum(map(document_length, batch))
@@ -190,7 +198,7 @@ def build(pipeline: beam.Pipeline, config: LabelJobConfig, plan: "Plan", reshuff
     if reshuffle:
         documents = documents | "SpreadDocuments" >> beam.Reshuffle()  # a file is read by one worker
     labelled, errors = documents | "Label" >> RunInference(
-        EarlyExitModelHandler(config, plan.threshold, plan.model_id, plan.num_layers)) \
+        EarlyExitModelHandler(config, plan)) \
         .with_exception_handling()
     routed = labelled | "Route" >> beam.ParDo(RoutePredictionsFn()).with_outputs("dead", main="predictions")
     failed = errors.failed_inferences | "FailedToDeadLetters" >> beam.FlatMap(failed_inference_letters)
@@ -208,15 +216,24 @@ class Plan(NamedTuple):
     files: list[str]  # input file URLs
     model_id: str
     num_layers: int
-    threshold: float
+    threshold: float  # the given one, or the model's calibrated one for ``dtype``
+    dtype: str  # compute precision, resolved ("auto" -> what this machine's device supports)
+    threads: int | None  # torch threads per worker process; None: torch's default
     staging: str  # the directory this run writes into, swapped in at the end
 
 
-def prepare_run(config: LabelJobConfig) -> Plan:
-    """Everything that must hold before work starts; raises with a clear message otherwise."""
-    from models.classifier import artifact_id, read_model_config
+def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
+    """Everything that must hold before work starts; raises with a clear message otherwise. ``processes``:
+    worker processes on this machine, to share its cores between (DirectRunner); None when the workers are
+    other machines."""
+    from models.classifier import artifact_id, pick_device, read_model_config
+    from models.precision import resolve_dtype
 
-    model_config = read_model_config(config.model)
+    dtype = resolve_dtype(config.dtype, pick_device())  # "auto" resolved on the machine that launches
+    model_config, warning = read_model_config(config.model).calibrated_for(dtype)
+    if warning:
+        log.warning("%s: %s", config.model, warning)
+    threads = config.threads or (max(1, (os.cpu_count() or 1) // processes) if processes else None)
     output = config.output.rstrip("/") + "/"
     files = [f for f in expand_glob(config.input) if not f.startswith(output)]  # never read our own output
     if not files:
@@ -233,7 +250,7 @@ def prepare_run(config: LabelJobConfig) -> Plan:
         FileSystems.delete([probe])
     except (OSError, BeamIOError) as e:
         raise ValueError(f"output {config.run_dir!r} cannot be written: {e}") from e
-    return Plan(files, artifact_id(config.model), model_config.num_layers, threshold, staging)
+    return Plan(files, artifact_id(config.model), model_config.num_layers, threshold, dtype, threads, staging)
 
 
 def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
@@ -241,12 +258,12 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
     the manifest and swaps the finished run in at ``config.run_dir``; returns the manifest. A run that fails
     (or is killed), or in which inference failed on every document, leaves the previous output of this run id
     as it was."""
-    plan = prepare_run(config)
-    files, model_id, threshold, staging = plan.files, plan.model_id, plan.threshold, plan.staging
     options = PipelineOptions(list(beam_args))
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = "DirectRunner"  # explicit, so Beam does not first try to download another runner
+    plan = prepare_run(config, _local_processes(options, str(standard.runner)))
+    files, model_id, threshold, staging = plan.files, plan.model_id, plan.threshold, plan.staging
     reshuffle = config.reshuffle is not False  # on unless turned off; off did not save memory (bench/label_memory.py)
     started = datetime.now(timezone.utc)
     log.info("labelling %d file(s) matching %s with %s at threshold %.4f -> %s", len(files), config.input,
@@ -261,7 +278,8 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
             "run_id": config.run_id, "model": config.model, "model_id": model_id, "threshold": threshold,
             "input": config.input, "files": len(files), "output": config.run_dir,
             "started": started.isoformat(), "finished": datetime.now(timezone.utc).isoformat(),
-            "runner": str(standard.runner), "reshuffle": reshuffle, "config": asdict(config),
+            "runner": str(standard.runner), "reshuffle": reshuffle, "dtype": plan.dtype, "threads": plan.threads,
+            "config": asdict(config),
             "counts": count_outputs(staging),
             "devices": {k.removeprefix("batches_on_"): v for k, v in metrics.items() if k.startswith("batches_on_")},
             "metrics": metrics,
@@ -279,6 +297,19 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
         discard(staging)
         raise
     return manifest
+
+
+def _local_processes(options: PipelineOptions, runner: str) -> int | None:
+    """Worker processes the DirectRunner starts on this machine; None for other runners, whose workers are
+    other machines with SDK process counts the launcher cannot see (there, give --threads)."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    if "Direct" not in runner:
+        return None
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode == "multi_processing":
+        return max(1, direct.direct_num_workers or os.cpu_count() or 1)
+    return 1
 
 
 def _metrics(result) -> dict[str, int]:

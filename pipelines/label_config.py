@@ -6,8 +6,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from models.config import PRECISIONS
 from ops.predictions import new_run_id
 from ops.records import InputFields
+
+
+DTYPE_CHOICES = ("auto", *PRECISIONS)
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,14 @@ class LabelJobConfig:
     # ModelHandler large_model / model_copies). Default: one model per process.
     share_model_across_processes: bool = False
     model_copies: int | None = None
+    dtype: str = "float32"  # the backbone's compute precision, or "auto" (models/precision.py), chosen at launch
+    threads: int | None = None  # torch threads per worker process; None: cores / processes (DirectRunner)
 
     def __post_init__(self):
+        if self.dtype not in DTYPE_CHOICES:
+            raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.batch_size < 1 or self.chunk_size < self.batch_size:
             raise ValueError(f"need 1 <= batch_size <= chunk_size, got {self.batch_size} and {self.chunk_size}")
         if self.model_copies is not None and self.model_copies < 1:
@@ -71,6 +81,18 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-copies", type=int, default=None,
                         help="with a shared model: how many copies per machine (e.g. one per GPU); implies "
                              "--share-model-across-processes")
+    add_precision_flags(parser, threads=True)
+
+
+def add_precision_flags(parser: argparse.ArgumentParser, threads: bool) -> None:
+    """--dtype (and --threads) for every command that runs the model."""
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
+                        help="compute precision of the backbone (default float32); auto: bfloat16 on a CPU with "
+                             "native bf16 (AVX512-BF16/AMX) or a CUDA GPU that has it, float16 on older GPUs, "
+                             "else float32. Exit softmax and temperatures stay float32")
+    if threads:
+        parser.add_argument("--threads", type=int, default=None,
+                            help="torch threads per labelling process (default: CPU cores / processes)")
 
 
 def unknown_beam_flags(flags: list[str]) -> list[str]:
@@ -106,4 +128,4 @@ def config_from_args(args: argparse.Namespace) -> LabelJobConfig:
         threshold=args.threshold, text_field=args.text_field, pair_field=args.pair_field, id_field=args.id_field,
         batch_size=args.batch_size, chunk_size=args.chunk_size, max_batch_duration_secs=args.max_batch_duration_secs,
         reshuffle=args.reshuffle, share_model_across_processes=args.share_model_across_processes,
-        model_copies=args.model_copies)
+        model_copies=args.model_copies, dtype=args.dtype, threads=args.threads)

@@ -33,11 +33,12 @@ def test_predict_writes_design_columns_and_dead_letters(model_dir, tmp_path, cap
     table = pq.read_table(out)
     columns = {f.name: str(f.type) for f in table.schema}
     assert columns.items() >= DESIGN_COLUMNS.items()  # DESIGN.md: "at least these columns"
-    assert set(columns) - set(DESIGN_COLUMNS) == {"truncated"} and columns["truncated"] == "bool"
+    assert set(columns) - set(DESIGN_COLUMNS) == {"truncated", "dtype"} and columns["truncated"] == "bool"
     assert table.schema.equals(PREDICTION_SCHEMA, check_metadata=False)
     data = table.to_pydict()
     assert data["id"] == [f"d{i}" for i in range(len(TEXTS))]
     assert set(data["run_id"]) == {"r1"} and data["threshold"] == pytest.approx([0.8] * len(TEXTS))
+    assert set(data["dtype"]) == {"float32"}
     assert set(data["num_layers"]) == {4} and all(1 <= e <= 4 for e in data["exit_layer"])
     letters = [json.loads(line) for line in (tmp_path / "preds.deadletter.jsonl").read_text().splitlines()]
     assert [(d["position"], d["reason"].split(":")[0]) for d in letters] == [
@@ -45,6 +46,22 @@ def test_predict_writes_design_columns_and_dead_letters(model_dir, tmp_path, cap
     assert len(data["id"]) + len(letters) == len(rows) + 1
     printed = capsys.readouterr().out
     assert f"labelled {len(TEXTS)} documents" in printed and "2 inputs could not be labelled" in printed
+
+
+def test_predict_in_bfloat16_with_threads(model_dir, tmp_path, capsys):
+    import torch
+
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(TEXTS) + "\n")
+    threads = torch.get_num_threads()
+    try:
+        assert main(["predict", "--model", str(model_dir), "--input", str(source), "--output",
+                     str(tmp_path / "p.parquet"), "--dtype", "bfloat16", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert set(pq.read_table(tmp_path / "p.parquet")["dtype"].to_pylist()) == {"bfloat16"}
+    assert "precision: bfloat16, 1 threads" in capsys.readouterr().out
 
 
 def test_predict_threshold_above_one_runs_full_depth(model_dir, tmp_path):

@@ -199,12 +199,6 @@ def test_mode_is_checked():
         TrainConfig(model="x", mode="cascade")
 
 
-def test_cli_modes_match_the_model_config():
-    from flows.cli import TRAINING_MODES as cli_modes
-    from models.config import TRAINING_MODES
-    assert cli_modes == TRAINING_MODES
-
-
 def test_multi_with_one_exit_is_one_truncated_model(backbone_dir, tmp_path):
     config = TrainConfig(model=backbone_dir, exits=(4,), epochs=1, batch_size=16, max_length=32, mode="multi")
     model, report = train(config, topic_examples(32, 0), topic_examples(16, 1), out=tmp_path / "m")

@@ -20,7 +20,7 @@ def _table(rows, run_id):
     data = {name: [r[i] for r in rows] for i, name in enumerate(names)}
     n = len(rows)
     data["truncated"] = [r[3] >= 512 for r in rows]  # only b1 (600 tokens) was cut
-    data |= {"num_layers": [4] * n, "threshold": [0.8] * n, "model_id": ["sha256:m"] * n, "run_id": [run_id] * n}
+    data |= {"num_layers": [4] * n, "threshold": [0.8] * n, "dtype": ["float32"] * n, "model_id": ["sha256:m"] * n, "run_id": [run_id] * n}
     return pa.Table.from_pydict(data, schema=PREDICTION_SCHEMA)
 
 

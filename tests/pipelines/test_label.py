@@ -2,6 +2,7 @@
 
 import glob
 import json
+import os
 from collections import Counter
 
 import pyarrow.parquet as pq
@@ -66,6 +67,18 @@ def test_every_input_lands_once_with_predict_results(model_dir, tmp_path):
         assert (r["label"], r["exit_layer"], r["num_tokens"], r["flops"]) == (p.label, p.exit_layer, p.num_tokens, p.flops)
         assert r["confidence"] == pytest.approx(p.confidence, abs=1e-5)
     assert len({r["exit_layer"] for r in rows}) >= 2
+
+
+def test_precision_and_threads_reach_workers_rows_and_manifest(model_dir, tmp_path):
+    write_corpus(tmp_path / "corpus")
+    manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", dtype="bfloat16", threads=1))
+    _, rows, _, saved = _outputs(tmp_path / "out" / "r1")
+    assert (saved["dtype"], saved["threads"]) == ("bfloat16", 1) and manifest == saved
+    assert {r["dtype"] for r in rows} == {"bfloat16"}
+    # two worker processes on the DirectRunner share the cores instead of each taking all of them
+    config = _job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r2")
+    manifest = run(config, ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    assert manifest["threads"] == max(1, (os.cpu_count() or 1) // 2) and manifest["dtype"] == "float32"
 
 
 def test_rerun_with_same_run_id_replaces_output(model_dir, tmp_path):

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from models.config import TRAINING_MODES
+from models.config import DTYPE_CHOICES, TRAINING_MODES
 from pipelines.label_config import add_flags, add_precision_flags
 from ops.dynamics import REGIONS
 
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what each exit reads: mean of token states (default) or the first token")
     p.add_argument("--mode", choices=TRAINING_MODES, default="joint",
                    help="joint (default), sweet, or multi (a cascade of separate truncated models)")
-    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="float32",
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
                    help="mixed-precision training: bfloat16 or float16 autocast (float16 with loss scaling, for "
                         "GPUs without bfloat16), auto, or float32 (default)")
     p.add_argument("--dynamics", action=argparse.BooleanOptionalAction, default=True,
@@ -236,7 +236,7 @@ def _train(args) -> None:
     model, report = train(config, train_set, dev_set, out=args.out)
     kept = f"epoch {report.best_epoch}" if report.best_epoch else \
         "best epoch per stage: " + ", ".join(str(stage["best_epoch"]) for stage in report.stages)
-    print(f"saved {args.out} (mode {config.mode}, {kept}); dev accuracy per exit:")
+    print(f"saved {args.out} (mode {config.mode}, {report.dtype}, {kept}); dev accuracy per exit:")
     for layer, acc in zip(model.config.exit_layers, report.dev_accuracy):
         print(f"  layer {layer:>2}: {acc:.4f}")
     if config.dynamics:

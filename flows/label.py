@@ -33,7 +33,7 @@ def default_run_id(model_dir: str, step: LabelStepConfig) -> str:
         fs, path = fsspec.core.url_to_fs(url)
         info = fs.info(path)
         files.append([url, info.get("size"), str(info.get("mtime") or info.get("LastModified") or info.get("updated"))])
-    key = fingerprint(model=artifact_id(model_dir), threshold=threshold, files=files,
+    key = fingerprint(model=artifact_id(model_dir), threshold=threshold, dtype=step.dtype, files=files,
                       fields=[step.text_field, step.pair_field, step.id_field])
     return f"run-{key[:12]}"
 
@@ -47,8 +47,8 @@ def finished_run(job: LabelJobConfig) -> dict | None:
     with fs.open(f"{run_dir}/manifest.json", "r") as f:
         manifest = json.load(f)
     threshold = read_model_config(job.model).threshold if job.threshold is None else job.threshold
-    same = (manifest.get("model_id"), manifest.get("threshold"), manifest.get("input")) == (
-        artifact_id(job.model), threshold, job.input)
+    same = (manifest.get("model_id"), manifest.get("threshold"), manifest.get("input"),
+            manifest.get("config", {}).get("dtype")) == (artifact_id(job.model), threshold, job.input, job.dtype)
     labelled = manifest.get("counts", {}).get("labelled", 0)
     complete = labelled == 0 or bool(fs.glob(f"{run_dir}/predictions-*.parquet"))
     if not (same and complete):

@@ -114,13 +114,17 @@ class ExitHead(nn.Module):
         )
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(batch, seq, hidden) states and (batch, seq) 0/1 mask -> (batch, labels) logits."""
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-        return self.net(pooled)
+        """(batch, seq, hidden) states and (batch, seq) 0/1 mask -> (batch, labels) float32 logits. The head runs
+        in float32 whatever precision the backbone runs in (it costs < 0.1% of a layer), so a reduced-precision
+        backbone changes the states it reads, not the head's own rounding."""
+        with torch.autocast(hidden.device.type, enabled=False):
+            hidden = hidden.float()
+            if self.pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                mask = attention_mask.unsqueeze(-1).float()  # (batch, seq, 1)
+                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+            return self.net(pooled)
 
 
 class EarlyExitClassifier(nn.Module):
@@ -215,6 +219,7 @@ class EarlyExitClassifier(nn.Module):
             temperatures=(self.config.temperatures[exit_index],), training_mode="joint")
         view = EarlyExitClassifier(backbone, self.tokenizer, config)
         view.exits = nn.ModuleList([self.exits[exit_index]])
+        view.dtype_name = self.dtype_name
         return view.to(self.device)
 
     def stage(self, exit_index: int) -> tuple[LayerRunner, int]:
@@ -317,9 +322,8 @@ class EarlyExitClassifier(nn.Module):
     def exit_probabilities(self, exit_index: int, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Calibrated class probabilities at one exit: (batch, seq, hidden), (batch, seq) -> (batch, labels).
         The temperature division and the softmax run in float32 whatever the compute precision."""
-        logits = self.exits[exit_index](hidden, attention_mask).float()
-        with torch.autocast(self.device.type, enabled=False):
-            return torch.softmax(logits / self.temperatures[exit_index], dim=-1)
+        logits = self.exits[exit_index](hidden, attention_mask)  # float32 (ExitHead)
+        return torch.softmax(logits / self.temperatures[exit_index], dim=-1)
 
     def precision(self):
         """The context that runs this model's forward passes in ``dtype_name``."""
@@ -342,7 +346,7 @@ class EarlyExitClassifier(nn.Module):
         if threshold is None:
             threshold = self.config.threshold
         if batch_size is None:
-            batch_size = DEFAULT_BATCH_SIZE[self.device.type]
+            batch_size = DEFAULT_BATCH_SIZE.get(self.device.type, 64)
         if not len(texts):
             return []
         was_training = self.training
@@ -353,13 +357,13 @@ class EarlyExitClassifier(nn.Module):
         lengths = np.empty(len(texts), dtype=np.int64)
         encoded = self._encode(texts, pairs, batch_size)
         truncated = self._truncated(encoded, texts, pairs)
-        for rows, batch in self._length_sorted_batches(encoded, batch_size):
-            with self.precision():
-                result = run_early_exit(
-                    self, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), threshold
-                )
-            label_ids[rows], confidence[rows], exit_index[rows] = result.label_ids, result.confidence, result.exit_index
-            lengths[rows] = result.num_tokens
+        with self.precision():  # one autocast region for all batches: weights are cast once, not per batch
+            for rows, batch in self._length_sorted_batches(encoded, batch_size):
+                num_tokens = np.array([len(encoded["input_ids"][i]) for i in rows])  # known here: no device sync
+                result = run_early_exit(self, batch["input_ids"], batch["attention_mask"],
+                                        batch.get("token_type_ids"), threshold, num_tokens)
+                label_ids[rows], confidence[rows], exit_index[rows] = result.label_ids, result.confidence, result.exit_index
+                lengths[rows] = num_tokens
         self.train(was_training)
         return [self._prediction(*row) for row in zip(label_ids, confidence, exit_index, lengths, truncated)]
 
@@ -377,10 +381,9 @@ class EarlyExitClassifier(nn.Module):
         n = len(encoded["input_ids"])
         out = np.empty((len(self.config.exit_layers), n, self.config.num_labels), dtype=np.float32)
         lengths = np.empty(n, dtype=np.int64)
-        with tqdm(total=n, desc="all exits", unit="doc", disable=n < 2000) as bar:
+        with tqdm(total=n, desc="all exits", unit="doc", disable=n < 2000) as bar, self.precision():
             for rows, batch in self._length_sorted_batches(encoded, batch_size):
-                with self.precision():
-                    logits = self(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+                logits = self(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
                 out[:, rows] = logits.float().cpu().numpy()
                 lengths[rows] = batch["attention_mask"].sum(dim=1).cpu().numpy()
                 bar.update(len(rows))

@@ -16,6 +16,7 @@ FORMAT_VERSION = 1
 TRAINING_MODES = ("joint", "sweet", "multi")
 POOLINGS = ("mean", "cls")
 PRECISIONS = ("float32", "bfloat16", "float16")  # the backbone's compute precision (models/precision.py)
+DTYPE_CHOICES = ("auto", *PRECISIONS)
 # For a precision with no calibration of its own: the calibrated precisions to use instead, nearest first.
 NEAREST_PRECISIONS = {"float32": ("bfloat16", "float16"), "bfloat16": ("float16", "float32"),
                       "float16": ("bfloat16", "float32")}

@@ -32,13 +32,15 @@ def run_early_exit(
     attention_mask: torch.Tensor,
     token_type_ids: torch.Tensor | None,
     threshold: float,
+    num_tokens: np.ndarray | None = None,
 ) -> ExitBatchResult:
     """Runs one right-padded batch (batch, seq) through ``model`` (an ``EarlyExitClassifier``) with early exit.
 
     A row leaves at the first exit whose calibrated confidence is >= ``threshold``, and at the last exit
     otherwise; a threshold above 1 therefore sends every row through every layer. On one backbone each exit
     continues from the previous exit's hidden state; in a cascade each stage starts again from the token ids
-    of the rows still running (``model.stage``).
+    of the rows still running (``model.stage``). ``num_tokens`` (batch,), the rows' real lengths, when the
+    caller has them on the host (else they are read from the mask: one more synchronisation).
     """
     exit_layers = model.config.exit_layers
     batch = input_ids.shape[0]
@@ -48,8 +50,10 @@ def run_early_exit(
 
     # Decisions are taken on the host from one device->host copy per exit (on a GPU every .any(), boolean
     # index or .item() would be a synchronisation of its own); the device only gathers the rows that go on.
-    num_tokens = attention_mask.sum(dim=1).cpu().numpy()  # (batch,) real tokens per row
-    lengths = num_tokens  # of the rows still running
+    if num_tokens is None:
+        num_tokens = attention_mask.sum(dim=1).cpu().numpy()
+    lengths = np.asarray(num_tokens)  # (rows,) real tokens of the rows still running
+    threshold = np.float32(threshold)  # compared as float32, like the confidences
     width = int(lengths.max())  # trailing padding columns no row uses are dropped
     ids, mask = input_ids[:, :width], attention_mask[:, :width]
     types = token_type_ids[:, :width] if token_type_ids is not None else None
@@ -60,7 +64,7 @@ def run_early_exit(
         if first == 0:
             hidden = runner.embed(ids, mask, types)  # (rows, width, hidden)
         if first == 0 or ctx is None:
-            ctx = runner.prepare(hidden, mask)
+            ctx = runner.prepare(hidden, mask, padded=bool(lengths.min() < width))
         for layer in range(first, exit_layer):
             hidden = runner.run_layer(layer, hidden, ctx)
         probs = model.exit_probabilities(k, hidden, mask)  # (rows, labels) float32
@@ -85,4 +89,4 @@ def run_early_exit(
             else:
                 hidden = hidden.index_select(0, index)[:, :width]
             ctx = None  # the old 4-D mask / MPNet bias describe the old shape
-    return ExitBatchResult(label_ids, confidence, exit_index, num_tokens)
+    return ExitBatchResult(label_ids, confidence, exit_index, np.asarray(num_tokens))

@@ -71,9 +71,16 @@ class LayerRunner:
         project = getattr(self.base, "embeddings_project", None)  # ELECTRA with embedding_size != hidden_size
         return project(h) if project is not None else h
 
-    def prepare(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> LayerContext:
-        """Builds the per-forward state for ``hidden`` (batch, seq, hidden) and its 2-D mask (batch, seq)."""
-        mask4d = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
+    def prepare(self, hidden: torch.Tensor, attention_mask: torch.Tensor, padded: bool | None = None) -> LayerContext:
+        """Builds the per-forward state for ``hidden`` (batch, seq, hidden) and its 2-D mask (batch, seq).
+        ``padded``, when the caller knows it (from lengths on the host), saves transformers' own check of the
+        mask, a device synchronisation on a GPU."""
+        if padded is None:
+            mask4d = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        else:
+            mask4d = create_bidirectional_mask(config=self.config, inputs_embeds=hidden,
+                                               attention_mask=attention_mask if padded else None,
+                                               allow_is_bidirectional_skip=False)
         bias = self.base.encoder.compute_position_bias(hidden) if self.model_type == "mpnet" else None
         return LayerContext(attention_mask=mask4d, position_bias=bias)
 

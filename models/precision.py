@@ -17,39 +17,45 @@ from pathlib import Path
 
 import torch
 
+from models.config import DTYPE_CHOICES, PRECISIONS
+
 log = logging.getLogger(__name__)
 
-from models.config import PRECISIONS
-
 DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.bfloat16, torch.float16)))
-DTYPE_CHOICES = ("auto", *PRECISIONS)
-_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
+_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 AVX512-BF16 / AMX; "bf16" on Arm's Features line
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """True when the CPU's flags (Linux /proc/cpuinfo) include a bfloat16 instruction set."""
+    """True when the CPU's flags (Linux /proc/cpuinfo: x86 "flags", Arm "Features") include bfloat16
+    instructions. Elsewhere False: no cheap, reliable way to know."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:  # not Linux: no cheap, reliable way to know, so no
+        except OSError:
             return False
     for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
+        if line.startswith(("flags", "Features")):
             return bool(_BF16_CPU_FLAGS & set(line.split(":", 1)[1].split()))
     return False
 
 
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """Ampere (compute capability 8.0) and later; torch's is_bf16_supported() also says yes where bfloat16
+    is only emulated (T4, V100), which is slower than float16 there."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def resolve_dtype(name: str, device: torch.device | str) -> str:
     """``auto`` -> the precision for ``device`` (see the module docstring); an explicit name is checked."""
-    device_type = torch.device(device).type
+    device = torch.device(device)
     if name == "auto":
-        if device_type == "cuda":
-            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        if device.type == "cuda":
+            return "bfloat16" if cuda_has_native_bf16(device) else "float16"
         return "bfloat16" if cpu_has_native_bf16() else "float32"
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {name!r}")
-    if name == "float16" and device_type == "cpu":
-        log.warning("float16 on a CPU is emulated and slow; bfloat16 or float32 is the better choice there")
+    if device.type == "cpu" and (name == "float16" or (name == "bfloat16" and not cpu_has_native_bf16())):
+        log.warning("%s on this CPU is emulated and slower than float32", name)
     return name
 
 

@@ -36,8 +36,8 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from models.classifier import EarlyExitClassifier, pick_device
-from models.config import PRECISIONS, TRAINING_MODES
-from models.precision import autocast, resolve_dtype
+from models.config import DTYPE_CHOICES, TRAINING_MODES
+from models.precision import resolve_dtype
 from ops.dynamics import TrainingDynamics, write_dynamics
 from ops.examples import Examples, label_names
 
@@ -67,8 +67,8 @@ class TrainConfig:
     dynamics: bool = True  # record training dynamics (an evaluation pass over the training set per epoch)
 
     def __post_init__(self):
-        if self.dtype not in ("auto", *PRECISIONS):
-            raise ValueError(f"TrainConfig.dtype must be auto or one of {PRECISIONS}, got {self.dtype!r}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise ValueError(f"TrainConfig.dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
         if self.mode not in TRAINING_MODES:
             raise ValueError(f"TrainConfig.mode must be one of {TRAINING_MODES}, got {self.mode!r}")
         for name in ("epochs", "max_length", "batch_size"):
@@ -93,6 +93,7 @@ class TrainReport:
     config: dict
     epochs: list[EpochReport] = field(default_factory=list)  # multi: losses and times summed over stages
     best_epoch: int = 0  # the epoch kept; 0 in mode multi, where each stage keeps its own (see stages)
+    dtype: str = "float32"  # the compute precision training ran in (config.dtype resolved)
     dev_accuracy: list[float] = field(default_factory=list)  # per exit, of the weights kept
     stages: list[dict] = field(default_factory=list)  # multi: each stage's own report
 
@@ -160,7 +161,7 @@ def _fit(model: EarlyExitClassifier, config: TrainConfig, data: _Data, checkpoin
     # float16 needs loss scaling against underflowing gradients (on CUDA); bfloat16 has float32's range
     scaler = torch.amp.GradScaler(model.device.type, enabled=model.dtype_name == "float16")
 
-    report = TrainReport(config=asdict(config))
+    report = TrainReport(config=asdict(config), dtype=model.dtype_name)
     gold_probability, correct = [], []  # per completed epoch: (exits, n) float32 and bool
     best_score, best_state = -1.0, None
     resume_from = _complete_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
@@ -224,7 +225,7 @@ def _gold_probability(logits: np.ndarray, gold: np.ndarray) -> np.ndarray:
 def _merge_stages(config: TrainConfig, stages: list[tuple[TrainReport, TrainingDynamics | None]]):
     """One report and one dynamics record for a cascade, from its stages' (one exit each)."""
     reports = [report for report, _ in stages]
-    report = TrainReport(config=asdict(config), best_epoch=0, stages=[asdict(r) for r in reports],
+    report = TrainReport(config=asdict(config), best_epoch=0, stages=[asdict(r) for r in reports], dtype=reports[0].dtype,
                          dev_accuracy=[r.dev_accuracy[0] for r in reports])
     for epoch, rows in enumerate(zip(*(r.epochs for r in reports)), start=1):
         report.epochs.append(EpochReport(epoch, float(sum(e.train_loss for e in rows)),
@@ -285,6 +286,9 @@ def _load_checkpoint(directory: Path, model, optimizer, schedule, generator, sca
     saved = state["report"]
     if saved["config"] != json.loads(json.dumps(report.config)):  # as JSON: tuples read back as lists
         raise ValueError(f"{directory}: checkpoint of a different training config; delete it to start over")
+    if saved.get("dtype", "float32") != report.dtype:  # "auto" resolved differently on this machine
+        raise ValueError(f"{directory}: checkpoint trained in {saved.get('dtype')}, this run would use {report.dtype}; "
+                         f"give --dtype {saved.get('dtype')} or delete the checkpoint")
     model.load_state_dict(load_file(directory / CHECKPOINT_WEIGHTS, device=str(model.device)))
     # weights_only=True: a restricted unpickler that loads tensors and plain containers, never code.
     rest = torch.load(directory / CHECKPOINT_OPTIMIZER, weights_only=True, map_location=model.device)

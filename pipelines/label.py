@@ -233,7 +233,8 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
     model_config, warning = read_model_config(config.model).calibrated_for(dtype)
     if warning:
         log.warning("%s: %s", config.model, warning)
-    threads = config.threads or (max(1, (os.cpu_count() or 1) // processes) if processes else None)
+    # several processes on this machine: a share of the cores each; one: torch's own default (physical cores)
+    threads = config.threads or (max(1, _usable_cores() // processes) if processes and processes > 1 else None)
     output = config.output.rstrip("/") + "/"
     files = [f for f in expand_glob(config.input) if not f.startswith(output)]  # never read our own output
     if not files:
@@ -304,12 +305,17 @@ def _local_processes(options: PipelineOptions, runner: str) -> int | None:
     other machines with SDK process counts the launcher cannot see (there, give --threads)."""
     from apache_beam.options.pipeline_options import DirectOptions
 
-    if "Direct" not in runner:
+    if "direct" not in runner.lower():
         return None
     direct = options.view_as(DirectOptions)
     if direct.direct_running_mode == "multi_processing":
-        return max(1, direct.direct_num_workers or os.cpu_count() or 1)
+        return max(1, direct.direct_num_workers or _usable_cores())
     return 1
+
+
+def _usable_cores() -> int:
+    """CPUs this process may run on (its affinity, which containers narrow), not all the machine has."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _metrics(result) -> dict[str, int]:

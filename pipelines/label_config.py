@@ -6,12 +6,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from models.config import PRECISIONS
+from models.config import DTYPE_CHOICES
 from ops.predictions import new_run_id
 from ops.records import InputFields
-
-
-DTYPE_CHOICES = ("auto", *PRECISIONS)
 
 
 @dataclass(frozen=True)
@@ -36,7 +33,8 @@ class LabelJobConfig:
     share_model_across_processes: bool = False
     model_copies: int | None = None
     dtype: str = "float32"  # the backbone's compute precision, or "auto" (models/precision.py), chosen at launch
-    threads: int | None = None  # torch threads per worker process; None: cores / processes (DirectRunner)
+    threads: int | None = None  # torch threads per process; None: cores / processes when the DirectRunner starts
+    # several, else torch's default
 
     def __post_init__(self):
         if self.dtype not in DTYPE_CHOICES:

@@ -3,6 +3,9 @@ with a warned fallback, mixed-precision training, and a real MiniLM in bfloat16 
 
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,8 +72,9 @@ def test_confidences_are_float32_whatever_the_backbone_runs_in(tokenizer):
     with model.precision():
         hidden = model.runner.embed(batch["input_ids"], batch["attention_mask"])
         ctx = model.runner.prepare(hidden, batch["attention_mask"])
+        assert model.backbone.encoder.layer[0].intermediate.dense(hidden).dtype == torch.bfloat16  # the backbone
         hidden = model.runner.run_layer(0, hidden, ctx)
-        assert model.exits[0](hidden, batch["attention_mask"]).dtype == torch.bfloat16  # matmuls run in bfloat16
+        assert model.exits[0](hidden, batch["attention_mask"]).dtype == torch.float32  # the heads do not
         probs = model.exit_probabilities(0, hidden, batch["attention_mask"])
     assert probs.dtype == torch.float32
     torch.testing.assert_close(probs.sum(-1), torch.ones(len(TEXTS)))
@@ -106,10 +110,15 @@ def test_mixed_precision_training_learns(dtype, backbone_dir, tmp_path):
     assert json.loads((tmp_path / "m" / "training.json").read_text())["config"]["dtype"] == dtype
 
 
+AG_NEWS = Path(__file__).resolve().parents[3] / "shared" / "data" / "ag_news"
+
+
 @pytest.fixture(scope="module")
 def ag_news_minilm(tmp_path_factory):
     """The packaged MiniLM fine-tuned briefly on AG News (600 examples, 1 epoch): a real model, real decisions."""
-    data = "../shared/data/ag_news"
+    if not AG_NEWS.is_dir():
+        pytest.skip(f"{AG_NEWS} is not there")
+    data = str(AG_NEWS)
     out = tmp_path_factory.mktemp("ag-minilm")
     config = TrainConfig(model="minilm", exits=(2, 4, 6), epochs=1, max_length=64, batch_size=32, lr=2e-4, seed=3,
                          dynamics=False)
@@ -119,15 +128,23 @@ def ag_news_minilm(tmp_path_factory):
 
 
 def test_minilm_in_bfloat16_agrees_with_float32_and_its_calibration_meets_the_target(ag_news_minilm):
-    test = load_examples("../shared/data/ag_news/test.jsonl", limit=200)
+    test = load_examples(str(AG_NEWS / "test.jsonl"), limit=200)
     f32 = EarlyExitClassifier.from_pretrained(ag_news_minilm, device="cpu")
     bf16 = EarlyExitClassifier.from_pretrained(ag_news_minilm, device="cpu", dtype="bfloat16")
     for threshold in (0.6, 2.0):  # a real early-exit decision, and every layer
         a, b = f32.predict(test.texts, threshold=threshold), bf16.predict(test.texts, threshold=threshold)
         agree = np.mean([x.label == y.label for x, y in zip(a, b)])
         assert agree >= 0.99, (threshold, agree)
-    dev = load_examples("../shared/data/ag_news/dev.jsonl", limit=600)
+    dev = load_examples(str(AG_NEWS / "dev.jsonl"), limit=600)
     report = calibrate(bf16, dev, CalibrationConfig(target_drop=0.02))
-    assert report.dtype == "bfloat16" and report.target_met
-    assert report.fit["accuracy_drop"] <= 0.02 + 1e-9  # on the logits it was chosen on, in bfloat16
-    assert report.held_out["accuracy_drop"] <= 0.02 + 0.02  # judged on the other half (300 documents)
+    assert report.dtype == "bfloat16" and report.target_met and report.fit["accuracy_drop"] <= 0.02
+    # judged on the other 300 documents, where one document is a third of a point
+    assert report.held_out["accuracy_drop"] <= 0.02 + 0.01
+
+
+def test_the_command_line_starts_without_torch():
+    """--help must stay quick: models/__init__ imports the classifier (torch) only on first use."""
+    code = "import sys, flows.cli, pipelines.label_config, models.config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "False"

@@ -70,15 +70,23 @@ def test_every_input_lands_once_with_predict_results(model_dir, tmp_path):
 
 
 def test_precision_and_threads_reach_workers_rows_and_manifest(model_dir, tmp_path):
+    import torch
+
     write_corpus(tmp_path / "corpus")
-    manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", dtype="bfloat16", threads=1))
+    threads = torch.get_num_threads()
+    try:  # the in-process DirectRunner loads the model in this process
+        manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", dtype="bfloat16", threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     _, rows, _, saved = _outputs(tmp_path / "out" / "r1")
     assert (saved["dtype"], saved["threads"]) == ("bfloat16", 1) and manifest == saved
     assert {r["dtype"] for r in rows} == {"bfloat16"}
-    # two worker processes on the DirectRunner share the cores instead of each taking all of them
-    config = _job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r2")
-    manifest = run(config, ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
-    assert manifest["threads"] == max(1, (os.cpu_count() or 1) // 2) and manifest["dtype"] == "float32"
+    # one in-process worker keeps torch's default; several share the usable cores
+    assert run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r2"))["threads"] is None
+    manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r3"),
+                   ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    assert manifest["threads"] == max(1, len(os.sched_getaffinity(0)) // 2) and manifest["dtype"] == "float32"
 
 
 def test_rerun_with_same_run_id_replaces_output(model_dir, tmp_path):
@@ -126,10 +134,11 @@ def test_length_bucketed_batching(model_dir, tmp_path):
 
 
 def test_model_sharing_flags_reach_beam(model_dir, tmp_path):
-    from pipelines.label import EarlyExitModelHandler
+    from pipelines.label import EarlyExitModelHandler, Plan
 
-    default = EarlyExitModelHandler(_job(model_dir, tmp_path, tmp_path), 0.8, "m", 4)
+    plan = Plan(files=[], model_id="m", num_layers=4, threshold=0.8, dtype="float32", threads=None, staging="")
+    default = EarlyExitModelHandler(_job(model_dir, tmp_path, tmp_path), plan)
     shared = EarlyExitModelHandler(_job(model_dir, tmp_path, tmp_path, share_model_across_processes=True,
-                                        model_copies=2), 0.8, "m", 4)
+                                        model_copies=2), plan)
     assert (default.share_model_across_processes(), default.model_copies()) == (False, 1)
     assert (shared.share_model_across_processes(), shared.model_copies()) == (True, 2)

@@ -137,7 +137,7 @@ def test_minilm_in_bfloat16_agrees_with_float32_and_its_calibration_meets_the_ta
         assert agree >= 0.99, (threshold, agree)
     dev = load_examples(str(AG_NEWS / "dev.jsonl"), limit=600)
     report = calibrate(bf16, dev, CalibrationConfig(target_drop=0.02))
-    assert report.dtype == "bfloat16" and report.target_met and report.fit["accuracy_drop"] <= 0.02
+    assert report.dtype == "bfloat16" and report.target_met and report.fit["accuracy_drop"] <= 0.02 + 1e-9
     # judged on the other 300 documents, where one document is a third of a point
     assert report.held_out["accuracy_drop"] <= 0.02 + 0.01
 

@@ -22,7 +22,6 @@ class ExitBatchResult:
     label_ids: np.ndarray  # (batch,) int64, predicted class ids
     confidence: np.ndarray  # (batch,) float32, calibrated max-softmax at the exit taken
     exit_index: np.ndarray  # (batch,) int64, index into exit_layers of the exit taken
-    num_tokens: np.ndarray  # (batch,) int64, real tokens of each row
 
 
 @torch.inference_mode()
@@ -89,4 +88,4 @@ def run_early_exit(
             else:
                 hidden = hidden.index_select(0, index)[:, :width]
             ctx = None  # the old 4-D mask / MPNet bias describe the old shape
-    return ExitBatchResult(label_ids, confidence, exit_index, np.asarray(num_tokens))
+    return ExitBatchResult(label_ids, confidence, exit_index)

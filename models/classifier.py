@@ -358,8 +358,7 @@ class EarlyExitClassifier(nn.Module):
         encoded = self._encode(texts, pairs, batch_size)
         truncated = self._truncated(encoded, texts, pairs)
         with self.precision():  # one autocast region for all batches: weights are cast once, not per batch
-            for rows, batch in self._length_sorted_batches(encoded, batch_size):
-                num_tokens = np.array([len(encoded["input_ids"][i]) for i in rows])  # known here: no device sync
+            for rows, batch, num_tokens in self._length_sorted_batches(encoded, batch_size):
                 result = run_early_exit(self, batch["input_ids"], batch["attention_mask"],
                                         batch.get("token_type_ids"), threshold, num_tokens)
                 label_ids[rows], confidence[rows], exit_index[rows] = result.label_ids, result.confidence, result.exit_index
@@ -382,10 +381,10 @@ class EarlyExitClassifier(nn.Module):
         out = np.empty((len(self.config.exit_layers), n, self.config.num_labels), dtype=np.float32)
         lengths = np.empty(n, dtype=np.int64)
         with tqdm(total=n, desc="all exits", unit="doc", disable=n < 2000) as bar, self.precision():
-            for rows, batch in self._length_sorted_batches(encoded, batch_size):
+            for rows, batch, num_tokens in self._length_sorted_batches(encoded, batch_size):
                 logits = self(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
                 out[:, rows] = logits.float().cpu().numpy()
-                lengths[rows] = batch["attention_mask"].sum(dim=1).cpu().numpy()
+                lengths[rows] = num_tokens
                 bar.update(len(rows))
         self.train(was_training)
         return out, lengths
@@ -411,12 +410,14 @@ class EarlyExitClassifier(nn.Module):
         return out
 
     def _length_sorted_batches(self, encoded, batch_size: int):
-        """Yields (row indices, right-padded batch on the model's device), longest documents first so that
-        each batch pads little and the first batch shows the peak memory."""
-        order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
+        """Yields (row indices, right-padded batch on the model's device, (rows,) token counts), longest
+        documents first so that each batch pads little and the first batch shows the peak memory. The counts
+        come from the host-side encoding: reading them off the device mask would be a synchronisation."""
+        lengths = np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
+        order = np.argsort(-lengths, kind="stable")
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            yield rows, self.pad_rows(encoded, rows)
+            yield rows, self.pad_rows(encoded, rows), lengths[rows]
 
     def pad_rows(self, encoded, rows) -> dict:
         """The rows ``rows`` of an unpadded BatchEncoding, right-padded into tensors on the model's device."""

@@ -38,6 +38,7 @@ from transformers import get_linear_schedule_with_warmup
 from models.classifier import EarlyExitClassifier, pick_device
 from models.config import DTYPE_CHOICES, TRAINING_MODES
 from models.precision import resolve_dtype
+from ops.calibration import softmax
 from ops.dynamics import TrainingDynamics, write_dynamics
 from ops.examples import Examples, label_names
 
@@ -217,9 +218,7 @@ def _fit(model: EarlyExitClassifier, config: TrainConfig, data: _Data, checkpoin
 
 def _gold_probability(logits: np.ndarray, gold: np.ndarray) -> np.ndarray:
     """(exits, n, labels) logits and (n,) gold ids -> (exits, n) float32 softmax probability of the gold label."""
-    z = logits - logits.max(axis=-1, keepdims=True)
-    log_p = z[:, np.arange(len(gold)), gold] - np.log(np.exp(z).sum(axis=-1))
-    return np.exp(log_p).astype(np.float32)
+    return np.ascontiguousarray(softmax(logits)[:, np.arange(len(gold)), gold], dtype=np.float32)
 
 
 def _merge_stages(config: TrainConfig, stages: list[tuple[TrainReport, TrainingDynamics | None]]):

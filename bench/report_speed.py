@@ -56,8 +56,8 @@ print(json.dumps({{"seconds": done - imported, "import_seconds": imported - star
 def write_predictions(rows: int) -> str:
     """Synthetic predictions: RUNS run folders, each with a manifest; returns the glob."""
     root = WORK / f"report_rows_{rows}"
-    done = root / "complete"
-    if done.is_file():
+    done = root / "complete"  # holds the schema the files were written with: a changed schema rewrites them
+    if done.is_file() and done.read_text() == str(PREDICTION_SCHEMA):
         return str(root / "*" / "predictions-*.parquet")
     rng = np.random.default_rng(0)
     files = -(-rows // ROWS_PER_FILE)
@@ -74,7 +74,8 @@ def write_predictions(rows: int) -> str:
             "label": pa.array(rng.choice(["business", "sport", "tech", "world"], size=n)),
             "confidence": rng.uniform(0.3, 1.0, size=n).astype(np.float32),
             "exit_layer": exit_layer, "num_layers": np.full(n, 6, np.int16), "num_tokens": tokens,
-            "flops": full * exit_layer // 6, "full_flops": full, "threshold": np.full(n, 0.8, np.float32),
+            "truncated": tokens == 511, "flops": full * exit_layer // 6, "full_flops": full,
+            "threshold": np.full(n, 0.8, np.float32), "dtype": pa.array(["float32"] * n),
             "model_id": pa.array(["sha256:0123456789abcdef"] * n), "run_id": pa.array([run_id] * n),
         }, schema=PREDICTION_SCHEMA)
         pq.write_table(table, folder / f"predictions-{i:05d}-of-{files:05d}.parquet")
@@ -83,7 +84,7 @@ def write_predictions(rows: int) -> str:
             "run_id": f"run-{r}", "started": f"2026-11-{18 + r}T02:00:00+00:00",
             "finished": f"2026-11-{18 + r}T02:20:00+00:00", "runner": "DirectRunner", "devices": {"cpu": 1},
             "counts": {"dead_letters": 0}}))
-    done.write_text("ok")
+    done.write_text(str(PREDICTION_SCHEMA))
     return str(root / "*" / "predictions-*.parquet")
 
 

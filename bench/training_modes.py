@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import random
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from ops import calibration as cal
 from ops.dynamics import data_map, read_dynamics, select_region
 from ops.examples import Examples, load_examples
 from ops.plots import plt
+from suite.common import sample, subset  # bench/suite: the same seeded samples as the benchmark suite
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -44,16 +44,10 @@ MODES = ("joint", "sweet", "multi")
 COLOURS = {"joint": "tab:blue", "sweet": "tab:orange", "multi": "tab:green"}
 
 
-def sample(examples: Examples, size: int | None, seed: int) -> Examples:
-    if size is None or size >= len(examples):
-        return examples
-    rows = sorted(random.Random(seed).sample(range(len(examples)), size))
-    return replace(examples, texts=[examples.texts[i] for i in rows], labels=[examples.labels[i] for i in rows],
-                   source=f"{examples.source} (seeded sample of {size})")
-
-
-def subset(examples: Examples, rows) -> Examples:
-    return replace(examples, texts=[examples.texts[i] for i in rows], labels=[examples.labels[i] for i in rows])
+def _with_defaults(settings: dict) -> dict:
+    """A recorded training's settings, with TrainConfig fields added since at their defaults (they train the same)."""
+    defaults = json.loads(json.dumps(asdict(TrainConfig(model=settings["config"]["model"]))))
+    return {**settings, "config": {**defaults, **settings["config"]}}
 
 
 def trained(config: TrainConfig, train_set: Examples, dev: Examples, out: Path) -> tuple[EarlyExitClassifier, dict]:
@@ -62,7 +56,7 @@ def trained(config: TrainConfig, train_set: Examples, dev: Examples, out: Path) 
     settings = {"config": json.loads(json.dumps(asdict(config))), "train": train_set.source,
                 "train_examples": len(train_set), "first_text": train_set.texts[0]}
     record = out / "bench_training.json"
-    if not (record.is_file() and json.loads(record.read_text())["settings"] == settings):
+    if not (record.is_file() and _with_defaults(json.loads(record.read_text())["settings"]) == settings):
         start = time.perf_counter()
         train(config, train_set, dev, out=out)
         record.write_text(json.dumps({"settings": settings, "train_seconds": time.perf_counter() - start}))

@@ -1,0 +1,135 @@
+"""The benchmark suite's own logic (bench/suite/), on tiny models: what it times must be what it says it
+times, and the README section must come from the results file and nothing else."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import TEXTS, tiny_classifier
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from ops.examples import Examples  # noqa: E402
+from suite.batching import measure_batching  # noqa: E402
+from suite.common import Splits  # noqa: E402
+from suite.render import BEGIN, END, render, write_readme  # noqa: E402
+from suite.speed_accuracy import exit_alone, headline, measure_system  # noqa: E402
+
+
+@pytest.mark.parametrize("model_type", ["bert", "mpnet"])
+def test_exit_alone_is_the_truncated_model(tokenizer, model_type):
+    model = tiny_classifier(tokenizer, model_type=model_type, exit_layers=(1, 2, 4), temperatures=(0.5, 2.0, 1.0))
+    logits, _ = model.exit_logits(TEXTS)  # (exits, n, labels)
+    for k, layers in enumerate((1, 2)):
+        alone = exit_alone(model, k)
+        assert alone.config.exit_layers == (layers,) and alone.runner.num_layers == layers
+        predictions = alone.predict(TEXTS, threshold=2.0)
+        assert [p.label for p in predictions] == [model.config.labels[i] for i in logits[k].argmax(-1)]
+        assert all(p.exit_layer == layers for p in predictions)
+        # same calibrated confidence as exit k of the whole model: the head and its temperature came along
+        expected = np.exp(logits[k] / model.config.temperatures[k])
+        expected = (expected / expected.sum(-1, keepdims=True)).max(-1)
+        np.testing.assert_allclose([p.confidence for p in predictions], expected, atol=1e-5)
+
+
+def _examples(n=24):
+    texts = [TEXTS[i % len(TEXTS)] + f" {i}" for i in range(n)]
+    return Examples(texts=texts, pairs=None, labels=[("a", "b", "c")[i % 3] for i in range(n)], source="tiny")
+
+
+@pytest.mark.parametrize("mode", ["joint", "multi"])
+def test_measured_points_count_flops_against_the_full_model(tokenizer, mode):
+    """The full-model row costs 100% in every mode (a cascade's is its last stage alone, not the cascade run to
+    the end); an exit alone costs its share of the full model, as the FLOPs curve says."""
+    model = tiny_classifier(tokenizer, exit_layers=(1, 2, 4))
+    if mode == "multi":
+        from models.classifier import EarlyExitClassifier, truncated_backbone
+
+        stages = [truncated_backbone(model.backbone.config, layers) for layers in (1, 2)]
+        model = EarlyExitClassifier(model.backbone, tokenizer, model.config.with_updates(training_mode="multi"),
+                                    stages=stages).eval()
+    data = Splits(train=_examples(), dev=_examples(40), test=_examples())
+    system = measure_system(model, data, target_drop=0.01, budgets=(0.5,), repeats=1, batch_size=8)
+    rows = {(r["kind"], r.get("exit_layer")): r for r in system["timed"]}
+    assert rows["full model", None]["flops_fraction"] == pytest.approx(1.0, abs=0.01)
+    assert rows["full model", None]["mean_exit_layer"] == 4
+    for k, layer in enumerate((1, 2)):
+        assert rows["exit alone", layer]["flops_fraction"] == pytest.approx(
+            system["exits_alone"][k]["flops_fraction"], rel=1e-6)
+        # a random tiny model's logits nearly tie, so float rounding between batchings may flip one document
+        assert rows["exit alone", layer]["accuracy"] == pytest.approx(system["exits_alone"][k]["accuracy"], abs=1.5 / 24)
+
+
+def test_batching_reports_both_crossovers_and_identical_predictions(tokenizer):
+    model = tiny_classifier(tokenizer, exit_layers=(1, 2, 4), threshold=0.4)
+    result = measure_batching(model, _examples(), 0.4, (1, 8), repeats=1)
+    assert [r["same_as_batch_1"] for r in result["rows"]] == [1.0, 1.0]
+    for row in result["rows"]:
+        assert row["early_exit_speedup"] == pytest.approx(row["early_exit_docs_per_s"] / row["full_docs_per_s"])
+    stops = next((r["batch_size"] for r in result["rows"] if r["early_exit_speedup"] <= 1), None)
+    assert result["early_exit_stops_paying_from_batch"] == stops
+    with pytest.raises(ValueError, match="start at 1"):
+        measure_batching(model, _examples(), 0.4, (8, 32), repeats=1)
+
+
+def _system(points, oracle_flops=0.25):
+    timed = [{"kind": "full model", "threshold": 2.0, "accuracy": 0.90, "docs_per_s": 100.0, "flops_fraction": 1.0,
+              "speedup": 1.0}]
+    for kind, accuracy, rate, flops in points:
+        timed.append({"kind": kind, "threshold": 0.5, "accuracy": accuracy, "docs_per_s": rate,
+                      "flops_fraction": flops, "speedup": rate / 100.0})
+    return {"timed": timed, "oracle": {"flops_fraction": oracle_flops}}
+
+
+def test_headline_is_the_fastest_point_within_one_point():
+    system = _system([("early exit, calibrated", 0.895, 250.0, 0.4), ("early exit, budget", 0.889, 400.0, 0.3),
+                      ("early exit, budget", 0.891, 300.0, 0.35), ("exit alone", 0.90, 900.0, 0.1)])
+    h = headline(system)
+    # 0.889 is 1.1 points down; "exit alone" is a baseline, not early exit
+    assert h["speedup"] == 3.0 and h["flops_speedup"] == pytest.approx(1 / 0.35)
+    assert h["share_of_oracle"] == pytest.approx((1 / 0.35) / 4.0)
+    assert headline(_system([("early exit, budget", 0.85, 400.0, 0.3)])) is None
+
+
+def _results(gpu=None, rate=123.4):
+    machine = {"cpu": "Test CPU", "cores": 2, "threads": 2, "torch_cpu_capability": "AVX2", "native_bf16": False,
+               "torch": "2.13.0", "gpu": gpu}
+    return {"machine": machine, "commands": ["python bench/run.py --parts path"],
+            "path": {"documents": 10, "threshold": 0.5, "rows": [{"path": "rightsize predict (in-process)", "docs_per_s": rate,
+                                                "vs_predict": 1.0}]}}
+
+
+def test_readme_section_comes_from_the_newest_results_file(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "2026-11-20-test-cpu-2t.json").write_text(json.dumps(_results(rate=111.1)))
+    (results / "2026-11-21-test-cpu-2t.json").write_text(json.dumps(_results(rate=222.2)))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n\n{BEGIN}\nstale 999.9\n{END}\n\nafter\n")
+
+    assert write_readme(results, readme).name == "2026-11-21-test-cpu-2t.json"
+    text = readme.read_text()
+    assert text.startswith("# title\n\nbefore\n\n") and text.endswith(f"{END}\n\nafter\n")
+    assert "222.2" in text and "111.1" not in text and "stale" not in text
+    assert "No GPU numbers exist yet" in text and "CPU only (Test CPU)" in text
+    write_readme(results, readme)
+    assert readme.read_text() == text  # idempotent
+
+    (results / "2026-11-19-h100.json").write_text(json.dumps(_results(gpu="NVIDIA H100")))
+    assert "GPU results: `bench/results/2026-11-19-h100.json`" in render(_results(), results / "x.json",
+                                                                         sorted(results.glob("*.json")))
+
+
+def test_readme_without_markers_is_refused(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "2026-11-21-x.json").write_text(json.dumps(_results()))
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers here\n")
+    with pytest.raises(SystemExit, match="needs exactly one"):
+        write_readme(results, readme)
+    assert readme.read_text() == "no markers here\n"

@@ -92,7 +92,10 @@ def render(results: dict, results_file: Path, all_files: list[Path]) -> str:
                   "papers read theirs). *Calibrated*: the threshold chosen on dev for at most 1 point lost, as a "
                   "user would deploy it. The oracle sends each document to its first correct exit (the last when "
                   "none is right), so it needs the gold label and is not timed: its speedup is in FLOPs, and *share "
-                  "of oracle* compares FLOPs with FLOPs. Speedups are over the same model's full depth in the same "
+                  "of oracle* compares FLOPs with FLOPs. This oracle (`ops/calibration.oracle_point`, the one `rightsize "
+                  "calibrate` plots) sends documents that no exit gets right to the last exit, so it is the most "
+                  "accurate limit, not the cheapest one: a threshold that lets such documents leave early can spend "
+                  "fewer FLOPs than it, and the share then exceeds 100%. Speedups are over the same model's full depth in the same "
                   "precision (in a cascade: its last stage alone, a plain fine-tuned model).", "",
                   "| model | data | mode | precision | test docs | full-model accuracy | docs/s full | best: speedup "
                   "(measured) | best: accuracy lost | best: FLOPs speedup | oracle FLOPs speedup | share of oracle "

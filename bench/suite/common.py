@@ -3,6 +3,7 @@ timing rule (a warm-up, then the median of ``repeats`` runs, in this process).""
 
 from __future__ import annotations
 
+import os
 import platform
 import random
 import statistics
@@ -112,7 +113,7 @@ def machine(device: str) -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = {"cpu": cpu, "cores": len(__import__("os").sched_getaffinity(0)), "threads": torch.get_num_threads(),
+    info = {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "threads": torch.get_num_threads(),
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16(),
             "torch": torch.__version__, "python": platform.python_version(), "device": device, "gpu": None}
     if device == "cuda":

@@ -5,8 +5,9 @@ job in that process), which reports its own peak RSS (ru_maxrss). The model is a
 128 wide, MiniLM's tokenizer) so that 1,000,000 documents take minutes, not hours: what is measured is the
 pipeline's memory, and the model's share of it is printed apart (RSS after loading it alone).
 
-Both ways of feeding the model are measured where asked: with the documents reshuffled after reading (the
-default: the shuffle spreads one file over workers) and without (--no-reshuffle).
+Both ways of feeding the model are measured where asked: without a reshuffle after reading (the default on
+the in-process DirectRunner) and with one (--reshuffle, the default where there are several workers: it
+spreads one file over them, and the DirectRunner holds a shuffle's whole input in memory).
 
 Results go to bench/results/label_memory.{json,md}.
 
@@ -107,7 +108,7 @@ def main() -> None:
         f"(2 layers, 128 wide); AG News texts; {platform.machine()}, 2 CPU cores. Python + torch + model alone, "
         f"after one prediction: {baseline:.0f} MiB.", "",
         "| documents | reshuffle | input file (MiB) | peak RSS (MiB) | seconds |", "|---|---|---|---|---|",
-        *[f"| {r['documents']:,} | {'yes (default)' if r['reshuffle'] else 'no'} | {r['input_mib']} | "
+        *[f"| {r['documents']:,} | {'yes' if r['reshuffle'] else 'no (default)'} | {r['input_mib']} | "
           f"{r['peak_rss_mib']:.0f} | {r['seconds']:.0f} |" for r in runs],
     ]
     table = "\n".join(lines)

@@ -42,10 +42,10 @@ class LabelStepConfig:
     text_field: str = "text"
     pair_field: str | None = None
     id_field: str = "id"
-    batch_size: int = 64
+    batch_size: int | None = None  # None: the worker's device default (64 on a CPU, 256 on a GPU)
     chunk_size: int = 1024
     max_batch_duration_secs: int | None = None
-    reshuffle: bool | None = None  # None: on
+    reshuffle: bool | None = None  # None: on, except on the in-process DirectRunner
     share_model_across_processes: bool = False  # GPU workers: one model per machine
     model_copies: int | None = None
     dtype: str = "float32"  # compute precision of labelling, and of the calibration before it; or "auto"

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from models import EarlyExitClassifier
 from models.classifier import free_accelerator_memory
 from ops.isolation import Failure, run_isolating_failures
+from ops.memory import release_freed_memory
 from ops.predictions import PredictionWriter, new_run_id, prediction_rows
 from ops.records import DeadLetter, Document, InputFields, dead_letter_line, expand_glob, read_file
 from ops.staging import discard, publish, recover, staging_path
@@ -83,6 +84,7 @@ def predict_file(
                 bad = [r for r in chunk if isinstance(r, DeadLetter)]
                 documents = [r for r in chunk if isinstance(r, Document)]
                 results = run_isolating_failures(predict, documents, free_accelerator_memory) if documents else []
+                release_freed_memory()  # else glibc's RSS climbs with every chunk (ops/memory.py)
                 labelled = [(d, p) for d, p in zip(documents, results) if not isinstance(p, Failure)]
                 bad += [d.dead_letter(f"inference failed: {p.reason}") for d, p in zip(documents, results)
                         if isinstance(p, Failure)]

@@ -9,7 +9,8 @@ Parquet file is read as such whatever its name):
     .parquet               columns
     .txt (anything else)   one document per line, the line is the text
 A trailing .gz/.bz2/.xz/.zst is decompressed by fsspec. Text is UTF-8; a byte-order mark (UTF-8, UTF-16 or
-UTF-32) is honoured and removed. Line ends may be LF, CRLF or CR.
+UTF-32) is honoured and removed, and UTF-16 or UTF-32 without one is recognised by its NUL bytes. Line ends may
+be LF, CRLF or CR.
 
 Dead letters keep the raw record losslessly: bytes that are not valid UTF-8 are kept as lone surrogates
 (Python's "surrogateescape"), which ``dead_letter_line`` writes as JSON ``\\udcXX`` escapes.
@@ -25,7 +26,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import fsspec
 
@@ -187,16 +188,28 @@ def parse_text_line(line: str, source: str, position: int, fields: InputFields) 
     return _undecodable(line, source, position) or parse_record({fields.text_field: line}, source, position, fields)
 
 
+def text_encoding(head: bytes) -> str:
+    """A text file's encoding from its first four bytes: a byte-order mark if there is one, else the pattern of
+    NUL bytes that UTF-16 and UTF-32 put around ASCII characters (as RFC 4627 section 3 detects JSON's
+    encoding), else UTF-8."""
+    bom = next((name for bom, name in _BOMS if head.startswith(bom)), None)
+    if bom or len(head) < 4:
+        return bom or "utf-8"
+    nul = tuple(b == 0 for b in head)
+    return {(False, True, True, True): "utf-32-le", (True, True, True, False): "utf-32-be",
+            (False, True, False, True): "utf-16-le", (True, False, True, False): "utf-16-be"}.get(nul, "utf-8")
+
+
 def _sniff(url: str) -> tuple[str | None, bool, str]:
     """(compression, is Parquet, text encoding) from the first bytes: a misnamed gzip or Parquet file is still
-    read as one, and a byte-order mark picks the encoding (UTF-8 without one)."""
+    read as one, and the text encoding is detected (``text_encoding``)."""
     with fsspec.open(url, "rb") as f:
         magic = f.read(4)
     compression = "gzip" if magic[:2] == b"\x1f\x8b" else _COMPRESSIONS.get(PurePosixPath(url).suffix.lower())
+    if compression is None:
+        return None, magic == b"PAR1", text_encoding(magic)
     with fsspec.open(url, "rb", compression=compression) as f:
-        head = f.read(4)
-    encoding = next((name for bom, name in _BOMS if head.startswith(bom)), "utf-8")
-    return compression, magic == b"PAR1", encoding
+        return compression, False, text_encoding(f.read(4))
 
 
 def _lines(text: io.TextIOWrapper) -> Iterator[tuple[int, str]]:
@@ -206,26 +219,81 @@ def _lines(text: io.TextIOWrapper) -> Iterator[tuple[int, str]]:
             yield position, line
 
 
+class _LineTap:
+    """The lines of a text stream, for csv.reader: keeps the lines of the row being parsed (``row_lines``), and
+    lets lines be put back in front of the stream to be parsed again."""
+
+    def __init__(self, lines: Iterable[str]):
+        self._lines = iter(lines)
+        self._put_back: list[str] = []  # reversed: the next line to give is the last
+        self.row_lines: list[str] = []
+
+    def __iter__(self) -> "_LineTap":
+        return self
+
+    def __next__(self) -> str:
+        line = self._put_back.pop() if self._put_back else next(self._lines)
+        self.row_lines.append(line)
+        return line
+
+    def put_back(self, lines: list[str]) -> None:
+        self._put_back.extend(reversed(lines))
+
+
+def _is_strict_csv(lines: list[str]) -> bool:
+    try:
+        list(csv.reader(lines, strict=True))
+    except csv.Error:
+        return False
+    return True
+
+
 def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
-    """Rows of a CSV file (``url`` is the printable source); a row with more fields than the header is a dead
-    letter (an unquoted comma in the text would otherwise cut the text short)."""
+    """Rows of a CSV file (``url`` is the printable source).
+
+    A row with more fields than the header is a dead letter (an unquoted comma in the text would otherwise cut
+    the text short). A stray quote would make csv's lenient reader swallow the lines after it into one field,
+    up to the next quote or to the end of the file: a row that spans several lines and is not valid CSV
+    becomes a dead letter holding its first line, and the lines after that are read again as rows."""
     csv.field_size_limit(_CSV_FIELD_LIMIT)
-    reader = csv.DictReader(text)
-    position = 0
+    tap = _LineTap(text)
+    reader = csv.reader(tap)
+    header: list[str] | None = None
+    position = 0  # data rows, 1-based; the header is not counted
     while True:
-        position += 1
+        tap.row_lines = []
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as e:  # the reader goes on with the next line
-            yield DeadLetter(url, position, "", f"unreadable CSV row (near line {reader.line_num}): {e}")
+            position += 1
+            yield DeadLetter(url, position, "".join(tap.row_lines), f"unreadable CSV row: {e}")
             continue
-        if None in row:  # DictReader's key for fields beyond the header
-            yield DeadLetter(url, position, _raw(row), f"row has {len(reader.fieldnames or []) + len(row[None])} "
-                                                       f"fields, the header {len(reader.fieldnames or [])}")
+        lines = tap.row_lines
+        if len(lines) > 1 and not _is_strict_csv(lines):
+            if header is None:  # the header itself: no row after it can be mapped to fields
+                header = []
+                yield DeadLetter(url, 0, lines[0], "CSV header opens a quote that does not close where a field ends")
+            else:
+                position += 1
+                yield DeadLetter(url, position, lines[0], "CSV row opens a quote that does not close where a "
+                                                          "field ends (the lines after it are read as rows)")
+            tap.put_back(lines[1:])
             continue
-        yield parse_record(row, url, position, fields)
+        if not row:  # a blank line
+            continue
+        if header is None:
+            header = row
+            continue
+        position += 1
+        if not header:
+            yield DeadLetter(url, position, "".join(lines), "no readable CSV header to name this row's fields")
+            continue
+        if len(row) > len(header):
+            yield DeadLetter(url, position, "".join(lines), f"row has {len(row)} fields, the header {len(header)}")
+            continue
+        yield parse_record(dict(zip(header, row)), url, position, fields)
 
 
 def printable(url: str) -> str:

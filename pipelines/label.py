@@ -34,6 +34,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from ops.isolation import Failure, run_isolating_failures
+from ops.memory import release_freed_memory
 from ops.predictions import PREDICTION_SCHEMA, prediction_rows
 from ops.records import DeadLetter, Document, InputFields, dead_letter_line, expand_glob, one_line, read_file
 from ops.staging import discard, publish, recover, staging_path
@@ -120,6 +121,7 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
             return model.predict([d.text for d in docs], pairs, threshold=self.threshold, batch_size=self.batch_size)
 
         results = run_isolating_failures(predict, batch, before_retry=free_accelerator_memory)
+        release_freed_memory()  # else glibc's RSS climbs with every chunk (ops/memory.py)
         labelled = [(doc, result) for doc, result in zip(batch, results) if not isinstance(result, Failure)]
         failed = [{"dead_letter": dead_letter_line(doc.dead_letter(f"inference failed: {result.reason}").to_dict())}
                   for doc, result in zip(batch, results) if isinstance(result, Failure)]
@@ -263,9 +265,12 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = "DirectRunner"  # explicit, so Beam does not first try to download another runner
-    plan = prepare_run(config, _local_processes(options, str(standard.runner)))
+    processes = _local_processes(options, str(standard.runner))
+    plan = prepare_run(config, processes)
     files, model_id, threshold, staging = plan.files, plan.model_id, plan.threshold, plan.staging
-    reshuffle = config.reshuffle is not False  # on unless turned off; off did not save memory (bench/label_memory.py)
+    # Default: spread documents over workers, except with a single in-process worker, where the shuffle only
+    # holds the whole collection in memory (the DirectRunner buffers a GroupByKey's input; bench/label_memory.py)
+    reshuffle = config.reshuffle if config.reshuffle is not None else processes != 1
     started = datetime.now(timezone.utc)
     log.info("labelling %d file(s) matching %s with %s at threshold %.4f -> %s", len(files), config.input,
              model_id, threshold, config.run_dir)

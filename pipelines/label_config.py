@@ -21,12 +21,13 @@ class LabelJobConfig:
     text_field: str = "text"
     pair_field: str | None = None
     id_field: str = "id"
-    batch_size: int = 64  # rows per early-exit forward pass
+    batch_size: int | None = None  # rows per early-exit forward pass; None: the device's default (64 CPU, 256 GPU)
     chunk_size: int = 1024  # documents per RunInference batch; sorted by length into batch_size batches
     # Seconds a partial batch may wait (streaming-style). When set, RunInference batches through Beam's
     # stateful, length-bucketed BatchElements, so each chunk already holds documents of similar length.
     max_batch_duration_secs: int | None = None
-    # Spread documents over workers with a Reshuffle after reading (one file is read by one worker). None: on.
+    # Spread documents over workers with a Reshuffle after reading (one file is read by one worker). None: on,
+    # except on the in-process DirectRunner, which has one worker and would hold the shuffled collection in memory.
     reshuffle: bool | None = None
     # GPU workers: one model per machine shared by its SDK processes, up to model_copies copies (Beam's
     # ModelHandler large_model / model_copies). Default: one model per process.
@@ -41,7 +42,7 @@ class LabelJobConfig:
             raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
-        if self.batch_size < 1 or self.chunk_size < self.batch_size:
+        if self.batch_size is not None and (self.batch_size < 1 or self.chunk_size < self.batch_size):
             raise ValueError(f"need 1 <= batch_size <= chunk_size, got {self.batch_size} and {self.chunk_size}")
         if self.model_copies is not None and self.model_copies < 1:
             raise ValueError(f"model_copies must be >= 1, got {self.model_copies}")
@@ -65,14 +66,16 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-field", default="text")
     parser.add_argument("--pair-field", default=None)
     parser.add_argument("--id-field", default="id", help="missing ids are derived from file and line")
-    parser.add_argument("--batch-size", type=int, default=64, help="rows per early-exit forward pass (default 64)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="rows per early-exit forward pass (default: 64 on a CPU worker, 256 on a GPU worker)")
     parser.add_argument("--chunk-size", type=int, default=1024,
                         help="documents per RunInference batch, sorted by length into --batch-size rows (default 1024)")
     parser.add_argument("--max-batch-duration-secs", type=int, default=None,
                         help="let a partial batch wait at most this long, and batch by length buckets (Beam's "
                              "stateful BatchElements); for long-running or streaming jobs")
     parser.add_argument("--reshuffle", action=argparse.BooleanOptionalAction, default=None,
-                        help="spread each file's documents over all workers after reading (default: on)")
+                        help="spread each file's documents over all workers after reading (default: on, except on the "
+                             "in-process DirectRunner, which has one worker)")
     parser.add_argument("--share-model-across-processes", action="store_true",
                         help="load one model per machine, shared by its SDK processes (GPU workers: one copy "
                              "per GPU instead of one per process)")

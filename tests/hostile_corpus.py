@@ -2,7 +2,7 @@
 
 ``write_hostile_corpus(root)`` returns what a correct reader must produce: the good documents by id (with
 their text) and how many inputs there are in all (good + bad). Expected values are written down by hand or,
-for the truncated gzip, computed with zlib independently of the reader.
+for the truncated gzip and zstd files, computed with zlib and python-zstandard independently of the reader.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import zstandard
 
 
 @dataclass
@@ -107,12 +108,41 @@ def _misnamed_and_broken(corpus: Corpus, root: Path) -> None:
     corpus.inputs += len(complete) + 1  # a partial last line and the unreadable rest: one dead letter
     if readable.endswith(b"\n"):
         raise AssertionError("the cut should fall inside a line")
+    # The same for zstd, whose other Python binding (python-zstandard) ends a cut stream silently.
+    lines = [json.dumps({"id": f"z{i}", "text": f"record {i} of a truncated zstd file " * 3}).encode()
+             for i in range(3000)]  # about 300 KB: several zstd blocks, so the ones before the cut decode
+    cut = zstandard.ZstdCompressor().compress(b"\n".join(lines) + b"\n")[:-200]
+    (root / "n.jsonl.zst").write_bytes(cut)
+    complete = zstandard.ZstdDecompressor().decompressobj().decompress(cut).split(b"\n")[:-1]
+    for line in complete:
+        r = json.loads(line)
+        corpus.good[r["id"]] = r["text"]
+    corpus.inputs += len(complete) + 1
+
+
+def _csv_stray_quotes(corpus: Corpus, root: Path) -> None:
+    """A quote that opens a field and never closes, and one closed by the next row's quote: csv's lenient
+    reader would swallow the rows after them into one field."""
+    (root / "o.csv").write_bytes(b'id,text\ns1,before\ns2,"opens and never closes\ns3,after it\n')
+    (root / "p.csv").write_bytes(b'id,text\ns4,"closed by\ns5,the next row\'s "quote\ns6,last\n')
+    corpus.good.update({"s1": "before", "s3": "after it", "s5": "the next row's \"quote", "s6": "last"})
+    corpus.inputs += 3 + 3  # o.csv: s1, s2 (dead), s3; p.csv: s4 (dead), s5, s6
+
+
+def _no_bom_wide_text(corpus: Corpus, root: Path) -> None:
+    """UTF-16 and UTF-32 without a byte-order mark, as some exporters write them."""
+    (root / "q.jsonl").write_bytes(json.dumps({"id": "w16", "text": "UTF-16 BE, no BOM"}).encode("utf-16-be"))
+    (root / "r.txt").write_bytes("UTF-16 LE, no BOM\n".encode("utf-16-le"))
+    (root / "s.txt").write_bytes("UTF-32 LE, no BOM\n".encode("utf-32-le"))
+    corpus.good.update({"w16": "UTF-16 BE, no BOM", f"{root / 'r.txt'}:1": "UTF-16 LE, no BOM",
+                        f"{root / 's.txt'}:1": "UTF-32 LE, no BOM"})
+    corpus.inputs += 3
 
 
 def write_hostile_corpus(root: Path) -> Corpus:
     root.mkdir(parents=True, exist_ok=True)
     corpus = Corpus()
-    for part in (_jsonl, _csv, _text, _parquet, _misnamed_and_broken):
+    for part in (_jsonl, _csv, _text, _parquet, _misnamed_and_broken, _csv_stray_quotes, _no_bom_wide_text):
         part(corpus, root)
     (root / "m.jsonl").write_bytes(b"")  # an empty file: no inputs
     return corpus

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ops.records import (DeadLetter, Document, InputFields, dead_letter_line, expand_glob, file_format,
-                         read_file)
+                         read_file, text_encoding)
 from tests.hostile_corpus import write_hostile_corpus
 
 FIELDS = InputFields()
@@ -49,6 +49,28 @@ def test_jsonl_bad_records_become_dead_letters():
     assert "invalid UTF-8" in letters[8]
     assert "not an object" in letters[9]
     assert len(docs) + len(letters) == 11  # every non-blank line accounted for
+
+
+def test_csv_stray_quotes_cost_one_row_each_and_the_rows_after_them_are_read():
+    data = (b'id,text\r\n1,"legal\r\nmulti-line"\r\n2,"closed only by\r\n3,the next row\'s "quote\r\n'
+            b'4,fine\r\n5,"never closed\r\n6,after it\r\n')
+    out = list(read_file(_write("memory://records/stray.csv", data), FIELDS))
+    assert [(r.position, getattr(r, "id", None)) for r in out] == [
+        (1, "1"), (2, None), (3, "3"), (4, "4"), (5, None), (6, "6")]
+    assert out[0].text == "legal\r\nmulti-line" and out[2].text == 'the next row\'s "quote'
+    assert (out[1].raw, out[4].raw) == ('2,"closed only by\r\n', '5,"never closed\r\n')  # the row's own line
+    assert all("quote that does not close" in out[i].reason for i in (1, 4))
+    header = list(read_file(_write("memory://records/header.csv", b'id,"text\na,b\n'), FIELDS))
+    assert [(r.position, r.reason) for r in header] == [
+        (0, "CSV header opens a quote that does not close where a field ends"),
+        (1, "no readable CSV header to name this row's fields")]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be", "utf-16", "utf-8-sig"])
+def test_wide_encodings_are_detected_with_or_without_a_byte_order_mark(encoding):
+    assert text_encoding("plain".encode(encoding)[:4]) == encoding
+    url = _write(f"memory://records/wide-{encoding}.jsonl", '{"id": "w", "text": "caf\u00e9 \u4e2d"}\n'.encode(encoding))
+    assert [(r.id, r.text) for r in read_file(url, FIELDS)] == [("w", "caf\u00e9 \u4e2d")]
 
 
 def test_csv_with_quoted_newlines_and_invalid_bytes():

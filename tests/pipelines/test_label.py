@@ -82,11 +82,14 @@ def test_precision_and_threads_reach_workers_rows_and_manifest(model_dir, tmp_pa
     _, rows, _, saved = _outputs(tmp_path / "out" / "r1")
     assert (saved["dtype"], saved["threads"]) == ("bfloat16", 1) and manifest == saved
     assert {r["dtype"] for r in rows} == {"bfloat16"}
-    # one in-process worker keeps torch's default; several share the usable cores
-    assert run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r2"))["threads"] is None
+    # one in-process worker keeps torch's default and does not reshuffle (it would only buffer the collection);
+    # several share the usable cores and get the documents spread over them
+    manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r2"))
+    assert (manifest["threads"], manifest["reshuffle"]) == (None, False)
     manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r3"),
                    ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
     assert manifest["threads"] == max(1, len(os.sched_getaffinity(0)) // 2) and manifest["dtype"] == "float32"
+    assert manifest["reshuffle"] is True
 
 
 def test_rerun_with_same_run_id_replaces_output(model_dir, tmp_path):

@@ -2,15 +2,15 @@
 cannot be labelled. Every record read becomes exactly one ``Document`` or one ``DeadLetter``, whatever the
 bytes are; nothing in here raises on a record or on a file that breaks off part-way.
 
-Formats, chosen by file extension, except that content wins where it is unambiguous (a gzip stream or a
-Parquet file is read as such whatever its name):
+Formats, chosen by file extension, except that content wins where it is unambiguous (a gzip, zstd, bzip2 or
+xz stream or a Parquet file is read as such whatever its name):
     .jsonl .ndjson .json   one JSON object per line
     .csv                   header row, RFC 4180 quoting (quoted newlines are fine), no field size limit
     .parquet               columns
     .txt (anything else)   one document per line, the line is the text
-A trailing .gz/.bz2/.xz/.zst is decompressed by fsspec. Text is UTF-8; a byte-order mark (UTF-8, UTF-16 or
-UTF-32) is honoured and removed, and UTF-16 or UTF-32 without one is recognised by its NUL bytes. Line ends may
-be LF, CRLF or CR.
+Compressed streams are recognised by their magic bytes and decompressed by fsspec. Text is UTF-8; a
+byte-order mark (UTF-8, UTF-16 or UTF-32) is honoured and removed, and UTF-16 or UTF-32 without one is
+recognised by its NUL bytes (``text_encoding``). Line ends may be LF, CRLF or CR.
 
 Dead letters keep the raw record losslessly: bytes that are not valid UTF-8 are kept as lone surrogates
 (Python's "surrogateescape"), which ``dead_letter_line`` writes as JSON ``\\udcXX`` escapes.
@@ -64,7 +64,7 @@ class Document:
 @dataclass(frozen=True)
 class DeadLetter:
     source: str  # file URL
-    position: int  # 1-based line (JSONL, text), row (CSV, Parquet) in the file
+    position: int  # 1-based line (JSONL, text), row (CSV, Parquet) in the file; 0: a CSV file's header
     raw: str  # the record as read, whole; invalid bytes as lone surrogates
     reason: str
 
@@ -188,28 +188,43 @@ def parse_text_line(line: str, source: str, position: int, fields: InputFields) 
     return _undecodable(line, source, position) or parse_record({fields.text_field: line}, source, position, fields)
 
 
+_WIDE = [("utf-32-le", 4, (1, 2, 3)), ("utf-32-be", 4, (0, 1, 2)), ("utf-16-le", 2, (1,)), ("utf-16-be", 2, (0,))]
+_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
+SNIFF_BYTES = 4096
+
+
 def text_encoding(head: bytes) -> str:
-    """A text file's encoding from its first four bytes: a byte-order mark if there is one, else the pattern of
-    NUL bytes that UTF-16 and UTF-32 put around ASCII characters (as RFC 4627 section 3 detects JSON's
-    encoding), else UTF-8."""
+    """A text file's encoding from its first bytes (up to SNIFF_BYTES): a byte-order mark if there is one;
+    else UTF-16 or UTF-32 when at least 90% of the sample's code units have the NUL bytes that these encodings
+    put around ASCII characters (as RFC 4627 section 3 detects JSON's encoding) and the sample decodes (lone
+    surrogates allowed: they fail only their record); else UTF-8. Text without ASCII in its first bytes (CJK in UTF-16, say) needs a BOM."""
     bom = next((name for bom, name in _BOMS if head.startswith(bom)), None)
-    if bom or len(head) < 4:
-        return bom or "utf-8"
-    nul = tuple(b == 0 for b in head)
-    return {(False, True, True, True): "utf-32-le", (True, True, True, False): "utf-32-be",
-            (False, True, False, True): "utf-16-le", (True, False, True, False): "utf-16-be"}.get(nul, "utf-8")
+    if bom:
+        return bom
+    for name, width, zeros in _WIDE:
+        units = [head[i:i + width] for i in range(0, len(head) - width + 1, width)]
+        if len(units) < 2 or sum(all(u[z] == 0 for z in zeros) and any(u) for u in units) < 0.9 * len(units):
+            continue
+        try:
+            codecs.getincrementaldecoder(name)("surrogatepass").decode(head[:len(units) * width], final=False)
+        except UnicodeDecodeError:
+            continue
+        return name
+    return "utf-8"
 
 
 def _sniff(url: str) -> tuple[str | None, bool, str]:
-    """(compression, is Parquet, text encoding) from the first bytes: a misnamed gzip or Parquet file is still
-    read as one, and the text encoding is detected (``text_encoding``)."""
+    """(compression, is Parquet, text encoding) from the first bytes: a gzip, zstd, bzip2, xz or Parquet file
+    is read as such whatever its name, and the text encoding is detected (``text_encoding``)."""
     with fsspec.open(url, "rb") as f:
-        magic = f.read(4)
-    compression = "gzip" if magic[:2] == b"\x1f\x8b" else _COMPRESSIONS.get(PurePosixPath(url).suffix.lower())
+        head = f.read(SNIFF_BYTES)
+    if head[:4] == b"PAR1":
+        return None, True, "utf-8"
+    compression = next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
     if compression is None:
-        return None, magic == b"PAR1", text_encoding(magic)
+        return None, False, text_encoding(head)
     with fsspec.open(url, "rb", compression=compression) as f:
-        return compression, False, text_encoding(f.read(4))
+        return compression, False, text_encoding(f.read(SNIFF_BYTES))
 
 
 def _lines(text: io.TextIOWrapper) -> Iterator[tuple[int, str]]:
@@ -219,33 +234,55 @@ def _lines(text: io.TextIOWrapper) -> Iterator[tuple[int, str]]:
             yield position, line
 
 
+MAX_ROW_LINES = 1000  # line breaks a CSV row may span (inside quotes); beyond that, a stray quote is assumed
+
+
 class _LineTap:
-    """The lines of a text stream, for csv.reader: keeps the lines of the row being parsed (``row_lines``), and
+    """The lines of a text stream, for csv.reader: keeps the lines of the row being parsed (``row_lines``),
+    ends a row that reaches MAX_ROW_LINES lines (csv then returns what it has, as at the end of the file), and
     lets lines be put back in front of the stream to be parsed again."""
 
     def __init__(self, lines: Iterable[str]):
         self._lines = iter(lines)
         self._put_back: list[str] = []  # reversed: the next line to give is the last
         self.row_lines: list[str] = []
+        self.ended = False  # the stream, or the row's line budget, ran out while csv wanted more
 
     def __iter__(self) -> "_LineTap":
         return self
 
     def __next__(self) -> str:
-        line = self._put_back.pop() if self._put_back else next(self._lines)
+        if len(self.row_lines) >= MAX_ROW_LINES:
+            self.ended = True
+            raise StopIteration
+        try:
+            line = self._put_back.pop() if self._put_back else next(self._lines)
+        except StopIteration:
+            self.ended = True
+            raise
         self.row_lines.append(line)
         return line
+
+    def next_row(self) -> None:
+        self.row_lines, self.ended = [], False
 
     def put_back(self, lines: list[str]) -> None:
         self._put_back.extend(reversed(lines))
 
 
-def _is_strict_csv(lines: list[str]) -> bool:
-    try:
-        list(csv.reader(lines, strict=True))
-    except csv.Error:
+_SPACE_AFTER_QUOTE = re.compile(r'"[ \t]+(?=,|\r|\n|$)')  # `"text" ,`: lenient readers accept it, strict ones not
+
+
+def _stray_quote(lines: list[str], ended: bool) -> bool:
+    """Whether a row read leniently from ``lines`` hides a stray quote: a quote left open at the end of the
+    input (or of the row's line budget), or, in a row that spans lines, one that closes where no field ends."""
+    if len(lines) < 2 and not ended:
         return False
-    return True
+    try:
+        list(csv.reader(_SPACE_AFTER_QUOTE.sub('"', "".join(lines)).splitlines(keepends=True), strict=True))
+    except csv.Error as e:
+        return len(lines) > 1 or "unexpected end of data" in str(e)
+    return False
 
 
 def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
@@ -253,15 +290,15 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields) -> Itera
 
     A row with more fields than the header is a dead letter (an unquoted comma in the text would otherwise cut
     the text short). A stray quote would make csv's lenient reader swallow the lines after it into one field,
-    up to the next quote or to the end of the file: a row that spans several lines and is not valid CSV
-    becomes a dead letter holding its first line, and the lines after that are read again as rows."""
+    up to the next quote or to the end of the file: such a row (``_stray_quote``) becomes a dead letter holding
+    its first line, and the lines after that are read again as rows."""
     csv.field_size_limit(_CSV_FIELD_LIMIT)
     tap = _LineTap(text)
     reader = csv.reader(tap)
     header: list[str] | None = None
     position = 0  # data rows, 1-based; the header is not counted
     while True:
-        tap.row_lines = []
+        tap.next_row()
         try:
             row = next(reader)
         except StopIteration:
@@ -271,14 +308,14 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields) -> Itera
             yield DeadLetter(url, position, "".join(tap.row_lines), f"unreadable CSV row: {e}")
             continue
         lines = tap.row_lines
-        if len(lines) > 1 and not _is_strict_csv(lines):
+        if _stray_quote(lines, tap.ended):
             if header is None:  # the header itself: no row after it can be mapped to fields
                 header = []
-                yield DeadLetter(url, 0, lines[0], "CSV header opens a quote that does not close where a field ends")
+                yield DeadLetter(url, 0, lines[0], "CSV header has a stray quote")
             else:
                 position += 1
-                yield DeadLetter(url, position, lines[0], "CSV row opens a quote that does not close where a "
-                                                          "field ends (the lines after it are read as rows)")
+                yield DeadLetter(url, position, lines[0], "CSV row has a stray quote: one never closed, or closed "
+                                                          "where no field ends (the lines after it are read as rows)")
             tap.put_back(lines[1:])
             continue
         if not row:  # a blank line
@@ -312,7 +349,9 @@ def _records(url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
     with fsspec.open(url, "rb", compression=compression) as raw:
         # surrogateescape keeps undecodable bytes (as lone surrogates) for the record's dead letter. CSV needs
         # newline="" to see quoted line breaks; lines are split on LF, CRLF and CR alike.
-        text = io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="" if kind == "csv" else None)
+        # UTF-16/32: a lone surrogate code unit decodes as itself (surrogatepass) and fails only its record
+        errors = "surrogateescape" if encoding.startswith("utf-8") else "surrogatepass"
+        text = io.TextIOWrapper(raw, encoding=encoding, errors=errors, newline="" if kind == "csv" else None)
         if kind == "csv":
             yield from _csv_records(text, source, fields)
             return

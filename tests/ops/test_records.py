@@ -9,6 +9,7 @@ import pytest
 
 from ops.records import (DeadLetter, Document, InputFields, dead_letter_line, expand_glob, file_format,
                          read_file, text_encoding)
+from ops.records import MAX_ROW_LINES
 from tests.hostile_corpus import write_hostile_corpus
 
 FIELDS = InputFields()
@@ -52,25 +53,46 @@ def test_jsonl_bad_records_become_dead_letters():
 
 
 def test_csv_stray_quotes_cost_one_row_each_and_the_rows_after_them_are_read():
-    data = (b'id,text\r\n1,"legal\r\nmulti-line"\r\n2,"closed only by\r\n3,the next row\'s "quote\r\n'
-            b'4,fine\r\n5,"never closed\r\n6,after it\r\n')
+    data = (b'id,text\r\n1,"legal\r\nmulti-line" \r\n2,"closed only by\r\n3,the next row\'s "quote\r\n'
+            b'4,fine\r\n5,"never closed\r\n6,after it\r\n7,"open at the end')
     out = list(read_file(_write("memory://records/stray.csv", data), FIELDS))
     assert [(r.position, getattr(r, "id", None)) for r in out] == [
-        (1, "1"), (2, None), (3, "3"), (4, "4"), (5, None), (6, "6")]
-    assert out[0].text == "legal\r\nmulti-line" and out[2].text == 'the next row\'s "quote'
-    assert (out[1].raw, out[4].raw) == ('2,"closed only by\r\n', '5,"never closed\r\n')  # the row's own line
-    assert all("quote that does not close" in out[i].reason for i in (1, 4))
+        (1, "1"), (2, None), (3, "3"), (4, "4"), (5, None), (6, "6"), (7, None)]
+    assert out[0].text == "legal\r\nmulti-line " and out[2].text == 'the next row\'s "quote'  # space after quote: ok
+    assert [out[i].raw for i in (1, 4, 6)] == ['2,"closed only by\r\n', '5,"never closed\r\n', '7,"open at the end']
+    assert all("stray quote" in out[i].reason for i in (1, 4, 6))
     header = list(read_file(_write("memory://records/header.csv", b'id,"text\na,b\n'), FIELDS))
     assert [(r.position, r.reason) for r in header] == [
-        (0, "CSV header opens a quote that does not close where a field ends"),
-        (1, "no readable CSV header to name this row's fields")]
+        (0, "CSV header has a stray quote"), (1, "no readable CSV header to name this row's fields")]
+
+
+def test_csv_stray_quote_swallows_at_most_max_row_lines():
+    rows = [f"{i},row {i}" for i in range(2, 3 * MAX_ROW_LINES)]
+    data = ("id,text\n1,\"opens early\n" + "\n".join(rows) + "\n").encode()
+    out = list(read_file(_write("memory://records/long.csv", data), FIELDS))
+    assert isinstance(out[0], DeadLetter) and [d.id for d in out[1:]] == [str(i) for i in range(2, 3 * MAX_ROW_LINES)]
 
 
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be", "utf-16", "utf-8-sig"])
 def test_wide_encodings_are_detected_with_or_without_a_byte_order_mark(encoding):
-    assert text_encoding("plain".encode(encoding)[:4]) == encoding
-    url = _write(f"memory://records/wide-{encoding}.jsonl", '{"id": "w", "text": "caf\u00e9 \u4e2d"}\n'.encode(encoding))
+    record = '{"id": "w", "text": "caf\u00e9 \u4e2d"}\n'
+    assert text_encoding(record.encode(encoding)) == encoding
+    url = _write(f"memory://records/wide-{encoding}.jsonl", record.encode(encoding))
     assert [(r.id, r.text) for r in read_file(url, FIELDS)] == [("w", "caf\u00e9 \u4e2d")]
+
+
+@pytest.mark.parametrize("head", [b"i\x00d\x00,text\n1,hello\n2,world\n", b"{\x00\x00\x00\n{}\n" + b'{"a": 1}\n' * 20,
+                                  b"\x00" * 64, b"a\x00b\x00 first\nsecond line\nthird line\n"])
+def test_a_few_nul_bytes_do_not_make_utf8_look_wide(head):
+    assert text_encoding(head) == "utf-8"
+
+
+def test_a_lone_surrogate_in_utf16_costs_its_record_only():
+    lines = [json.dumps({"id": f"u{i}", "text": f"line {i}"}).encode("utf-16-le") for i in range(50)]
+    lines[20] = '{"id": "bad", "text": "x'.encode("utf-16-le") + b"\x00\xd8" + '"}'.encode("utf-16-le")
+    url = _write("memory://records/surrogate.jsonl", "\n".encode("utf-16-le").join(lines))
+    out = list(read_file(url, FIELDS))
+    assert len(out) == 50 and [r.position for r in out if isinstance(r, DeadLetter)] == [21]
 
 
 def test_csv_with_quoted_newlines_and_invalid_bytes():
@@ -150,3 +172,14 @@ def test_prediction_writer_closes_its_file_on_error(tmp_path):
         with writer:
             writer.write([{"id": "x", "label": 3}])  # wrong type and missing columns
     assert writer._file.closed
+
+
+@pytest.mark.parametrize("compress", ["gzip", "bz2", "lzma", "zstandard"])
+def test_compressed_files_are_read_whatever_their_name(compress):
+    import importlib
+
+    data = b'{"id": "c", "text": "compressed, named .jsonl"}\n'
+    module = importlib.import_module(compress)
+    packed = module.ZstdCompressor().compress(data) if compress == "zstandard" else module.compress(data)
+    url = _write(f"memory://records/misnamed-{compress}.jsonl", packed)
+    assert [(r.id, r.text) for r in read_file(url, FIELDS)] == [("c", "compressed, named .jsonl")]

@@ -357,8 +357,9 @@ class EarlyExitClassifier(nn.Module):
         lengths = np.empty(len(texts), dtype=np.int64)
         encoded = self._encode(texts, pairs, batch_size)
         truncated = self._truncated(encoded, texts, pairs)
-        with self.precision():  # one autocast region for all batches: weights are cast once, not per batch
-            for rows, batch, num_tokens in self._length_sorted_batches(encoded, batch_size):
+        # one autocast region for all batches: weights are cast once, not per batch
+        with self.precision(), _prepared_ahead(self._length_sorted_batches(encoded, batch_size)) as batches:
+            for rows, batch, num_tokens in batches:
                 result = run_early_exit(self, batch["input_ids"], batch["attention_mask"],
                                         batch.get("token_type_ids"), threshold, num_tokens)
                 label_ids[rows], confidence[rows], exit_index[rows] = result.label_ids, result.confidence, result.exit_index
@@ -438,6 +439,23 @@ class EarlyExitClassifier(nn.Module):
             flops=self.exit_flops(int(num_tokens), int(exit_index)),
             full_flops=full_model_flops(int(num_tokens), self.shape),
         )
+
+
+@contextlib.contextmanager
+def _prepared_ahead(batches: Iterator):
+    """``batches`` with the next item prepared in a background thread while the caller works on the current
+    one, so that host-side work (padding, the copy to the device) overlaps the model's compute on a GPU. torch
+    releases the GIL while it works, so a thread suffices."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rightsize-prepare") as pool:
+        def ahead():
+            pending = pool.submit(next, batches, None)
+            while (item := pending.result()) is not None:
+                pending = pool.submit(next, batches, None)
+                yield item
+
+        yield ahead()
 
 
 def truncated_backbone(config, num_layers: int) -> nn.Module:

@@ -359,7 +359,8 @@ class EarlyExitClassifier(nn.Module):
         truncated = self._truncated(encoded, texts, pairs)
         # one autocast region for all batches: weights are cast once, not per batch
         with self.precision(), _prepared_ahead(self._length_sorted_batches(encoded, batch_size)) as batches:
-            for rows, batch, num_tokens in batches:
+            for rows, host_batch, num_tokens in batches:
+                batch = self.to_device(host_batch)
                 result = run_early_exit(self, batch["input_ids"], batch["attention_mask"],
                                         batch.get("token_type_ids"), threshold, num_tokens)
                 label_ids[rows], confidence[rows], exit_index[rows] = result.label_ids, result.confidence, result.exit_index
@@ -382,7 +383,8 @@ class EarlyExitClassifier(nn.Module):
         out = np.empty((len(self.config.exit_layers), n, self.config.num_labels), dtype=np.float32)
         lengths = np.empty(n, dtype=np.int64)
         with tqdm(total=n, desc="all exits", unit="doc", disable=n < 2000) as bar, self.precision():
-            for rows, batch, num_tokens in self._length_sorted_batches(encoded, batch_size):
+            for rows, host_batch, num_tokens in self._length_sorted_batches(encoded, batch_size):
+                batch = self.to_device(host_batch)
                 logits = self(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
                 out[:, rows] = logits.float().cpu().numpy()
                 lengths[rows] = num_tokens
@@ -411,22 +413,30 @@ class EarlyExitClassifier(nn.Module):
         return out
 
     def _length_sorted_batches(self, encoded, batch_size: int):
-        """Yields (row indices, right-padded batch on the model's device, (rows,) token counts), longest
-        documents first so that each batch pads little and the first batch shows the peak memory. The counts
-        come from the host-side encoding: reading them off the device mask would be a synchronisation."""
+        """Yields (row indices, right-padded batch in host memory, (rows,) token counts), longest documents first
+        so that each batch pads little and the first batch shows the peak memory. The counts come from the
+        host-side encoding: reading them off the device mask would be a synchronisation."""
         lengths = np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
         order = np.argsort(-lengths, kind="stable")
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            yield rows, self.pad_rows(encoded, rows), lengths[rows]
+            yield rows, self.pad_rows_on_host(encoded, rows), lengths[rows]
 
     def pad_rows(self, encoded, rows) -> dict:
         """The rows ``rows`` of an unpadded BatchEncoding, right-padded into tensors on the model's device."""
+        return self.to_device(self.pad_rows_on_host(encoded, rows))
+
+    def pad_rows_on_host(self, encoded, rows) -> dict:
+        """``pad_rows`` before the copy: tensors in host memory, page-locked when they go to a GPU (the copy then
+        runs without a staging buffer and without blocking the host)."""
         keys = [key for key in encoded.keys() if key != "offset_mapping"]
         batch = self.tokenizer.pad({key: [encoded[key][i] for i in rows] for key in keys}, return_tensors="pt")
-        if self.device.type == "cuda":  # page-locked host memory: the copy runs without a staging buffer
-            return {key: value.pin_memory().to(self.device, non_blocking=True) for key, value in batch.items()}
-        return batch.to(self.device)
+        if self.device.type == "cuda":
+            return {key: value.pin_memory() for key, value in batch.items()}
+        return dict(batch)
+
+    def to_device(self, batch: dict) -> dict:
+        return {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
 
     def _prediction(self, label_id, confidence, exit_index, num_tokens, truncated) -> Prediction:
         exit_layer = self.config.exit_layers[exit_index]
@@ -444,18 +454,21 @@ class EarlyExitClassifier(nn.Module):
 @contextlib.contextmanager
 def _prepared_ahead(batches: Iterator):
     """``batches`` with the next item prepared in a background thread while the caller works on the current
-    one, so that host-side work (padding, the copy to the device) overlaps the model's compute on a GPU. torch
-    releases the GIL while it works, so a thread suffices."""
+    one, so that host-side work (padding, page-locking) overlaps the model's compute. torch releases the GIL
+    while it works, so a thread suffices. The copy to the device stays with the caller, on its CUDA stream."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rightsize-prepare") as pool:
-        def ahead():
-            pending = pool.submit(next, batches, None)
-            while (item := pending.result()) is not None:
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rightsize-prepare") as pool:
+            def ahead():
                 pending = pool.submit(next, batches, None)
-                yield item
+                while (item := pending.result()) is not None:
+                    pending = pool.submit(next, batches, None)
+                    yield item
 
-        yield ahead()
+            yield ahead()
+    finally:
+        batches.close()  # the caller may stop early (an error): release what the next batch holds
 
 
 def truncated_backbone(config, num_layers: int) -> nn.Module:

@@ -189,7 +189,10 @@ def parse_text_line(line: str, source: str, position: int, fields: InputFields) 
 
 
 _WIDE = [("utf-32-le", 4, (1, 2, 3)), ("utf-32-be", 4, (0, 1, 2)), ("utf-16-le", 2, (1,)), ("utf-16-be", 2, (0,))]
-_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
+# Magic bytes of the compressed streams fsspec reads; bzip2's "BZh" alone is also how a text can start, so its
+# block size digit and the first block's (or the empty stream's) signature are required as well.
+_MAGIC = [(re.compile(rb"\x1f\x8b"), "gzip"), (re.compile(rb"\x28\xb5\x2f\xfd"), "zstd"),
+          (re.compile(rb"BZh[1-9](1AY&SY|\x17rE8P\x90)"), "bz2"), (re.compile(rb"\xfd7zXZ\x00"), "xz")]
 SNIFF_BYTES = 4096
 
 
@@ -220,7 +223,7 @@ def _sniff(url: str) -> tuple[str | None, bool, str]:
         head = f.read(SNIFF_BYTES)
     if head[:4] == b"PAR1":
         return None, True, "utf-8"
-    compression = next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
+    compression = next((name for magic, name in _MAGIC if magic.match(head)), None)
     if compression is None:
         return None, False, text_encoding(head)
     with fsspec.open(url, "rb", compression=compression) as f:
@@ -234,7 +237,7 @@ def _lines(text: io.TextIOWrapper) -> Iterator[tuple[int, str]]:
             yield position, line
 
 
-MAX_ROW_LINES = 1000  # line breaks a CSV row may span (inside quotes); beyond that, a stray quote is assumed
+MAX_ROW_LINES = 1000  # lines a CSV row may span (inside quotes); a row that runs longer is taken for a stray quote
 
 
 class _LineTap:
@@ -246,14 +249,15 @@ class _LineTap:
         self._lines = iter(lines)
         self._put_back: list[str] = []  # reversed: the next line to give is the last
         self.row_lines: list[str] = []
-        self.ended = False  # the stream, or the row's line budget, ran out while csv wanted more
+        self.ended = False  # the stream ran out while csv wanted more
+        self.over_budget = False  # the row reached MAX_ROW_LINES lines and was cut there
 
     def __iter__(self) -> "_LineTap":
         return self
 
     def __next__(self) -> str:
         if len(self.row_lines) >= MAX_ROW_LINES:
-            self.ended = True
+            self.over_budget = True
             raise StopIteration
         try:
             line = self._put_back.pop() if self._put_back else next(self._lines)
@@ -264,7 +268,7 @@ class _LineTap:
         return line
 
     def next_row(self) -> None:
-        self.row_lines, self.ended = [], False
+        self.row_lines, self.ended, self.over_budget = [], False, False
 
     def put_back(self, lines: list[str]) -> None:
         self._put_back.extend(reversed(lines))
@@ -291,7 +295,8 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields) -> Itera
     A row with more fields than the header is a dead letter (an unquoted comma in the text would otherwise cut
     the text short). A stray quote would make csv's lenient reader swallow the lines after it into one field,
     up to the next quote or to the end of the file: such a row (``_stray_quote``) becomes a dead letter holding
-    its first line, and the lines after that are read again as rows."""
+    its first line, and the lines after that are read again as rows. A row that runs over MAX_ROW_LINES lines
+    becomes one dead letter holding all of them."""
     csv.field_size_limit(_CSV_FIELD_LIMIT)
     tap = _LineTap(text)
     reader = csv.reader(tap)
@@ -308,6 +313,11 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields) -> Itera
             yield DeadLetter(url, position, "".join(tap.row_lines), f"unreadable CSV row: {e}")
             continue
         lines = tap.row_lines
+        if tap.over_budget:  # one dead letter for the whole span: re-reading it as rows would cost time quadratic
+            position += 1     # in the number of stray quotes, and would cut a legitimately long field into rows
+            yield DeadLetter(url, position, "".join(lines), f"CSV row runs over {MAX_ROW_LINES} lines: a stray quote, "
+                                                            f"or a quoted field too long to read (all its lines are kept here)")
+            continue
         if _stray_quote(lines, tap.ended):
             if header is None:  # the header itself: no row after it can be mapped to fields
                 header = []

@@ -24,15 +24,15 @@ def _split_model(tokenizer, tmp_path):
     """A tiny model saved with a threshold at which TEXTS leave at different exits (checked on the CPU)."""
     tiny_classifier(tokenizer, "bert", "sdpa", temperatures=(0.5,) * 4, threshold=0.4).save_pretrained(tmp_path)
     cpu = EarlyExitClassifier.from_pretrained(tmp_path, device="cpu")
-    texts = TEXTS * 8  # 64 documents: several batches at batch_size 8
-    expected = cpu.predict(texts, batch_size=8)
+    texts = TEXTS * 8  # 64 documents; batches of 12 mix lengths (sorting would make batches of 8 uniform)
+    expected = cpu.predict(texts, batch_size=12)
     assert len({p.exit_layer for p in expected}) >= 2  # a real early-exit decision, not every layer run
     return EarlyExitClassifier.from_pretrained(tmp_path), texts, expected
 
 
 def test_cuda_matches_cpu_at_a_real_early_exit_threshold(tokenizer, tmp_path):
     gpu, texts, expected = _split_model(tokenizer, tmp_path)
-    got = gpu.predict(texts, batch_size=8)
+    got = gpu.predict(texts, batch_size=12)
     threshold = gpu.config.threshold
     for a, b in zip(expected, got):
         if abs(a.confidence - threshold) < 1e-3:  # float differences may flip a document on the boundary
@@ -63,4 +63,4 @@ def test_cuda_synchronises_once_per_exit(tokenizer, tmp_path):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message)]
-    assert len(syncs) <= len(gpu.config.exit_layers)
+    assert 1 <= len(syncs) <= len(gpu.config.exit_layers)  # one batch of 8: one copy per exit it reached

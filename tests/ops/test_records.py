@@ -66,11 +66,17 @@ def test_csv_stray_quotes_cost_one_row_each_and_the_rows_after_them_are_read():
         (0, "CSV header has a stray quote"), (1, "no readable CSV header to name this row's fields")]
 
 
-def test_csv_stray_quote_swallows_at_most_max_row_lines():
+def test_a_csv_row_over_max_row_lines_is_one_dead_letter_holding_all_its_lines():
     rows = [f"{i},row {i}" for i in range(2, 3 * MAX_ROW_LINES)]
     data = ("id,text\n1,\"opens early\n" + "\n".join(rows) + "\n").encode()
     out = list(read_file(_write("memory://records/long.csv", data), FIELDS))
-    assert isinstance(out[0], DeadLetter) and [d.id for d in out[1:]] == [str(i) for i in range(2, 3 * MAX_ROW_LINES)]
+    assert out[0].raw == "1,\"opens early\n" + "".join(r + "\n" for r in rows[:MAX_ROW_LINES - 1])
+    assert [d.id for d in out[1:]] == [str(i) for i in range(MAX_ROW_LINES + 1, 3 * MAX_ROW_LINES)]
+
+
+def test_text_that_starts_like_a_compression_magic_is_text():
+    url = _write("memory://records/bzh.txt", b"BZh is a greeting\nsecond line\n")
+    assert [r.text for r in read_file(url, FIELDS)] == ["BZh is a greeting", "second line"]
 
 
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be", "utf-16", "utf-8-sig"])

@@ -66,6 +66,7 @@ def _best(name: str, run_at, batch_sizes, test: Examples, gold: np.ndarray, repe
 
 def pipeline_peer(model: EarlyExitClassifier, dtype: torch.dtype, test: Examples, gold, batch_sizes, repeats) -> dict:
     plain = PlainClassifier(model).to(dtype).eval()
+    plain.head.float()  # rightsize's exit head computes in float32 whatever the backbone's precision (ExitHead)
     with quiet("transformers"):  # "The model 'PlainClassifier' is not supported for text-classification": on purpose
         classify = pipeline("text-classification", model=plain, tokenizer=model.tokenizer, device=model.device)
     index = {name: i for i, name in enumerate(model.config.labels)}

@@ -31,15 +31,15 @@ def run_early_exit(
     attention_mask: torch.Tensor,
     token_type_ids: torch.Tensor | None,
     threshold: float,
-    num_tokens: np.ndarray | None = None,
+    num_tokens: np.ndarray,
 ) -> ExitBatchResult:
     """Runs one right-padded batch (batch, seq) through ``model`` (an ``EarlyExitClassifier``) with early exit.
 
     A row leaves at the first exit whose calibrated confidence is >= ``threshold``, and at the last exit
     otherwise; a threshold above 1 therefore sends every row through every layer. On one backbone each exit
     continues from the previous exit's hidden state; in a cascade each stage starts again from the token ids
-    of the rows still running (``model.stage``). ``num_tokens`` (batch,), the rows' real lengths, when the
-    caller has them on the host (else they are read from the mask: one more synchronisation).
+    of the rows still running (``model.stage``). ``num_tokens`` (batch,): the rows' real lengths, from the
+    host-side encoding (reading them off the device mask would be one more synchronisation).
     """
     exit_layers = model.config.exit_layers
     batch = input_ids.shape[0]
@@ -49,8 +49,6 @@ def run_early_exit(
 
     # Decisions are taken on the host from one device->host copy per exit (on a GPU every .any(), boolean
     # index or .item() would be a synchronisation of its own); the device only gathers the rows that go on.
-    if num_tokens is None:
-        num_tokens = attention_mask.sum(dim=1).cpu().numpy()
     lengths = np.asarray(num_tokens)  # (rows,) real tokens of the rows still running
     threshold = np.float32(threshold)  # compared as float32, like the confidences
     width = int(lengths.max())  # trailing padding columns no row uses are dropped

@@ -14,7 +14,8 @@ Parts (--parts, default all):
 
 Models are fine-tuned on first use and kept under bench/work/ (MiniLM shares bench/training_modes.py's).
 A run on the same day and machine updates that day's results file: it replaces the parts and systems it
-measured and keeps the others, so a long suite can be run in pieces. Timings: a warm-up, then the median of
+measured and keeps the others (merged under a lock at each save), so a long suite can be run in pieces, even
+side by side. Timings: a warm-up, then the median of
 --repeats runs, in this process, with --threads torch threads.
 
 examples:
@@ -28,6 +29,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import shutil
 import sys
@@ -165,11 +167,25 @@ def results_path(args) -> Path:
     return Path(args.out) / f"{date.today().isoformat()}-{machine_slug(machine(args.device))}{quick}.json"
 
 
-def save(path: Path, results: dict) -> None:
+def save(path: Path, measured: dict) -> dict:
+    """Merge this run's measurements into the results file and return the whole file. The file is read again
+    under a lock at each save, so runs in parallel or in sequence keep each other's parts: a run that had
+    loaded the file at its start once wrote back its stale copy over a part another run had just measured."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
-    tmp.replace(path)  # a killed run leaves the previous file whole
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(path.read_text()) if path.is_file() else {}
+        for key, value in measured.items():
+            if key == "accuracy":  # one entry per system: replace those measured, keep the others
+                results.setdefault(key, {}).update(value)
+            elif key == "commands":
+                results[key] = results.get(key, []) + [c for c in value if c not in results.get(key, [])]
+            else:
+                results[key] = value
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
+        tmp.replace(path)  # a killed run leaves the previous file whole
+    return results
 
 
 def parse_args(argv=None):
@@ -227,12 +243,11 @@ def main(argv=None) -> None:
         if args.threads:
             torch.set_num_threads(args.threads)
         path = args.results_file  # fixed at the start: a run that passes midnight keeps its file
-        results = json.loads(path.read_text()) if path.is_file() else {}
-        results["machine"] = machine(args.device)
-        results.setdefault("commands", []).append("python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv))
+        command = "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        measured = {"machine": machine(args.device), "commands": [command]}  # this run's parts only
         for part in args.parts:
-            {"train": run_train, "accuracy": run_accuracy, "batching": run_batching, "peers": run_peers, "path": run_path}[part](args, results)
-            save(path, results)
+            {"train": run_train, "accuracy": run_accuracy, "batching": run_batching, "peers": run_peers, "path": run_path}[part](args, measured)
+            results = save(path, measured)
         write_plots(results, path)
         print(f"wrote {path}")
     newest = write_readme(Path(args.out), Path(args.readme))

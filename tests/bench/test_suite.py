@@ -133,3 +133,22 @@ def test_readme_without_markers_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="needs exactly one"):
         write_readme(results, readme)
     assert readme.read_text() == "no markers here\n"
+
+
+def test_runs_in_pieces_keep_each_others_parts(tmp_path):
+    """Two runs of the suite, each saving only what it measured, leave both parts in the file, whatever order
+    they save in; a system measured again is replaced, the others are kept."""
+    from run import save
+
+    path = tmp_path / "day-machine.json"
+    first = {"machine": {"cpu": "x"}, "commands": ["python bench/run.py --parts accuracy"],
+             "accuracy": {"m/a/joint/float32": {"v": 1}, "m/a/joint/bfloat16": {"v": 2}}}
+    second = {"machine": {"cpu": "x"}, "commands": ["python bench/run.py --parts peers"], "peers": {"rows": [1]}}
+    save(path, first)
+    save(path, second)
+    first["accuracy"] = {"m/a/joint/float32": {"v": 3}}  # the first run measures one system again
+    merged = save(path, first)
+    assert merged == json.loads(path.read_text())
+    assert merged["peers"] == {"rows": [1]}
+    assert merged["accuracy"] == {"m/a/joint/float32": {"v": 3}, "m/a/joint/bfloat16": {"v": 2}}
+    assert merged["commands"] == ["python bench/run.py --parts accuracy", "python bench/run.py --parts peers"]

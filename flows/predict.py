@@ -1,6 +1,7 @@
 """In-process labelling of input files into one Parquet file (``rightsize predict``).
 
-Streams the input in chunks so memory stays flat whatever the file size; the Beam pipeline in
+Streams the input in chunks so memory stays flat whatever the file size, reading and tokenising the next
+chunk in a background thread while the current one is labelled; the Beam pipeline in
 ``pipelines/`` is the path for many files and many machines. Both read records with ops/records.py, so a
 record without an id gets the same ``<file>:<line>`` id here and there.
 
@@ -11,6 +12,7 @@ the previous output file as it was.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from itertools import islice
@@ -19,8 +21,9 @@ import fsspec
 from tqdm.auto import tqdm
 
 from models import EarlyExitClassifier
-from models.classifier import free_accelerator_memory
+from models.classifier import Encoding, free_accelerator_memory
 from ops.isolation import Failure, run_isolating_failures
+from ops.lookahead import prepared_ahead
 from ops.memory import release_freed_memory
 from ops.predictions import PredictionWriter, new_run_id, prediction_rows
 from ops.records import DeadLetter, Document, InputFields, dead_letter_line, expand_glob, read_file
@@ -72,18 +75,34 @@ def predict_file(
     summary = PredictSummary(0, 0, 0, {}, 0, 0, output_url, None)
     failed = 0  # documents whose inference failed even alone
 
-    def predict(docs: list[Document]) -> list:
-        pairs = [d.pair for d in docs] if fields.pair_field else None
-        return model.predict([d.text for d in docs], pairs, threshold=threshold, batch_size=batch_size)
+    def inputs(docs: list[Document]) -> tuple[list[str], list[str] | None]:
+        return [d.text for d in docs], [d.pair for d in docs] if fields.pair_field else None
+
+    def predict(docs: list[Document], encoding: Encoding | None = None) -> list:
+        return model.predict(*inputs(docs), threshold=threshold, batch_size=batch_size, encoding=encoding)
+
+    def chunks():
+        """(records, their documents, the documents' encoding) per chunk. Runs one chunk ahead in a thread of its
+        own, with a tokenizer of its own (a fast tokenizer must not serve two threads), so that reading and
+        tokenising the next chunk overlaps labelling this one."""
+        tokenizer = copy.deepcopy(model.tokenizer)
+        records = (record for url in files for record in read_file(url, fields))
+        while chunk := list(islice(records, CHUNK_DOCUMENTS)):
+            documents = [r for r in chunk if isinstance(r, Document)]
+            try:
+                encoding = model.encode(*inputs(documents), tokenizer=tokenizer) if documents else None
+            except Exception:  # predict encodes again, isolating the document at fault as a dead letter
+                encoding = None
+            yield chunk, documents, encoding
 
     try:
         with PredictionWriter(staged_output) as writer, fsspec.open(staged_letters, "w", encoding="utf-8") as letters, \
-                tqdm(desc="labelling", unit="doc") as bar:
-            records = (record for url in files for record in read_file(url, fields))
-            while chunk := list(islice(records, CHUNK_DOCUMENTS)):
+                tqdm(desc="labelling", unit="doc") as bar, prepared_ahead(chunks(), "rightsize-read") as ahead:
+            for chunk, documents, encoding in ahead:
                 bad = [r for r in chunk if isinstance(r, DeadLetter)]
-                documents = [r for r in chunk if isinstance(r, Document)]
-                results = run_isolating_failures(predict, documents, free_accelerator_memory) if documents else []
+                # the encoding covers the whole chunk: the halves retried after a failure are encoded again
+                run = lambda docs: predict(docs, encoding if docs is documents else None)  # noqa: E731
+                results = run_isolating_failures(run, documents, free_accelerator_memory) if documents else []
                 release_freed_memory()  # else glibc's RSS climbs with every chunk (ops/memory.py)
                 labelled = [(d, p) for d, p in zip(documents, results) if not isinstance(p, Failure)]
                 bad += [d.dead_letter(f"inference failed: {p.reason}") for d, p in zip(documents, results)

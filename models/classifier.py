@@ -30,6 +30,7 @@ from models.early_exit import run_early_exit
 from models.layers import LayerContext, LayerRunner
 from models.precision import autocast, resolve_dtype
 from ops.cost import EncoderShape, exit_flops, full_model_flops
+from ops.lookahead import prepared_ahead
 from ops.quiet import quiet
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,20 @@ class Prediction:
     truncated: bool  # True when text was cut at max_length tokens: the label saw only the beginning
     flops: int  # FLOPs spent on this document (ops/cost.py)
     full_flops: int  # FLOPs the full model would have spent
+
+
+@dataclass
+class Encoding:
+    """Documents tokenised for ``EarlyExitClassifier.predict`` (``encode``): the host-side work, which can run
+    ahead of the model."""
+
+    tokens: object  # unpadded BatchEncoding (lists), truncated at max_length
+    truncated: np.ndarray  # (n,) bool: the document was cut at max_length
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
 
 class ExitHead(nn.Module):
@@ -285,11 +300,13 @@ class EarlyExitClassifier(nn.Module):
     # -- computation --------------------------------------------------------------------------------------
 
     def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None = None, padding: bool = True,
-                 offsets: bool = False):
+                 offsets: bool = False, tokenizer=None):
         """Texts (and optional second segments) -> a right-padded BatchEncoding of tensors (or lists);
-        ``offsets`` adds each token's character span (for ``truncated_rows``)."""
+        ``offsets`` adds each token's character span (for ``truncated_rows``). ``tokenizer``: a copy of this
+        model's (``copy.deepcopy(model.tokenizer)``) for a thread of its own: a fast tokenizer must not be
+        called from two threads at once."""
         args = (list(texts),) if pairs is None else (list(texts), list(pairs))
-        return self.tokenizer(
+        return (tokenizer or self.tokenizer)(
             *args, truncation=True, max_length=self.config.max_length, padding=padding,
             return_tensors="pt" if padding else None, return_offsets_mapping=offsets,
         )
@@ -336,29 +353,35 @@ class EarlyExitClassifier(nn.Module):
         pairs: Sequence[str] | None = None,
         threshold: float | None = None,
         batch_size: int | None = None,
+        encoding: Encoding | None = None,
     ) -> list[Prediction]:
         """Labels ``texts`` with early exit; one ``Prediction`` per input, in input order.
 
         Inputs are sorted by token length into batches so that rows of a batch need similar padding;
         ``threshold=None`` uses the model's default, a threshold above 1 runs every document to the last layer;
-        ``batch_size=None`` the device's default (``DEFAULT_BATCH_SIZE``).
+        ``batch_size=None`` the device's default (``DEFAULT_BATCH_SIZE``); ``encoding``: ``encode(texts, pairs)``
+        done already (in a background thread, say), else it is done here.
         """
         if threshold is None:
             threshold = self.config.threshold
         if batch_size is None:
             batch_size = DEFAULT_BATCH_SIZE.get(self.device.type, 64)
+        _check_batch_size(batch_size)
         if not len(texts):
             return []
+        if encoding is None:
+            encoding = self.encode(texts, pairs)
+        elif len(encoding.truncated) != len(texts):
+            raise ValueError(f"an encoding of {len(encoding.truncated)} documents for {len(texts)} texts")
         was_training = self.training
         self.eval()
         label_ids = np.empty(len(texts), dtype=np.int64)
         confidence = np.empty(len(texts), dtype=np.float32)
         exit_index = np.empty(len(texts), dtype=np.int64)
         lengths = np.empty(len(texts), dtype=np.int64)
-        encoded = self._encode(texts, pairs, batch_size)
-        truncated = self._truncated(encoded, texts, pairs)
+        batches = self._length_sorted_batches(encoding.tokens, batch_size)
         # one autocast region for all batches: weights are cast once, not per batch
-        with self.precision(), _prepared_ahead(self._length_sorted_batches(encoded, batch_size)) as batches:
+        with self.precision(), prepared_ahead(batches) as batches:
             for rows, host_batch, num_tokens in batches:
                 batch = self.to_device(host_batch)
                 result = run_early_exit(self, batch["input_ids"], batch["attention_mask"],
@@ -366,13 +389,14 @@ class EarlyExitClassifier(nn.Module):
                 label_ids[rows], confidence[rows], exit_index[rows] = result.label_ids, result.confidence, result.exit_index
                 lengths[rows] = num_tokens
         self.train(was_training)
-        return [self._prediction(*row) for row in zip(label_ids, confidence, exit_index, lengths, truncated)]
+        return [self._prediction(*row) for row in zip(label_ids, confidence, exit_index, lengths, encoding.truncated)]
 
     def exit_logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                     batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Every exit's raw (uncalibrated) logits for every input, no early exit: (exits, n, labels) float32,
         and the (n,) token counts after truncation."""
-        return self.encoded_exit_logits(self._encode(texts, pairs, batch_size), batch_size)
+        _check_batch_size(batch_size)
+        return self.encoded_exit_logits(self._tokens(texts, pairs), batch_size)
 
     @torch.inference_mode()
     def encoded_exit_logits(self, encoded, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -392,23 +416,27 @@ class EarlyExitClassifier(nn.Module):
         self.train(was_training)
         return out, lengths
 
-    def _encode(self, texts, pairs, batch_size: int):
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, tokenizer=None) -> Encoding:
+        """What ``predict`` needs of the tokenizer, apart from the model: see ``Encoding``. ``tokenizer`` as in
+        ``tokenize``, to encode the next chunk in another thread while this one is labelled."""
+        tokens = self._tokens(texts, pairs, tokenizer)
+        return Encoding(tokens, self._truncated(tokens, texts, pairs, tokenizer))
+
+    def _tokens(self, texts, pairs, tokenizer=None):
         """Checked inputs -> an unpadded BatchEncoding (lists)."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
-        return self.tokenize(texts, pairs, padding=False)
+        return self.tokenize(texts, pairs, padding=False, tokenizer=tokenizer)
 
-    def _truncated(self, encoded, texts, pairs) -> np.ndarray:
+    def _truncated(self, tokens, texts, pairs, tokenizer=None) -> np.ndarray:
         """(n,) bool, see ``truncated_rows``. Offsets are built only for the documents at exactly max_length
         tokens (the only ones that can have been cut): building them for every token of every document cost
         a Python tuple per token on the hot path."""
         out = np.zeros(len(texts), dtype=bool)
-        full = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) >= self.config.max_length]
+        full = [i for i, ids in enumerate(tokens["input_ids"]) if len(ids) >= self.config.max_length]
         if full:
             sub_texts, sub_pairs = [texts[i] for i in full], None if pairs is None else [pairs[i] for i in full]
-            sub = self.tokenize(sub_texts, sub_pairs, padding=False, offsets=True)
+            sub = self.tokenize(sub_texts, sub_pairs, padding=False, offsets=True, tokenizer=tokenizer)
             out[full] = truncated_rows(sub, sub_texts, sub_pairs, self.config.max_length)
         return out
 
@@ -449,26 +477,6 @@ class EarlyExitClassifier(nn.Module):
             flops=self.exit_flops(int(num_tokens), int(exit_index)),
             full_flops=full_model_flops(int(num_tokens), self.shape),
         )
-
-
-@contextlib.contextmanager
-def _prepared_ahead(batches: Iterator):
-    """``batches`` with the next item prepared in a background thread while the caller works on the current
-    one, so that host-side work (padding, page-locking) overlaps the model's compute. torch releases the GIL
-    while it works, so a thread suffices. The copy to the device stays with the caller, on its CUDA stream."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rightsize-prepare") as pool:
-            def ahead():
-                pending = pool.submit(next, batches, None)
-                while (item := pending.result()) is not None:
-                    pending = pool.submit(next, batches, None)
-                    yield item
-
-            yield ahead()
-    finally:
-        batches.close()  # the caller may stop early (an error): release what the next batch holds
 
 
 def truncated_backbone(config, num_layers: int) -> nn.Module:

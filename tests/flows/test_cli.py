@@ -48,6 +48,38 @@ def test_predict_writes_design_columns_and_dead_letters(model_dir, tmp_path, cap
     assert f"labelled {len(TEXTS)} documents" in printed and "2 inputs could not be labelled" in printed
 
 
+def test_predict_reads_the_next_chunk_ahead_with_the_same_labels(model_dir, tmp_path, monkeypatch):
+    """Chunks of 3: every file is read (and tokenised) in the read-ahead thread, rows keep the input order
+    across chunks, a bad record in a chunk is a dead letter, and the labels are those of one ``predict`` call."""
+    import threading
+
+    import flows.predict
+    from models import EarlyExitClassifier
+
+    readers = set()
+    real_read = flows.predict.read_file
+
+    def read_file(*args, **kwargs):
+        readers.add(threading.current_thread().name)
+        yield from real_read(*args, **kwargs)
+
+    monkeypatch.setattr(flows.predict, "CHUNK_DOCUMENTS", 3)
+    monkeypatch.setattr(flows.predict, "read_file", read_file)
+    for name in ("a", "b"):  # two files, so reading the second also happens ahead
+        lines = [json.dumps({"id": f"{name}{i}", "text": t}) for i, t in enumerate(TEXTS)]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines[:4] + ["{broken"] + lines[4:]) + "\n")
+    out = tmp_path / "p.parquet"
+    assert main(["predict", "--model", str(model_dir), "--input", str(tmp_path / "*.jsonl"), "--output", str(out)]) == 0
+    assert readers and all(name.startswith("rightsize-read") for name in readers)
+    rows = pq.read_table(out).to_pylist()
+    assert [r["id"] for r in rows] == [f"{name}{i}" for name in "ab" for i in range(len(TEXTS))]
+    expected = EarlyExitClassifier.from_pretrained(model_dir).predict(TEXTS + TEXTS)
+    assert [(r["label"], r["exit_layer"]) for r in rows] == [(p.label, p.exit_layer) for p in expected]
+    assert [r["confidence"] for r in rows] == pytest.approx([p.confidence for p in expected], abs=1e-6)
+    letters = (tmp_path / "p.deadletter.jsonl").read_text().splitlines()
+    assert [json.loads(line)["position"] for line in letters] == [5, 5]  # line 5 of each file
+
+
 def test_predict_in_bfloat16_with_threads(model_dir, tmp_path, capsys):
     import torch
 

@@ -93,6 +93,26 @@ def test_truncated_only_when_text_was_cut(tokenizer):
     assert [p.truncated for p in pairs] == [False, True]
 
 
+def test_an_encoding_made_ahead_by_a_copied_tokenizer_labels_like_predict_alone(tokenizer):
+    """What ``predict`` of a file does: the next chunk is encoded in another thread with a copy of the tokenizer,
+    and labelling it gives exactly what encoding it on the spot gives (truncation flags included)."""
+    import copy
+    import threading
+
+    model = tiny_classifier(tokenizer, temperatures=(0.03,) * 4, threshold=0.8)
+    texts = TEXTS + [" ".join(["word"] * 80)]  # the last is cut at 64 tokens
+    made = {}
+    thread = threading.Thread(target=lambda: made.update(
+        encoding=model.encode(texts, tokenizer=copy.deepcopy(model.tokenizer))))
+    thread.start()
+    thread.join()
+    ahead, alone = model.predict(texts, encoding=made["encoding"], batch_size=3), model.predict(texts, batch_size=3)
+    assert ahead == alone and [p.truncated for p in ahead] == [False] * len(TEXTS) + [True]
+    assert len({p.exit_layer for p in alone}) > 1  # a real early-exit decision, not every document at one exit
+    with pytest.raises(ValueError, match="an encoding of 9 documents for 2 texts"):
+        model.predict(texts[:2], encoding=made["encoding"])
+
+
 def test_remote_model_copy_is_removed_after_loading(saved, tmp_path, monkeypatch):
     import tempfile
 

@@ -72,17 +72,18 @@ def test_ids_without_id_field_agree_between_predict_and_label(model_dir, tmp_pat
     assert from_predict == from_label == [f"{tmp_path}/in/docs.txt:1", f"{tmp_path}/in/docs.txt:2"]
 
 
-@pytest.fixture
-def poisoned(monkeypatch):
-    """A document that makes inference raise, whatever batch it is in (fault injection around the real model)."""
-    real = EarlyExitClassifier.predict
+@pytest.fixture(params=["predict", "encode"])
+def poisoned(request, monkeypatch):
+    """A document that makes inference raise, whatever batch it is in (fault injection around the real model):
+    in the model, or in the tokenizer (which ``predict`` of a file runs one chunk ahead, in another thread)."""
+    real = getattr(EarlyExitClassifier, request.param)
 
-    def predict(self, texts, *args, **kwargs):
+    def poisoned_method(self, texts, *args, **kwargs):
         if any("POISON" in t for t in texts):
             raise ValueError("poisoned document")
         return real(self, texts, *args, **kwargs)
 
-    monkeypatch.setattr(EarlyExitClassifier, "predict", predict)
+    monkeypatch.setattr(EarlyExitClassifier, request.param, poisoned_method)
 
 
 @pytest.mark.parametrize("command", ["predict", "label"])

@@ -1,11 +1,11 @@
-"""models/classifier._prepared_ahead: the next batch is prepared in a background thread while the caller works;
+"""ops/lookahead.prepared_ahead: the next batch is prepared in a background thread while the caller works;
 items keep their order, errors reach the caller, and a caller that stops early leaves nothing running."""
 
 import threading
 
 import pytest
 
-from models.classifier import _prepared_ahead
+from ops.lookahead import prepared_ahead
 
 
 def _source(n, fail_at=None, log=None):
@@ -22,7 +22,7 @@ def _source(n, fail_at=None, log=None):
 
 def test_items_come_in_order_prepared_off_the_callers_thread():
     log = []
-    with _prepared_ahead(_source(5, log=log)) as batches:
+    with prepared_ahead(_source(5, log=log)) as batches:
         assert list(batches) == [0, 1, 2, 3, 4]
     assert all(name.startswith("rightsize-prepare") for _, name in log[:-1]) and log[-1] == "closed"
 
@@ -30,7 +30,7 @@ def test_items_come_in_order_prepared_off_the_callers_thread():
 def test_an_error_while_preparing_reaches_the_caller_after_the_items_before_it():
     seen = []
     with pytest.raises(ValueError, match="batch 2 is broken"):
-        with _prepared_ahead(_source(5, fail_at=2)) as batches:
+        with prepared_ahead(_source(5, fail_at=2)) as batches:
             for item in batches:
                 seen.append(item)
     assert seen == [0, 1]
@@ -39,7 +39,7 @@ def test_an_error_while_preparing_reaches_the_caller_after_the_items_before_it()
 def test_a_caller_that_stops_early_closes_the_source():
     log = []
     with pytest.raises(RuntimeError):
-        with _prepared_ahead(_source(100, log=log)) as batches:
+        with prepared_ahead(_source(100, log=log)) as batches:
             for item in batches:
                 if item == 1:
                     raise RuntimeError("the model failed")

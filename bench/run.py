@@ -14,9 +14,9 @@ Parts (--parts, default all):
 
 Models are fine-tuned on first use and kept under bench/work/ (MiniLM shares bench/training_modes.py's).
 A run on the same day and machine updates that day's results file: it replaces the parts and systems it
-measured and keeps the others (merged under a lock at each save), so a long suite can be run in pieces, even
-side by side. Timings: a warm-up, then the median of
---repeats runs, in this process, with --threads torch threads.
+measured and keeps the others (merged under a lock at each save), so a long suite can be run in pieces. Run
+them one after another: runs side by side would share the cores they time, and the trained models.
+Timings: a warm-up, then the median of --repeats runs, in this process, with --threads torch threads.
 
 examples:
   python bench/run.py --quick                      # minutes: MiniLM, AG News, joint, 200 documents
@@ -29,7 +29,6 @@ examples:
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import shutil
 import sys
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's pa
 
 from models.config import PRECISIONS, TRAINING_MODES  # noqa: E402
 from suite.common import DATA_SETS, MODELS, ROOT, machine, machine_slug, model_dir, recipe, splits  # noqa: E402
+from suite.results_file import save  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "README.md"
@@ -165,27 +165,6 @@ def results_path(args) -> Path:
     """<date>-<machine>.json; a --quick run gets its own file, which the README never shows."""
     quick = "-quick" if args.quick else ""
     return Path(args.out) / f"{date.today().isoformat()}-{machine_slug(machine(args.device))}{quick}.json"
-
-
-def save(path: Path, measured: dict) -> dict:
-    """Merge this run's measurements into the results file and return the whole file. The file is read again
-    under a lock at each save, so runs in parallel or in sequence keep each other's parts: a run that had
-    loaded the file at its start once wrote back its stale copy over a part another run had just measured."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        results = json.loads(path.read_text()) if path.is_file() else {}
-        for key, value in measured.items():
-            if key == "accuracy":  # one entry per system: replace those measured, keep the others
-                results.setdefault(key, {}).update(value)
-            elif key == "commands":
-                results[key] = results.get(key, []) + [c for c in value if c not in results.get(key, [])]
-            else:
-                results[key] = value
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
-        tmp.replace(path)  # a killed run leaves the previous file whole
-    return results
 
 
 def parse_args(argv=None):

@@ -1,7 +1,7 @@
 """In-process labelling of input files into one Parquet file (``rightsize predict``).
 
-Streams the input in chunks so memory stays flat whatever the file size, reading and tokenising the next
-chunk in a background thread while the current one is labelled; the Beam pipeline in
+Streams the input in chunks so memory stays flat whatever the file size (on a GPU reading and tokenising the
+next chunk in a background thread while the current one is labelled); the Beam pipeline in
 ``pipelines/`` is the path for many files and many machines. Both read records with ops/records.py, so a
 record without an id gets the same ``<file>:<line>`` id here and there.
 
@@ -12,10 +12,13 @@ the previous output file as it was.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import math
+import threading
 from dataclasses import dataclass
-from itertools import islice
+from itertools import islice, takewhile
 
 import fsspec
 from tqdm.auto import tqdm
@@ -30,6 +33,8 @@ from ops.records import DeadLetter, Document, InputFields, dead_letter_line, exp
 from ops.staging import discard, publish, recover, staging_path
 
 CHUNK_DOCUMENTS = 8192  # documents tokenized, sorted by length and labelled together
+
+log = logging.getLogger(__name__)
 
 
 def dead_letter_path(output: str) -> str:
@@ -57,12 +62,18 @@ def predict_file(
     threshold: float | None = None,
     batch_size: int | None = None,
     run_id: str | None = None,
+    chunk_size: int = CHUNK_DOCUMENTS,
+    read_ahead: bool | None = None,
 ) -> PredictSummary:
     """Labels every file matching ``input_url`` (a path, URL or glob) into ``output_url``; inputs that cannot
-    be labelled go to ``dead_letter_path(output_url)``, one JSON line each."""
+    be labelled go to ``dead_letter_path(output_url)``, one JSON line each. ``read_ahead``: read and tokenise
+    the next chunk of ``chunk_size`` documents in a background thread while this one is labelled; None: on a
+    GPU only (on a CPU the tokenizer's threads compete with torch's for the same cores: bench/read_ahead.py)."""
     threshold = model.config.threshold if threshold is None else threshold
-    if not math.isfinite(threshold) or (batch_size is not None and batch_size < 1):
-        raise ValueError(f"need a numeric threshold and batch_size >= 1, got {threshold} and {batch_size}")
+    read_ahead = model.device.type == "cuda" if read_ahead is None else read_ahead
+    if not math.isfinite(threshold) or (batch_size is not None and batch_size < 1) or chunk_size < 1:
+        raise ValueError(f"need a numeric threshold, batch_size >= 1 and chunk_size >= 1, got {threshold}, "
+                         f"{batch_size} and {chunk_size}")
     run_id = run_id or new_run_id()
     letters_url = dead_letter_path(output_url)
     ours = {fsspec.core.url_to_fs(u)[1] for u in (output_url, letters_url)}
@@ -73,50 +84,61 @@ def predict_file(
         recover(final)
     staged_output, staged_letters = staging_path(output_url), staging_path(letters_url)
     summary = PredictSummary(0, 0, 0, {}, 0, 0, output_url, None)
-    failed = 0  # documents whose inference failed even alone
+    failures: list[str] = []  # why documents failed even alone
+    stop = threading.Event()  # tells the read-ahead thread to give up at its next record
 
     def inputs(docs: list[Document]) -> tuple[list[str], list[str] | None]:
         return [d.text for d in docs], [d.pair for d in docs] if fields.pair_field else None
 
-    def predict(docs: list[Document], encoding: Encoding | None = None) -> list:
-        return model.predict(*inputs(docs), threshold=threshold, batch_size=batch_size, encoding=encoding)
-
-    def chunks():
-        """(records, their documents, the documents' encoding) per chunk. Runs one chunk ahead in a thread of its
-        own, with a tokenizer of its own (a fast tokenizer must not serve two threads), so that reading and
-        tokenising the next chunk overlaps labelling this one."""
-        tokenizer = copy.deepcopy(model.tokenizer)
+    def chunks(tokenizer):
+        """(records, their documents, the documents' encoding or None) per chunk. In the read-ahead thread it
+        has a tokenizer of its own: a fast tokenizer must not serve two threads."""
         records = (record for url in files for record in read_file(url, fields))
-        while chunk := list(islice(records, CHUNK_DOCUMENTS)):
+        records = takewhile(lambda _: not stop.is_set(), records)
+        while chunk := list(islice(records, chunk_size)):
             documents = [r for r in chunk if isinstance(r, Document)]
-            try:
-                encoding = model.encode(*inputs(documents), tokenizer=tokenizer) if documents else None
-            except Exception:  # predict encodes again, isolating the document at fault as a dead letter
-                encoding = None
+            encoding = None
+            if documents and tokenizer is not None:
+                try:
+                    encoding = model.encode(*inputs(documents), tokenizer=tokenizer)
+                except Exception as error:  # labelling encodes again, isolating the document at fault
+                    log.warning("tokenising a chunk ahead failed (%s: %s); it is tokenised again while labelled",
+                                type(error).__name__, error)
             yield chunk, documents, encoding
 
+    def label(chunk: list, documents: list[Document], encoding: Encoding | None, writer, letters) -> None:
+        """One chunk into the Parquet writer and the dead-letter file (a function, so that the chunk is
+        released when it returns: with read-ahead, two chunks are held at a time)."""
+        # the encoding covers the whole chunk: the halves retried after a failure are encoded again
+        run = lambda docs: model.predict(*inputs(docs), threshold=threshold, batch_size=batch_size,  # noqa: E731
+                                         encoding=encoding if docs is documents else None)
+        results = run_isolating_failures(run, documents, free_accelerator_memory) if documents else []
+        labelled = [(d, p) for d, p in zip(documents, results) if not isinstance(p, Failure)]
+        bad = [r for r in chunk if isinstance(r, DeadLetter)]
+        bad += [d.dead_letter(f"inference failed: {p.reason}") for d, p in zip(documents, results)
+                if isinstance(p, Failure)]
+        failures.extend(p.reason for p in results if isinstance(p, Failure))
+        for letter in bad:
+            letters.write(dead_letter_line(letter.to_dict()) + "\n")
+        writer.write(prediction_rows([d for d, _ in labelled], [p for _, p in labelled],
+                                     num_layers=model.config.num_layers, threshold=threshold,
+                                     dtype=model.dtype_name, model_id=model.model_id, run_id=run_id))
+        _count(summary, [p for _, p in labelled], len(bad))
+
+    source = chunks(copy.deepcopy(model.tokenizer)) if read_ahead else chunks(None)
     try:
         with PredictionWriter(staged_output) as writer, fsspec.open(staged_letters, "w", encoding="utf-8") as letters, \
-                tqdm(desc="labelling", unit="doc") as bar, prepared_ahead(chunks(), "rightsize-read") as ahead:
-            for chunk, documents, encoding in ahead:
-                bad = [r for r in chunk if isinstance(r, DeadLetter)]
-                # the encoding covers the whole chunk: the halves retried after a failure are encoded again
-                run = lambda docs: predict(docs, encoding if docs is documents else None)  # noqa: E731
-                results = run_isolating_failures(run, documents, free_accelerator_memory) if documents else []
-                release_freed_memory()  # else glibc's RSS climbs with every chunk (ops/memory.py)
-                labelled = [(d, p) for d, p in zip(documents, results) if not isinstance(p, Failure)]
-                bad += [d.dead_letter(f"inference failed: {p.reason}") for d, p in zip(documents, results)
-                        if isinstance(p, Failure)]
-                for letter in bad:
-                    letters.write(dead_letter_line(letter.to_dict()) + "\n")
-                writer.write(prediction_rows([d for d, _ in labelled], [p for _, p in labelled],
-                                             num_layers=model.config.num_layers, threshold=threshold,
-                                             dtype=model.dtype_name, model_id=model.model_id, run_id=run_id))
-                _count(summary, [p for _, p in labelled], len(bad))
-                bar.update(len(chunk))
-                failed += len(documents) - len(labelled)
-        if failed and not summary.documents:  # a broken model or setting, not bad documents: keep the old output
-            raise RuntimeError(f"inference failed on every document ({failed}), e.g. {bad[-1].reason}; "
+                tqdm(desc="labelling", unit="doc") as bar, \
+                (prepared_ahead(source, "rightsize-read") if read_ahead else contextlib.nullcontext(source)) as ahead:
+            try:
+                for chunk, documents, encoding in ahead:
+                    label(chunk, documents, encoding, writer, letters)
+                    release_freed_memory()  # else glibc's RSS climbs with every chunk (ops/memory.py)
+                    bar.update(len(chunk))
+            finally:
+                stop.set()  # on an error or Ctrl-C: the read-ahead thread stops reading at its next record
+        if failures and not summary.documents:  # a broken model or setting, not bad documents: keep the old output
+            raise RuntimeError(f"inference failed on every document ({len(failures)}), e.g. {failures[-1]}; "
                                f"{output_url} was not replaced")
         publish(staged_output, output_url)
     except BaseException:

@@ -110,6 +110,15 @@ class Encoding:
 
     tokens: object  # unpadded BatchEncoding (lists), truncated at max_length
     truncated: np.ndarray  # (n,) bool: the document was cut at max_length
+    with_pairs: bool  # second segments were encoded with the texts
+
+    def check(self, texts: Sequence[str], pairs: Sequence[str] | None) -> None:
+        """Raises unless this could be the encoding of ``texts`` (and ``pairs``): the counts and the presence of
+        pairs must match (the texts themselves are not compared: that would cost what encoding costs)."""
+        counts = {len(texts), len(self.truncated), len(self.tokens["input_ids"])}
+        if len(counts) > 1 or self.with_pairs != (pairs is not None):
+            raise ValueError(f"an encoding of {len(self.truncated)} documents ({'with' if self.with_pairs else 'no'} "
+                             f"pairs) for {len(texts)} texts ({'with' if pairs is not None else 'no'} pairs)")
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -306,7 +315,7 @@ class EarlyExitClassifier(nn.Module):
         model's (``copy.deepcopy(model.tokenizer)``) for a thread of its own: a fast tokenizer must not be
         called from two threads at once."""
         args = (list(texts),) if pairs is None else (list(texts), list(pairs))
-        return (tokenizer or self.tokenizer)(
+        return (self.tokenizer if tokenizer is None else tokenizer)(
             *args, truncation=True, max_length=self.config.max_length, padding=padding,
             return_tensors="pt" if padding else None, return_offsets_mapping=offsets,
         )
@@ -371,17 +380,15 @@ class EarlyExitClassifier(nn.Module):
             return []
         if encoding is None:
             encoding = self.encode(texts, pairs)
-        elif len(encoding.truncated) != len(texts):
-            raise ValueError(f"an encoding of {len(encoding.truncated)} documents for {len(texts)} texts")
+        encoding.check(texts, pairs)
         was_training = self.training
         self.eval()
         label_ids = np.empty(len(texts), dtype=np.int64)
         confidence = np.empty(len(texts), dtype=np.float32)
         exit_index = np.empty(len(texts), dtype=np.int64)
         lengths = np.empty(len(texts), dtype=np.int64)
-        batches = self._length_sorted_batches(encoding.tokens, batch_size)
         # one autocast region for all batches: weights are cast once, not per batch
-        with self.precision(), prepared_ahead(batches) as batches:
+        with self.precision(), prepared_ahead(self._length_sorted_batches(encoding.tokens, batch_size)) as batches:
             for rows, host_batch, num_tokens in batches:
                 batch = self.to_device(host_batch)
                 result = run_early_exit(self, batch["input_ids"], batch["attention_mask"],
@@ -420,7 +427,7 @@ class EarlyExitClassifier(nn.Module):
         """What ``predict`` needs of the tokenizer, apart from the model: see ``Encoding``. ``tokenizer`` as in
         ``tokenize``, to encode the next chunk in another thread while this one is labelled."""
         tokens = self._tokens(texts, pairs, tokenizer)
-        return Encoding(tokens, self._truncated(tokens, texts, pairs, tokenizer))
+        return Encoding(tokens, self._truncated(tokens, texts, pairs, tokenizer), with_pairs=pairs is not None)
 
     def _tokens(self, texts, pairs, tokenizer=None):
         """Checked inputs -> an unpadded BatchEncoding (lists)."""

@@ -10,21 +10,29 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, TypeVar
 
 T = TypeVar("T")
+_END = object()
 
 
 @contextlib.contextmanager
 def prepared_ahead(items: Iterator[T], name: str = "rightsize-prepare") -> Iterator[Iterator[T]]:
     """``items`` in order, each produced one step ahead in a thread named ``name``; an error raised while
-    producing an item reaches the caller when it asks for that item. On leaving the context (also early, on an
-    error) ``items`` is closed, so whatever the item prepared ahead holds is released."""
-    try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=name) as pool:
-            def ahead():
-                pending = pool.submit(next, items, None)
-                while (item := pending.result()) is not None:
-                    pending = pool.submit(next, items, None)
-                    yield item
+    producing an item reaches the caller when it asks for that item.
 
-            yield ahead()
+    On leaving the context (also early, on an error) the item being produced is waited for, then ``items`` is
+    closed if it is a generator, so that what it holds is released. A producer that can take long should stop
+    at a signal of the caller's (flows/predict.py sets an Event): a second Ctrl-C during that wait leaves the
+    thread to finish on its own, and ``items`` unclosed (closing a generator that is running raises)."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    def ahead():
+        pending = pool.submit(next, items, _END)
+        while (item := pending.result()) is not _END:
+            pending = pool.submit(next, items, _END)
+            yield item
+
+    try:
+        yield ahead()
     finally:
-        items.close()
+        pool.shutdown(wait=True, cancel_futures=True)  # interrupted here: the exception leaves, close is skipped
+        if (close := getattr(items, "close", None)) is not None:
+            close()

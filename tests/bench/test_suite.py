@@ -138,7 +138,7 @@ def test_readme_without_markers_is_refused(tmp_path):
 def test_runs_in_pieces_keep_each_others_parts(tmp_path):
     """Two runs of the suite, each saving only what it measured, leave both parts in the file, whatever order
     they save in; a system measured again is replaced, the others are kept."""
-    from run import save
+    from suite.results_file import save
 
     path = tmp_path / "day-machine.json"
     first = {"machine": {"cpu": "x"}, "commands": ["python bench/run.py --parts accuracy"],
@@ -152,3 +152,17 @@ def test_runs_in_pieces_keep_each_others_parts(tmp_path):
     assert merged["peers"] == {"rows": [1]}
     assert merged["accuracy"] == {"m/a/joint/float32": {"v": 3}, "m/a/joint/bfloat16": {"v": 2}}
     assert merged["commands"] == ["python bench/run.py --parts accuracy", "python bench/run.py --parts peers"]
+
+
+def test_saves_from_processes_at_once_lose_nothing(tmp_path):
+    """The lock: four processes saving 20 systems each into one file at the same time leave all 80 there."""
+    import subprocess
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    path = tmp_path / "day-machine.json"
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+              "from suite.results_file import save\n"
+              "for i in range(20): save(Path(sys.argv[2]), {'accuracy': {f'{sys.argv[3]}/{i}': {'v': i}}})")
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(bench), str(path), f"p{n}"]) for n in range(4)]
+    assert [run.wait(timeout=120) for run in runs] == [0] * 4
+    assert sorted(json.loads(path.read_text())["accuracy"]) == sorted(f"p{n}/{i}" for n in range(4) for i in range(20))

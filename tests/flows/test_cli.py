@@ -49,35 +49,82 @@ def test_predict_writes_design_columns_and_dead_letters(model_dir, tmp_path, cap
 
 
 def test_predict_reads_the_next_chunk_ahead_with_the_same_labels(model_dir, tmp_path, monkeypatch):
-    """Chunks of 3: every file is read (and tokenised) in the read-ahead thread, rows keep the input order
-    across chunks, a bad record in a chunk is a dead letter, and the labels are those of one ``predict`` call."""
+    """Chunks of 3: every file is read and every chunk tokenised in the read-ahead thread (none again while
+    labelling), rows keep the input order across chunks and files, a bad record is a dead letter, and the file
+    is the one that reading in turn (read_ahead=False) writes, with the labels of one ``predict`` call."""
     import threading
 
     import flows.predict
     from models import EarlyExitClassifier
 
-    readers = set()
-    real_read = flows.predict.read_file
+    threads = {"read_file": [], "encode": []}
+    real_read, real_encode = flows.predict.read_file, EarlyExitClassifier.encode
 
     def read_file(*args, **kwargs):
-        readers.add(threading.current_thread().name)
+        threads["read_file"].append(threading.current_thread().name)
         yield from real_read(*args, **kwargs)
 
-    monkeypatch.setattr(flows.predict, "CHUNK_DOCUMENTS", 3)
+    def encode(self, *args, **kwargs):
+        threads["encode"].append(threading.current_thread().name)
+        return real_encode(self, *args, **kwargs)
+
     monkeypatch.setattr(flows.predict, "read_file", read_file)
+    monkeypatch.setattr(EarlyExitClassifier, "encode", encode)
     for name in ("a", "b"):  # two files, so reading the second also happens ahead
         lines = [json.dumps({"id": f"{name}{i}", "text": t}) for i, t in enumerate(TEXTS)]
-        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines[:4] + ["{broken"] + lines[4:]) + "\n")
-    out = tmp_path / "p.parquet"
-    assert main(["predict", "--model", str(model_dir), "--input", str(tmp_path / "*.jsonl"), "--output", str(out)]) == 0
-    assert readers and all(name.startswith("rightsize-read") for name in readers)
-    rows = pq.read_table(out).to_pylist()
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / f"{name}.jsonl").write_text("\n".join(lines[:4] + ["{broken"] + lines[4:]) + "\n")
+    model = EarlyExitClassifier.from_pretrained(model_dir)
+    tables = {}
+    for read_ahead in (True, False):
+        out = tmp_path / f"p-{read_ahead}.parquet"
+        flows.predict.predict_file(model, str(tmp_path / "in" / "*.jsonl"), str(out), chunk_size=3, read_ahead=read_ahead,
+                                   run_id="r")
+        tables[read_ahead] = pq.read_table(out)
+        letters = (tmp_path / f"p-{read_ahead}.deadletter.jsonl").read_text().splitlines()
+        assert [json.loads(line)["position"] for line in letters] == [5, 5]  # line 5 of each file
+        if read_ahead:
+            assert len(threads["encode"]) == 6  # 2 x 9 records in chunks of 3
+            assert all(name.startswith("rightsize-read") for names in threads.values() for name in names)
+    assert tables[True].equals(tables[False])
+    rows = tables[True].to_pylist()
     assert [r["id"] for r in rows] == [f"{name}{i}" for name in "ab" for i in range(len(TEXTS))]
-    expected = EarlyExitClassifier.from_pretrained(model_dir).predict(TEXTS + TEXTS)
+    expected = model.predict(TEXTS + TEXTS)
     assert [(r["label"], r["exit_layer"]) for r in rows] == [(p.label, p.exit_layer) for p in expected]
     assert [r["confidence"] for r in rows] == pytest.approx([p.confidence for p in expected], abs=1e-6)
-    letters = (tmp_path / "p.deadletter.jsonl").read_text().splitlines()
-    assert [json.loads(line)["position"] for line in letters] == [5, 5]  # line 5 of each file
+
+
+def test_an_interrupt_while_labelling_stops_the_read_ahead_and_keeps_no_output(model_dir, tmp_path, monkeypatch):
+    """Ctrl-C during the first chunk: the read-ahead thread stops at its next record instead of reading the
+    rest of its chunk, no thread is left running, and no output file appears."""
+    import threading
+    import time
+
+    import flows.predict
+    from models import EarlyExitClassifier
+
+    read = []
+    real_read = flows.predict.read_file
+
+    def slow_read_file(*args, **kwargs):
+        for record in real_read(*args, **kwargs):
+            time.sleep(0.01)
+            read.append(record)
+            yield record
+
+    def interrupted(self, *args, **kwargs):
+        time.sleep(0.05)  # labelling takes time: the read-ahead thread is into the second chunk by now
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flows.predict, "read_file", slow_read_file)
+    monkeypatch.setattr(EarlyExitClassifier, "predict", interrupted)
+    (tmp_path / "in.txt").write_text("".join(f"document {i}\n" for i in range(200)))
+    with pytest.raises(KeyboardInterrupt):
+        flows.predict.predict_file(EarlyExitClassifier.from_pretrained(model_dir), str(tmp_path / "in.txt"),
+                                   str(tmp_path / "p.parquet"), chunk_size=50, read_ahead=True)
+    assert 50 <= len(read) < 70  # the first chunk, and some records of the second (about 5), not all 50
+    assert not [t for t in threading.enumerate() if t.name.startswith("rightsize-read")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
 
 
 def test_predict_in_bfloat16_with_threads(model_dir, tmp_path, capsys):

@@ -159,3 +159,18 @@ def test_step_settings_are_checked_when_the_config_is_read(tmp_path, extra, mess
     path.write_text('output = "o"\n[data]\ntrain = "t"\ndev = "d"\n[train]\nmodel = "m"\n' + extra)
     with pytest.raises(ValueError, match=message):
         load_config(path)
+
+
+def test_the_label_section_carries_every_job_setting_with_the_same_default():
+    """[label] repeats the Beam job's settings (LabelJobConfig) so that TOML keys and CLI flags stay one to one;
+    a setting added to the job, or a default changed on one side only, fails here."""
+    from dataclasses import MISSING, fields
+
+    from flows.config import LabelStepConfig
+    from pipelines.label_config import LabelJobConfig
+
+    step = {f.name: f.default for f in fields(LabelStepConfig)}
+    job = {f.name: f.default for f in fields(LabelJobConfig)}
+    assert set(job) - set(step) == {"model"}  # the flow passes the model it trained
+    for name in set(job) - {"model", "input", "output", "run_id"}:  # those four: required, or the flow's own default
+        assert step[name] == job[name] != MISSING, name

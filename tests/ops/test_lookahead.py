@@ -44,3 +44,8 @@ def test_a_caller_that_stops_early_closes_the_source():
                 if item == 1:
                     raise RuntimeError("the model failed")
     assert log[-1] == "closed" and len(log) <= 4  # items 0, 1 and at most one prepared ahead, then closed
+
+
+def test_none_is_an_item_and_plain_iterators_work():
+    with prepared_ahead(iter([1, None, 3])) as items:
+        assert list(items) == [1, None, 3]

@@ -103,6 +103,29 @@ def test_a_poisoned_document_costs_one_dead_letter(model_dir, tmp_path, poisoned
     assert {letter["reason"] for letter in letters} == {"inference failed: ValueError: poisoned document"}
 
 
+def test_a_document_the_read_ahead_cannot_tokenise_costs_one_dead_letter(model_dir, tmp_path, monkeypatch):
+    """Tokenising fails in the read-ahead thread: the chunk is tokenised again while it is labelled, where
+    failure isolation makes the one document at fault a dead letter (and the reason is the tokenizer's)."""
+    from flows.predict import predict_file
+
+    real = EarlyExitClassifier.encode
+
+    def encode(self, texts, *args, **kwargs):
+        if any("POISON" in t for t in texts):
+            raise ValueError("cannot tokenise")
+        return real(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(EarlyExitClassifier, "encode", encode)
+    docs = [{"id": f"d{i}", "text": f"document number {i}" + (" POISON" if i == 7 else "")} for i in range(20)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    summary = predict_file(EarlyExitClassifier.from_pretrained(model_dir), str(tmp_path / "in.jsonl"),
+                           str(tmp_path / "p.parquet"), chunk_size=8, read_ahead=True)
+    assert summary.documents == 19 and summary.dead_letters == 1
+    assert [r["id"] for r in _predictions([tmp_path / "p.parquet"])] == [f"d{i}" for i in range(20) if i != 7]
+    [letter] = _letters([tmp_path / "p.deadletter.jsonl"])
+    assert json.loads(letter["raw"])["id"] == "d7" and letter["reason"] == "inference failed: ValueError: cannot tokenise"
+
+
 def _digest(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -1,0 +1,28 @@
+"""The day's results file: every run of the suite merges what it measured into it."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from pathlib import Path
+
+
+def save(path: Path, measured: dict) -> dict:
+    """Merge this run's measurements into the results file and return the whole file. The file is read again
+    under a lock at each save, so runs in parallel or in sequence keep each other's parts: a run that had
+    loaded the file at its start once wrote back its stale copy over a part another run had just measured."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(path.read_text()) if path.is_file() else {}
+        for key, value in measured.items():
+            if key == "accuracy":  # one entry per system: replace those measured, keep the others
+                results.setdefault(key, {}).update(value)
+            elif key == "commands":
+                results[key] = results.get(key, []) + [c for c in value if c not in results.get(key, [])]
+            else:
+                results[key] = value
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
+        tmp.replace(path)  # a killed run leaves the previous file whole
+    return results

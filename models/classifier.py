@@ -82,6 +82,11 @@ def resolve_backbone(name_or_dir: str) -> str:
 DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 256}
 
 
+def default_batch_size(device_type: str) -> int:
+    """``predict``'s batch size on a device of ``device_type`` ("cpu", "cuda", ...) when none is given."""
+    return DEFAULT_BATCH_SIZE.get(device_type, 64)
+
+
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -374,7 +379,7 @@ class EarlyExitClassifier(nn.Module):
         if threshold is None:
             threshold = self.config.threshold
         if batch_size is None:
-            batch_size = DEFAULT_BATCH_SIZE.get(self.device.type, 64)
+            batch_size = default_batch_size(self.device.type)
         _check_batch_size(batch_size)
         if not len(texts):
             return []

@@ -280,6 +280,9 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
         result = pipeline.run()
         result.wait_until_finish()
         metrics = _metrics(result)
+        from models.classifier import default_batch_size
+
+        devices = {k.removeprefix("batches_on_"): v for k, v in metrics.items() if k.startswith("batches_on_")}
         manifest = {
             "run_id": config.run_id, "model": config.model, "model_id": model_id, "threshold": threshold,
             "input": config.input, "files": len(files), "output": config.run_dir,
@@ -287,7 +290,9 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
             "runner": str(standard.runner), "reshuffle": reshuffle, "dtype": plan.dtype, "threads": plan.threads,
             "config": asdict(config),
             "counts": count_outputs(staging),
-            "devices": {k.removeprefix("batches_on_"): v for k, v in metrics.items() if k.startswith("batches_on_")},
+            "devices": devices,
+            # rows per forward pass on each kind of device the workers ran on (the flag, or that device's default)
+            "batch_size": {device: config.batch_size or default_batch_size(device) for device in devices},
             "metrics": metrics,
         }
         if manifest["counts"]["labelled"] == 0 and metrics.get("failed_inferences"):

@@ -25,8 +25,8 @@ def _outputs(run_dir):
 
 
 def _job(model_dir, corpus, out, run_id="r1", **kw) -> LabelJobConfig:
-    return LabelJobConfig(model=model_dir, input=f"{corpus}/*", output=str(out), run_id=run_id, batch_size=4,
-                          chunk_size=8, **kw)
+    return LabelJobConfig(model=model_dir, input=f"{corpus}/*", output=str(out), run_id=run_id,
+                          **{"batch_size": 4, "chunk_size": 8, **kw})
 
 
 def test_every_input_lands_once_with_predict_results(model_dir, tmp_path):
@@ -55,6 +55,7 @@ def test_every_input_lands_once_with_predict_results(model_dir, tmp_path):
     assert (metrics["documents_in"], metrics["labelled"], metrics["dead_letters"]) == (GOOD + BAD, GOOD, BAD)
     assert sum(v for k, v in metrics.items() if k.startswith("exit_layer_")) == GOOD
     assert list(saved["devices"]) == ["cpu"] and saved["runner"] == "DirectRunner"  # devices: batches run on each
+    assert saved["batch_size"] == {"cpu": 4}
     assert saved["threshold"] == pytest.approx(0.8)
 
     model = EarlyExitClassifier.from_pretrained(model_dir, device="cpu")
@@ -84,8 +85,9 @@ def test_precision_and_threads_reach_workers_rows_and_manifest(model_dir, tmp_pa
     assert {r["dtype"] for r in rows} == {"bfloat16"}
     # one in-process worker keeps torch's default and does not reshuffle (it would only buffer the collection);
     # several share the usable cores and get the documents spread over them
-    manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r2"))
+    manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r2", batch_size=None))
     assert (manifest["threads"], manifest["reshuffle"]) == (None, False)
+    assert manifest["batch_size"] == {"cpu": 64} and manifest["config"]["batch_size"] is None  # the device default
     manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r3"),
                    ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
     assert manifest["threads"] == max(1, len(os.sched_getaffinity(0)) // 2) and manifest["dtype"] == "float32"

@@ -1,7 +1,7 @@
 """In-process labelling of input files into one Parquet file (``rightsize predict``).
 
-Streams the input in chunks so memory stays flat whatever the file size (on a GPU reading and tokenising the
-next chunk in a background thread while the current one is labelled); the Beam pipeline in
+Streams the input in chunks so memory stays flat whatever the file size, reading and tokenising the next
+chunk in a background thread while the current one is labelled; the Beam pipeline in
 ``pipelines/`` is the path for many files and many machines. Both read records with ops/records.py, so a
 record without an id gets the same ``<file>:<line>`` id here and there.
 
@@ -63,14 +63,13 @@ def predict_file(
     batch_size: int | None = None,
     run_id: str | None = None,
     chunk_size: int = CHUNK_DOCUMENTS,
-    read_ahead: bool | None = None,
+    read_ahead: bool = True,
 ) -> PredictSummary:
     """Labels every file matching ``input_url`` (a path, URL or glob) into ``output_url``; inputs that cannot
     be labelled go to ``dead_letter_path(output_url)``, one JSON line each. ``read_ahead``: read and tokenise
-    the next chunk of ``chunk_size`` documents in a background thread while this one is labelled; None: on a
-    GPU only (on a CPU the tokenizer's threads compete with torch's for the same cores: bench/read_ahead.py)."""
+    the next chunk of ``chunk_size`` documents in a background thread while this one is labelled
+    (bench/read_ahead.py measures what it is worth)."""
     threshold = model.config.threshold if threshold is None else threshold
-    read_ahead = model.device.type == "cuda" if read_ahead is None else read_ahead
     if not math.isfinite(threshold) or (batch_size is not None and batch_size < 1) or chunk_size < 1:
         raise ValueError(f"need a numeric threshold, batch_size >= 1 and chunk_size >= 1, got {threshold}, "
                          f"{batch_size} and {chunk_size}")

@@ -7,7 +7,8 @@ is labelled (flows/predict.py). Two measurements, medians of --repeats after a w
    them (EarlyExitClassifier.encode) and labelling them (predict with that encoding, at the model's calibrated
    threshold). The host share, (read + tokenise) / all three, is the most the overlap can take off a run.
 2. The whole of `predict_file` on the same file in chunks of --chunk-size documents, with and without reading
-   ahead (alternating within each repeat), and the ratio.
+   ahead, in ABBA order (each repeat runs one of them first, the next repeat the other, so drift and warm-up
+   favour neither), with the ratio of the medians and each side's range.
 
 Results go to bench/results/read_ahead-<device>.{json,md}.
 
@@ -47,7 +48,7 @@ def main() -> None:
                         help="a JSONL file with a 'text' field (default: AG News test, 1,000 documents)")
     parser.add_argument("--chunk-size", type=int, default=250, help="documents per chunk in part 2")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=6, help="per measurement (part 2: per side, ABBA order)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -69,8 +70,8 @@ def main() -> None:
             return time.perf_counter() - start
 
         run(True), run(False)  # warm-up
-        for _ in range(args.repeats):
-            for read_ahead in (True, False):
+        for repeat in range(args.repeats):
+            for read_ahead in ((True, False) if repeat % 2 == 0 else (False, True)):
                 whole[read_ahead].append(run(read_ahead))
     seconds = {key: statistics.median(times) for key, times in whole.items()}
     speedup = seconds[False] / seconds[True]
@@ -85,8 +86,9 @@ def main() -> None:
         *[f"| {name} | {s:.4f} | {s / sum(steps.values()):.1%} |" for name, s in steps.items()],
         "", f"Host share (read + tokenise): {host_share:.1%}, the most reading ahead can hide.", "",
         f"`predict_file` in chunks of {args.chunk_size}:", "",
-        "| read ahead | seconds | speedup |", "|---|---|---|",
-        f"| no | {seconds[False]:.3f} | 1.00x |", f"| yes | {seconds[True]:.3f} | {speedup:.2f}x |"])
+        "| read ahead | median seconds | fastest | slowest | speedup of the medians |", "|---|---|---|---|---|",
+        *[f"| {'yes' if side else 'no'} | {seconds[side]:.3f} | {min(whole[side]):.3f} | {max(whole[side]):.3f} | "
+          f"{seconds[False] / seconds[side]:.2f}x |" for side in (False, True)]])
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"read_ahead-{args.device}.md").write_text(table + "\n")

@@ -1,7 +1,7 @@
 """In-process labelling of input files into one Parquet file (``rightsize predict``).
 
-Streams the input in chunks so memory stays flat whatever the file size, reading and tokenising the next
-chunk in a background thread while the current one is labelled; the Beam pipeline in
+Streams the input in chunks so memory stays flat whatever the file size (on a GPU, reading and tokenising the
+next chunk in a background thread while the current one is labelled); the Beam pipeline in
 ``pipelines/`` is the path for many files and many machines. Both read records with ops/records.py, so a
 record without an id gets the same ``<file>:<line>`` id here and there.
 
@@ -63,13 +63,15 @@ def predict_file(
     batch_size: int | None = None,
     run_id: str | None = None,
     chunk_size: int = CHUNK_DOCUMENTS,
-    read_ahead: bool = True,
+    read_ahead: bool | None = None,
 ) -> PredictSummary:
     """Labels every file matching ``input_url`` (a path, URL or glob) into ``output_url``; inputs that cannot
     be labelled go to ``dead_letter_path(output_url)``, one JSON line each. ``read_ahead``: read and tokenise
-    the next chunk of ``chunk_size`` documents in a background thread while this one is labelled
-    (bench/read_ahead.py measures what it is worth)."""
+    the next chunk of ``chunk_size`` documents in a background thread while this one is labelled; None: on a
+    GPU, where the host's work is a large share of the time. On a CPU it gained nothing measurable
+    (bench/read_ahead.py) and would hold one chunk more."""
     threshold = model.config.threshold if threshold is None else threshold
+    read_ahead = model.device.type == "cuda" if read_ahead is None else read_ahead
     if not math.isfinite(threshold) or (batch_size is not None and batch_size < 1) or chunk_size < 1:
         raise ValueError(f"need a numeric threshold, batch_size >= 1 and chunk_size >= 1, got {threshold}, "
                          f"{batch_size} and {chunk_size}")
@@ -95,6 +97,8 @@ def predict_file(
         records = (record for url in files for record in read_file(url, fields))
         records = takewhile(lambda _: not stop.is_set(), records)
         while chunk := list(islice(records, chunk_size)):
+            if stop.is_set():  # a chunk cut short by the stop: the caller has gone
+                return
             documents = [r for r in chunk if isinstance(r, Document)]
             encoding = None
             if documents and tokenizer is not None:
@@ -106,8 +110,8 @@ def predict_file(
             yield chunk, documents, encoding
 
     def label(chunk: list, documents: list[Document], encoding: Encoding | None, writer, letters) -> None:
-        """One chunk into the Parquet writer and the dead-letter file (a function, so that the chunk is
-        released when it returns: with read-ahead, two chunks are held at a time)."""
+        """One chunk into the Parquet writer and the dead-letter file (a function, so that its working lists go
+        when it returns: with read-ahead, about two chunks are held at a time)."""
         # the encoding covers the whole chunk: the halves retried after a failure are encoded again
         run = lambda docs: model.predict(*inputs(docs), threshold=threshold, batch_size=batch_size,  # noqa: E731
                                          encoding=encoding if docs is documents else None)
@@ -128,7 +132,7 @@ def predict_file(
     try:
         with PredictionWriter(staged_output) as writer, fsspec.open(staged_letters, "w", encoding="utf-8") as letters, \
                 tqdm(desc="labelling", unit="doc") as bar, \
-                (prepared_ahead(source, "rightsize-read") if read_ahead else contextlib.nullcontext(source)) as ahead:
+                (prepared_ahead(source, "rightsize-read") if read_ahead else contextlib.closing(source)) as ahead:
             try:
                 for chunk, documents, encoding in ahead:
                     label(chunk, documents, encoding, writer, letters)

@@ -120,10 +120,11 @@ class Encoding:
     def check(self, texts: Sequence[str], pairs: Sequence[str] | None) -> None:
         """Raises unless this could be the encoding of ``texts`` (and ``pairs``): the counts and the presence of
         pairs must match (the texts themselves are not compared: that would cost what encoding costs)."""
-        counts = {len(texts), len(self.truncated), len(self.tokens["input_ids"])}
-        if len(counts) > 1 or self.with_pairs != (pairs is not None):
-            raise ValueError(f"an encoding of {len(self.truncated)} documents ({'with' if self.with_pairs else 'no'} "
-                             f"pairs) for {len(texts)} texts ({'with' if pairs is not None else 'no'} pairs)")
+        rows, flags = len(self.tokens["input_ids"]), len(self.truncated)
+        if len({len(texts), rows, flags}) > 1 or self.with_pairs != (pairs is not None):
+            raise ValueError(f"an encoding of {rows} documents ({flags} truncation flags, "
+                             f"{'with' if self.with_pairs else 'no'} pairs) for {len(texts)} texts "
+                             f"({'with' if pairs is not None else 'no'} pairs)")
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -385,7 +386,8 @@ class EarlyExitClassifier(nn.Module):
             return []
         if encoding is None:
             encoding = self.encode(texts, pairs)
-        encoding.check(texts, pairs)
+        else:
+            encoding.check(texts, pairs)
         was_training = self.training
         self.eval()
         label_ids = np.empty(len(texts), dtype=np.int64)

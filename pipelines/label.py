@@ -291,8 +291,10 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
             "config": asdict(config),
             "counts": count_outputs(staging),
             "devices": devices,
-            # rows per forward pass on each kind of device the workers ran on (the flag, or that device's default)
-            "batch_size": {device: config.batch_size or default_batch_size(device) for device in devices},
+            # most rows per forward pass on each kind of device the workers ran on: the flag or that device's
+            # default, unless a RunInference batch (chunk_size documents) is smaller
+            "batch_size": {device: min(config.batch_size or default_batch_size(device), config.chunk_size)
+                           for device in devices},
             "metrics": metrics,
         }
         if manifest["counts"]["labelled"] == 0 and metrics.get("failed_inferences"):

@@ -9,8 +9,9 @@ from pathlib import Path
 
 def save(path: Path, measured: dict) -> dict:
     """Merge this run's measurements into the results file and return the whole file. The file is read again
-    under a lock at each save, so runs in parallel or in sequence keep each other's parts: a run that had
-    loaded the file at its start once wrote back its stale copy over a part another run had just measured."""
+    under a lock at each save, so that no run writes back a stale copy over parts that another run measured
+    meanwhile (one that loaded the file at its start once did). Runs side by side still spoil each other's
+    timings: the lock protects the file, not the numbers."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -155,14 +155,17 @@ def test_runs_in_pieces_keep_each_others_parts(tmp_path):
 
 
 def test_saves_from_processes_at_once_lose_nothing(tmp_path):
-    """The lock: four processes saving 20 systems each into one file at the same time leave all 80 there."""
+    """The lock: four processes saving 50 systems each into one file at the same time leave all 200 there. They
+    start together (each waits for a go file), so they overlap however slowly they start."""
     import subprocess
 
     bench = Path(__file__).resolve().parents[2] / "bench"
-    path = tmp_path / "day-machine.json"
-    script = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+    path, go = tmp_path / "day-machine.json", tmp_path / "go"
+    script = ("import sys, time; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
               "from suite.results_file import save\n"
-              "for i in range(20): save(Path(sys.argv[2]), {'accuracy': {f'{sys.argv[3]}/{i}': {'v': i}}})")
-    runs = [subprocess.Popen([sys.executable, "-c", script, str(bench), str(path), f"p{n}"]) for n in range(4)]
+              "while not Path(sys.argv[4]).exists(): time.sleep(0.001)\n"
+              "for i in range(50): save(Path(sys.argv[2]), {'accuracy': {f'{sys.argv[3]}/{i}': {'v': i}}})")
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(bench), str(path), f"p{n}", str(go)]) for n in range(4)]
+    go.touch()
     assert [run.wait(timeout=120) for run in runs] == [0] * 4
-    assert sorted(json.loads(path.read_text())["accuracy"]) == sorted(f"p{n}/{i}" for n in range(4) for i in range(20))
+    assert sorted(json.loads(path.read_text())["accuracy"]) == sorted(f"p{n}/{i}" for n in range(4) for i in range(50))

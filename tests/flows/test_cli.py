@@ -122,7 +122,7 @@ def test_an_interrupt_while_labelling_stops_the_read_ahead_and_keeps_no_output(m
     with pytest.raises(KeyboardInterrupt):
         flows.predict.predict_file(EarlyExitClassifier.from_pretrained(model_dir), str(tmp_path / "in.txt"),
                                    str(tmp_path / "p.parquet"), chunk_size=50, read_ahead=True)
-    assert 50 <= len(read) < 70  # the first chunk, and some records of the second (about 5), not all 50
+    assert 50 <= len(read) < 100  # the first chunk and a few records of the second (about 5), not all 50 of it
     assert not [t for t in threading.enumerate() if t.name.startswith("rightsize-read")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
 

@@ -85,9 +85,11 @@ def test_precision_and_threads_reach_workers_rows_and_manifest(model_dir, tmp_pa
     assert {r["dtype"] for r in rows} == {"bfloat16"}
     # one in-process worker keeps torch's default and does not reshuffle (it would only buffer the collection);
     # several share the usable cores and get the documents spread over them
-    manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r2", batch_size=None))
+    manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r2", batch_size=None, chunk_size=1024))
     assert (manifest["threads"], manifest["reshuffle"]) == (None, False)
     assert manifest["batch_size"] == {"cpu": 64} and manifest["config"]["batch_size"] is None  # the device default
+    manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r2", batch_size=None))
+    assert manifest["batch_size"] == {"cpu": 8}  # no batch holds more than a chunk
     manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r3"),
                    ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
     assert manifest["threads"] == max(1, len(os.sched_getaffinity(0)) // 2) and manifest["dtype"] == "float32"

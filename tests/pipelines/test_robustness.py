@@ -103,7 +103,7 @@ def test_a_poisoned_document_costs_one_dead_letter(model_dir, tmp_path, poisoned
     assert {letter["reason"] for letter in letters} == {"inference failed: ValueError: poisoned document"}
 
 
-def test_a_document_the_read_ahead_cannot_tokenise_costs_one_dead_letter(model_dir, tmp_path, monkeypatch):
+def test_a_document_the_read_ahead_cannot_tokenise_costs_one_dead_letter(model_dir, tmp_path, monkeypatch, caplog):
     """Tokenising fails in the read-ahead thread: the chunk is tokenised again while it is labelled, where
     failure isolation makes the one document at fault a dead letter (and the reason is the tokenizer's)."""
     from flows.predict import predict_file
@@ -124,6 +124,8 @@ def test_a_document_the_read_ahead_cannot_tokenise_costs_one_dead_letter(model_d
     assert [r["id"] for r in _predictions([tmp_path / "p.parquet"])] == [f"d{i}" for i in range(20) if i != 7]
     [letter] = _letters([tmp_path / "p.deadletter.jsonl"])
     assert json.loads(letter["raw"])["id"] == "d7" and letter["reason"] == "inference failed: ValueError: cannot tokenise"
+    warned = [r.getMessage() for r in caplog.records if "tokenising a chunk ahead failed" in r.getMessage()]
+    assert len(warned) == 1 and "cannot tokenise" in warned[0]  # the one chunk that held d7
 
 
 def _digest(folder: Path) -> dict[str, str]:

@@ -29,7 +29,7 @@ from ops.isolation import Failure, run_isolating_failures
 from ops.lookahead import prepared_ahead
 from ops.memory import release_freed_memory
 from ops.predictions import PredictionWriter, new_run_id, prediction_rows
-from ops.records import DeadLetter, Document, InputFields, dead_letter_line, expand_glob, read_file
+from ops.records import DeadLetter, Document, InputFields, dead_letter_line, expand_glob, model_inputs, read_file
 from ops.staging import discard, publish, recover, staging_path
 
 CHUNK_DOCUMENTS = 8192  # documents tokenized, sorted by length and labelled together
@@ -88,9 +88,6 @@ def predict_file(
     failures: list[str] = []  # why documents failed even alone
     stop = threading.Event()  # tells the read-ahead thread to give up at its next record
 
-    def inputs(docs: list[Document]) -> tuple[list[str], list[str] | None]:
-        return [d.text for d in docs], [d.pair for d in docs] if fields.pair_field else None
-
     def chunks(tokenizer):
         """(records, their documents, the documents' encoding or None) per chunk. In the read-ahead thread it
         has a tokenizer of its own: a fast tokenizer must not serve two threads."""
@@ -103,7 +100,7 @@ def predict_file(
             encoding = None
             if documents and tokenizer is not None:
                 try:
-                    encoding = model.encode(*inputs(documents), tokenizer=tokenizer)
+                    encoding = model.encode(*model_inputs(documents), tokenizer=tokenizer)
                 except Exception as error:  # labelling encodes again, isolating the document at fault
                     log.warning("tokenising a chunk ahead failed (%s: %s); it is tokenised again while labelled",
                                 type(error).__name__, error)
@@ -113,7 +110,7 @@ def predict_file(
         """One chunk into the Parquet writer and the dead-letter file (a function, so that its working lists go
         when it returns: with read-ahead, about two chunks are held at a time)."""
         # the encoding covers the whole chunk: the halves retried after a failure are encoded again
-        run = lambda docs: model.predict(*inputs(docs), threshold=threshold, batch_size=batch_size,  # noqa: E731
+        run = lambda docs: model.predict(*model_inputs(docs), threshold=threshold, batch_size=batch_size,  # noqa: E731
                                          encoding=encoding if docs is documents else None)
         results = run_isolating_failures(run, documents, free_accelerator_memory) if documents else []
         labelled = [(d, p) for d, p in zip(documents, results) if not isinstance(p, Failure)]

@@ -26,7 +26,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import fsspec
 
@@ -59,6 +59,12 @@ class Document:
         """For a document that parsed but then failed (e.g. in inference)."""
         raw = {"id": self.id, "text": self.text} | ({"pair": self.pair} if self.pair is not None else {})
         return DeadLetter(self.source, self.position, _raw(raw), reason)
+
+
+def model_inputs(docs: Sequence[Document]) -> tuple[list[str], list[str] | None]:
+    """The texts and second segments that ``EarlyExitClassifier.predict`` takes (None: the documents have no
+    pairs; a document read with a pair field always has one, or it is a dead letter)."""
+    return [d.text for d in docs], [d.pair for d in docs] if docs and docs[0].pair is not None else None
 
 
 @dataclass(frozen=True)
@@ -200,7 +206,8 @@ def text_encoding(head: bytes) -> str:
     """A text file's encoding from its first bytes (up to SNIFF_BYTES): a byte-order mark if there is one;
     else UTF-16 or UTF-32 when at least 90% of the sample's code units have the NUL bytes that these encodings
     put around ASCII characters (as RFC 4627 section 3 detects JSON's encoding) and the sample decodes (lone
-    surrogates allowed: they fail only their record); else UTF-8. Text without ASCII in its first bytes (CJK in UTF-16, say) needs a BOM."""
+    surrogates allowed: they fail only their record); else UTF-8. Text without ASCII in its first bytes (CJK
+    in UTF-16, say) needs a BOM."""
     bom = next((name for bom, name in _BOMS if head.startswith(bom)), None)
     if bom:
         return bom

@@ -36,7 +36,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from ops.isolation import Failure, run_isolating_failures
 from ops.memory import release_freed_memory
 from ops.predictions import PREDICTION_SCHEMA, prediction_rows
-from ops.records import DeadLetter, Document, InputFields, dead_letter_line, expand_glob, one_line, read_file
+from ops.records import (DeadLetter, Document, InputFields, dead_letter_line, expand_glob, model_inputs, one_line,
+                         read_file)
 from ops.staging import discard, publish, recover, staging_path
 from pipelines.label_config import LabelJobConfig, add_flags, config_from_args
 
@@ -117,8 +118,7 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
         Metrics.counter(NAMESPACE, f"batches_on_{model.device_type()}").inc()
 
         def predict(docs: Sequence[Document]) -> list:
-            pairs = [d.pair for d in docs] if docs[0].pair is not None else None
-            return model.predict([d.text for d in docs], pairs, threshold=self.threshold, batch_size=self.batch_size)
+            return model.predict(*model_inputs(docs), threshold=self.threshold, batch_size=self.batch_size)
 
         results = run_isolating_failures(predict, batch, before_retry=free_accelerator_memory)
         release_freed_memory()  # else glibc's RSS climbs with every chunk (ops/memory.py)

@@ -28,7 +28,7 @@ from models.classifier import Encoding, free_accelerator_memory
 from ops.isolation import Failure, run_isolating_failures
 from ops.lookahead import prepared_ahead
 from ops.memory import release_freed_memory
-from ops.predictions import PredictionWriter, new_run_id, prediction_rows
+from ops.predictions import PredictionWriter, new_run_id, prediction_rows, split_failures
 from ops.records import DeadLetter, Document, InputFields, dead_letter_line, expand_glob, model_inputs, read_file
 from ops.staging import discard, publish, recover, staging_path
 
@@ -113,17 +113,13 @@ def predict_file(
         run = lambda docs: model.predict(*model_inputs(docs), threshold=threshold, batch_size=batch_size,  # noqa: E731
                                          encoding=encoding if docs is documents else None)
         results = run_isolating_failures(run, documents, free_accelerator_memory) if documents else []
-        labelled = [(d, p) for d, p in zip(documents, results) if not isinstance(p, Failure)]
-        bad = [r for r in chunk if isinstance(r, DeadLetter)]
-        bad += [d.dead_letter(f"inference failed: {p.reason}") for d, p in zip(documents, results)
-                if isinstance(p, Failure)]
-        failures.extend(p.reason for p in results if isinstance(p, Failure))
-        for letter in bad:
+        labelled, predictions, failed = split_failures(documents, results)
+        failures.extend(r.reason for r in results if isinstance(r, Failure))
+        for letter in [r for r in chunk if isinstance(r, DeadLetter)] + failed:
             letters.write(dead_letter_line(letter.to_dict()) + "\n")
-        writer.write(prediction_rows([d for d, _ in labelled], [p for _, p in labelled],
-                                     num_layers=model.config.num_layers, threshold=threshold,
+        writer.write(prediction_rows(labelled, predictions, num_layers=model.config.num_layers, threshold=threshold,
                                      dtype=model.dtype_name, model_id=model.model_id, run_id=run_id))
-        _count(summary, [p for _, p in labelled], len(bad))
+        _count(summary, predictions, len(chunk) - len(predictions))
 
     source = chunks(copy.deepcopy(model.tokenizer)) if read_ahead else chunks(None)
     try:

@@ -10,7 +10,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ops.records import Document
+from ops.isolation import Failure
+from ops.records import DeadLetter, Document
 
 PREDICTION_SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -46,6 +47,19 @@ def prediction_rows(documents: Sequence[Document], predictions: Sequence, *, num
         }
         for doc, p in zip(documents, predictions, strict=True)
     ]
+
+
+def split_failures(documents: Sequence[Document], results: Sequence) -> tuple[list[Document], list, list[DeadLetter]]:
+    """What ``run_isolating_failures`` returned for ``documents`` -> (the labelled documents, their predictions,
+    a dead letter for each document that failed even alone), each in input order. Both drivers use it."""
+    labelled, predictions, letters = [], [], []
+    for doc, result in zip(documents, results, strict=True):
+        if isinstance(result, Failure):
+            letters.append(doc.dead_letter(f"inference failed: {result.reason}"))
+        else:
+            labelled.append(doc)
+            predictions.append(result)
+    return labelled, predictions, letters
 
 
 class PredictionWriter:

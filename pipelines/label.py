@@ -33,9 +33,9 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from ops.isolation import Failure, run_isolating_failures
+from ops.isolation import run_isolating_failures
 from ops.memory import release_freed_memory
-from ops.predictions import PREDICTION_SCHEMA, prediction_rows
+from ops.predictions import PREDICTION_SCHEMA, prediction_rows, split_failures
 from ops.records import (DeadLetter, Document, InputFields, dead_letter_line, expand_glob, model_inputs, one_line,
                          read_file)
 from ops.staging import discard, publish, recover, staging_path
@@ -122,12 +122,10 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
 
         results = run_isolating_failures(predict, batch, before_retry=free_accelerator_memory)
         release_freed_memory()  # else glibc's RSS climbs with every chunk (ops/memory.py)
-        labelled = [(doc, result) for doc, result in zip(batch, results) if not isinstance(result, Failure)]
-        failed = [{"dead_letter": dead_letter_line(doc.dead_letter(f"inference failed: {result.reason}").to_dict())}
-                  for doc, result in zip(batch, results) if isinstance(result, Failure)]
-        return failed + prediction_rows([d for d, _ in labelled], [r for _, r in labelled], num_layers=self.num_layers,
-                                        threshold=self.threshold, dtype=self.dtype, model_id=self.model_id,
-                                        run_id=self.run_id)
+        labelled, predictions, failed = split_failures(batch, results)
+        return [{"dead_letter": dead_letter_line(letter.to_dict())} for letter in failed] + prediction_rows(
+            labelled, predictions, num_layers=self.num_layers, threshold=self.threshold, dtype=self.dtype,
+            model_id=self.model_id, run_id=self.run_id)
 
     def get_num_bytes(self, batch: Sequence[Document]) -> int:
         return sum(map(document_length, batch))

@@ -13,15 +13,17 @@ Parts (--parts, default all):
   path      rightsize label (DirectRunner, in-process and 2 processes) vs predict; rightsize report on 1M rows
 
 Models are fine-tuned on first use and kept under bench/work/ (MiniLM shares bench/training_modes.py's).
-A run on the same day and machine updates that day's results file: it replaces the parts and systems it
-measured and keeps the others (merged under a lock at each save), so a long suite can be run in pieces. Run
-them one after another: runs side by side would share the cores they time, and the trained models.
+A run on the same day and machine updates that day's results file (or the one --results names): it replaces
+the parts and systems it measured and keeps the others (merged under a lock at each save), so a long suite can
+be run in pieces, on several days if need be. Run them one after another: runs side by side would share the
+cores they time, and the trained models.
 Timings: a warm-up, then the median of --repeats runs, in this process, with --threads torch threads.
 
 examples:
   python bench/run.py --quick                      # minutes: MiniLM, AG News, joint, 200 documents
   python bench/run.py                              # everything (hours on 2 CPU cores)
   python bench/run.py --parts accuracy --models mpnet --data ag_news --modes joint --dtypes float32
+  python bench/run.py --parts peers --results bench/results/2026-11-21-amd-epyc-2t.json   # go on filling it
   python bench/run.py --device cuda                # on a GPU machine: its own results file
   python bench/run.py --readme-only                # rewrite the README section from the newest results
 """
@@ -162,7 +164,9 @@ def run_path(args, results: dict) -> None:
 
 
 def results_path(args) -> Path:
-    """<date>-<machine>.json; a --quick run gets its own file, which the README never shows."""
+    """--results, or <date>-<machine>.json; a --quick run gets its own file, which the README never shows."""
+    if args.results:
+        return Path(args.results)
     quick = "-quick" if args.quick else ""
     return Path(args.out) / f"{date.today().isoformat()}-{machine_slug(machine(args.device))}{quick}.json"
 
@@ -195,6 +199,10 @@ def parse_args(argv=None):
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--out", default=str(RESULTS), help="results folder (default: bench/results)")
+    parser.add_argument("--results", default=None,
+                        help="results file to update (default: <--out>/<today>-<machine>.json); name an earlier "
+                             "day's file to go on filling it, e.g. a suite run in pieces past midnight. A file from "
+                             "another machine is refused")
     parser.add_argument("--readme", default=str(README), help="README whose performance section is rewritten")
     parser.add_argument("--readme-only", action="store_true", help="only rewrite the README section")
     args = parser.parse_args(argv)

@@ -154,6 +154,27 @@ def test_runs_in_pieces_keep_each_others_parts(tmp_path):
     assert merged["commands"] == ["python bench/run.py --parts accuracy", "python bench/run.py --parts peers"]
 
 
+def test_a_file_from_another_machine_is_refused_untouched(tmp_path):
+    from suite.results_file import save
+
+    path = tmp_path / "day-machine.json"
+    save(path, {"machine": {"cpu": "x", "threads": 2}, "accuracy": {"a": {"v": 1}}})
+    before = path.read_text()
+    with pytest.raises(ValueError, match="not on this machine"):
+        save(path, {"machine": {"cpu": "x", "threads": 1}, "accuracy": {"b": {"v": 2}}})
+    assert path.read_text() == before
+    save(path, {"machine": {"cpu": "x", "threads": 2}, "accuracy": {"b": {"v": 2}}})  # the same machine goes on
+    assert sorted(json.loads(path.read_text())["accuracy"]) == ["a", "b"]
+
+
+def test_results_names_the_file_a_run_goes_on_filling(tmp_path):
+    from run import parse_args
+
+    earlier = tmp_path / "2026-11-21-amd-epyc-2t.json"
+    assert parse_args(["--parts", "path", "--results", str(earlier)]).results_file == earlier
+    assert parse_args(["--out", str(tmp_path)]).results_file.parent == tmp_path  # default: today's, in --out
+
+
 def test_saves_from_processes_at_once_lose_nothing(tmp_path):
     """The lock: four processes saving 50 systems each into one file at the same time leave all 200 there. They
     start together (each waits for a go file), so they overlap however slowly they start."""

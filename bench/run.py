@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project's pa
 
 from models.config import PRECISIONS, TRAINING_MODES  # noqa: E402
 from suite.common import DATA_SETS, MODELS, ROOT, machine, machine_slug, model_dir, recipe, splits  # noqa: E402
-from suite.results_file import save  # noqa: E402
+from suite.results_file import check_machine, save  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "README.md"
@@ -168,7 +168,8 @@ def results_path(args) -> Path:
     if args.results:
         return Path(args.results)
     quick = "-quick" if args.quick else ""
-    return Path(args.out) / f"{date.today().isoformat()}-{machine_slug(machine(args.device))}{quick}.json"
+    slug = machine_slug(machine(args.device, args.threads))  # --threads: a file of its own ("-1t")
+    return Path(args.out) / f"{date.today().isoformat()}-{slug}{quick}.json"
 
 
 def parse_args(argv=None):
@@ -200,9 +201,10 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--out", default=str(RESULTS), help="results folder (default: bench/results)")
     parser.add_argument("--results", default=None,
-                        help="results file to update (default: <--out>/<today>-<machine>.json); name an earlier "
-                             "day's file to go on filling it, e.g. a suite run in pieces past midnight. A file from "
-                             "another machine is refused")
+                        help="an existing results file to go on filling, e.g. an earlier day's for a suite run in "
+                             "pieces past midnight (default: <--out>/<today>-<machine>.json). One whose recorded "
+                             "machine differs is refused before anything is measured. The README shows the newest "
+                             "file in --out by the date in its name")
     parser.add_argument("--readme", default=str(README), help="README whose performance section is rewritten")
     parser.add_argument("--readme-only", action="store_true", help="only rewrite the README section")
     args = parser.parse_args(argv)
@@ -218,7 +220,16 @@ def parse_args(argv=None):
         parser.error("--batch-sizes must start at 1 (one document at a time is the reference)")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
+    if args.results and args.quick:
+        parser.error("--quick writes a file of its own, which the README never shows: leave out --results")
+    if args.results and not Path(args.results).is_file():
+        parser.error(f"--results {args.results}: no such file (it names an existing results file to go on filling)")
     args.results_file = results_path(args)
+    if not args.readme_only:
+        try:  # before hours of measuring, not at the first save after them
+            check_machine(args.results_file, machine(args.device, args.threads))
+        except ValueError as error:
+            parser.error(str(error))
     return args
 
 

@@ -115,11 +115,12 @@ def predict_file(
         results = run_isolating_failures(run, documents, free_accelerator_memory) if documents else []
         labelled, predictions, failed = split_failures(documents, results)
         failures.extend(r.reason for r in results if isinstance(r, Failure))
-        for letter in [r for r in chunk if isinstance(r, DeadLetter)] + failed:
+        bad = [r for r in chunk if isinstance(r, DeadLetter)] + failed
+        for letter in bad:
             letters.write(dead_letter_line(letter.to_dict()) + "\n")
         writer.write(prediction_rows(labelled, predictions, num_layers=model.config.num_layers, threshold=threshold,
                                      dtype=model.dtype_name, model_id=model.model_id, run_id=run_id))
-        _count(summary, predictions, len(chunk) - len(predictions))
+        _count(summary, predictions, len(bad))
 
     source = chunks(copy.deepcopy(model.tokenizer)) if read_ahead else chunks(None)
     try:

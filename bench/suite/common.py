@@ -106,14 +106,15 @@ def timed(run: Callable[[], object], repeats: int, warm_up: Callable[[], object]
     return statistics.median(times), times, result
 
 
-def machine(device: str) -> dict:
-    """The hardware and software the numbers came from."""
+def machine(device: str, threads: int | None = None) -> dict:
+    """The hardware and software the numbers came from; ``threads``: the torch threads a run will use (default:
+    what torch uses now)."""
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "threads": torch.get_num_threads(),
+    info = {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "threads": threads or torch.get_num_threads(),
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16(),
             "torch": torch.__version__, "python": platform.python_version(), "device": device, "gpu": None}
     if device == "cuda":

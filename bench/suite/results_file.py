@@ -6,20 +6,36 @@ import fcntl
 import json
 from pathlib import Path
 
+# What must match for two runs' numbers to share a file: the hardware, the torch threads and the torch build.
+SAME_MACHINE_KEYS = ("cpu", "cores", "threads", "torch", "torch_cpu_capability", "native_bf16", "device", "gpu")
+
+
+def check_machine(path: Path, machine: dict) -> None:
+    """Raises ValueError when ``path`` holds numbers whose recorded machine differs from ``machine`` (on any of
+    SAME_MACHINE_KEYS): run.py calls it before measuring anything, and save() again before each write."""
+    if not path.is_file():
+        return
+    recorded = json.loads(path.read_text()).get("machine")
+    if recorded is None:
+        return
+    differ = {k: (recorded.get(k), machine.get(k)) for k in SAME_MACHINE_KEYS if recorded.get(k) != machine.get(k)}
+    if differ:
+        raise ValueError(f"{path} was measured on another machine (recorded vs now: {differ}); "
+                         "its numbers and this run's could not be compared: write to another results file")
+
 
 def save(path: Path, measured: dict) -> dict:
     """Merge this run's measurements into the results file and return the whole file. The file is read again
     under a lock at each save, so that no run writes back a stale copy over parts that another run measured
     meanwhile (one that loaded the file at its start once did). Runs side by side still spoil each other's
-    timings: the lock protects the file, not the numbers. A file measured on another machine (hardware, thread
-    count or torch) is refused: its numbers and these could not be compared."""
+    timings: the lock protects the file, not the numbers. A file from another machine is refused
+    (``check_machine``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if "machine" in measured:
+            check_machine(path, measured["machine"])
         results = json.loads(path.read_text()) if path.is_file() else {}
-        if "machine" in measured and results.get("machine", measured["machine"]) != measured["machine"]:
-            raise ValueError(f"{path} was measured on {results['machine']}, not on this machine "
-                             f"({measured['machine']}): name another results file")
         for key, value in measured.items():
             if key == "accuracy":  # one entry per system: replace those measured, keep the others
                 results.setdefault(key, {}).update(value)

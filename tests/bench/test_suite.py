@@ -158,21 +158,34 @@ def test_a_file_from_another_machine_is_refused_untouched(tmp_path):
     from suite.results_file import save
 
     path = tmp_path / "day-machine.json"
-    save(path, {"machine": {"cpu": "x", "threads": 2}, "accuracy": {"a": {"v": 1}}})
+    save(path, {"machine": {"cpu": "x", "threads": 2, "python": "3.11.7"}, "accuracy": {"a": {"v": 1}}})
     before = path.read_text()
-    with pytest.raises(ValueError, match="not on this machine"):
-        save(path, {"machine": {"cpu": "x", "threads": 1}, "accuracy": {"b": {"v": 2}}})
+    with pytest.raises(ValueError, match="another machine"):
+        save(path, {"machine": {"cpu": "x", "threads": 1, "python": "3.11.7"}, "accuracy": {"b": {"v": 2}}})
     assert path.read_text() == before
-    save(path, {"machine": {"cpu": "x", "threads": 2}, "accuracy": {"b": {"v": 2}}})  # the same machine goes on
+    # the same machine goes on, whatever the python patch release
+    save(path, {"machine": {"cpu": "x", "threads": 2, "python": "3.11.9"}, "accuracy": {"b": {"v": 2}}})
     assert sorted(json.loads(path.read_text())["accuracy"]) == ["a", "b"]
 
 
-def test_results_names_the_file_a_run_goes_on_filling(tmp_path):
+def test_results_names_an_existing_file_from_this_machine(tmp_path, capsys):
+    """--results: the file a run goes on filling. Refused before anything is measured when it is missing, from
+    another machine or thread count, or asked of a --quick run; --threads names a file of its own by default."""
     from run import parse_args
+    from suite.common import machine
+    from suite.results_file import save
 
-    earlier = tmp_path / "2026-11-21-amd-epyc-2t.json"
-    assert parse_args(["--parts", "path", "--results", str(earlier)]).results_file == earlier
-    assert parse_args(["--out", str(tmp_path)]).results_file.parent == tmp_path  # default: today's, in --out
+    earlier = tmp_path / "2026-11-21-cpu-2t.json"
+    save(earlier, {"machine": machine("cpu", 2), "commands": ["python bench/run.py --parts path"]})
+    assert parse_args(["--parts", "peers", "--threads", "2", "--results", str(earlier)]).results_file == earlier
+    for argv, error in ((["--threads", "1", "--results", str(earlier)], "another machine"),
+                        (["--results", str(tmp_path / "typo.json")], "no such file"),
+                        (["--quick", "--results", str(earlier)], "leave out --results")):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert error in capsys.readouterr().err
+    assert parse_args(["--out", str(tmp_path), "--threads", "1"]).results_file.name.endswith("-1t.json")
+    assert parse_args(["--out", str(tmp_path), "--threads", "2"]).results_file.name.endswith("-2t.json")
 
 
 def test_saves_from_processes_at_once_lose_nothing(tmp_path):

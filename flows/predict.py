@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from models import EarlyExitClassifier
 from models.classifier import Encoding, free_accelerator_memory
-from ops.isolation import Failure, run_isolating_failures
+from ops.isolation import run_isolating_failures
 from ops.lookahead import prepared_ahead
 from ops.memory import release_freed_memory
 from ops.predictions import PredictionWriter, new_run_id, prediction_rows, split_failures
@@ -85,7 +85,7 @@ def predict_file(
         recover(final)
     staged_output, staged_letters = staging_path(output_url), staging_path(letters_url)
     summary = PredictSummary(0, 0, 0, {}, 0, 0, output_url, None)
-    failures: list[str] = []  # why documents failed even alone
+    failures: list[str] = []  # why documents failed inference even alone
     stop = threading.Event()  # tells the read-ahead thread to give up at its next record
 
     def chunks(tokenizer):
@@ -114,7 +114,7 @@ def predict_file(
                                          encoding=encoding if docs is documents else None)
         results = run_isolating_failures(run, documents, free_accelerator_memory) if documents else []
         labelled, predictions, failed = split_failures(documents, results)
-        failures.extend(r.reason for r in results if isinstance(r, Failure))
+        failures.extend(letter.reason for letter in failed)
         bad = [r for r in chunk if isinstance(r, DeadLetter)] + failed
         for letter in bad:
             letters.write(dead_letter_line(letter.to_dict()) + "\n")
@@ -135,7 +135,8 @@ def predict_file(
             finally:
                 stop.set()  # on an error or Ctrl-C: the read-ahead thread stops reading at its next record
         if failures and not summary.documents:  # a broken model or setting, not bad documents: keep the old output
-            raise RuntimeError(f"inference failed on every document ({len(failures)}), e.g. {failures[-1]}; "
+            raise RuntimeError(f"inference failed on every document ({len(failures)}), the last with: "
+                               f"{failures[-1].removeprefix('inference failed: ')}; "
                                f"{output_url} was not replaced")
         publish(staged_output, output_url)
     except BaseException:

@@ -19,9 +19,9 @@ def prepared_ahead(items: Iterator[T], name: str = "rightsize-prepare") -> Itera
     producing an item reaches the caller when it asks for that item.
 
     On leaving the context (also early, on an error) the item being produced is waited for, then ``items`` is
-    closed if it has a ``close`` (a generator), so that what it holds is released. A producer that can take long should stop
-    at a signal of the caller's (flows/predict.py sets an Event): a second Ctrl-C during that wait leaves the
-    thread to finish on its own, and ``items`` unclosed (closing a generator that is running raises)."""
+    closed if it has a ``close`` (a generator), so that what it holds is released. A producer that can take long
+    should stop at a signal of the caller's (flows/predict.py sets an Event): a second Ctrl-C during that wait
+    leaves the thread to finish on its own, and ``items`` unclosed (closing a generator that is running raises)."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
 
     def ahead():

@@ -13,12 +13,13 @@ SAME_MACHINE_KEYS = ("cpu", "cores", "threads", "torch", "torch_cpu_capability",
 def check_machine(path: Path, machine: dict) -> None:
     """Raises ValueError when ``path`` holds numbers whose recorded machine differs from ``machine`` (on any of
     SAME_MACHINE_KEYS): run.py calls it before measuring anything, and save() again before each write."""
-    if not path.is_file():
-        return
-    recorded = json.loads(path.read_text()).get("machine")
-    if recorded is None:
-        return
-    differ = {k: (recorded.get(k), machine.get(k)) for k in SAME_MACHINE_KEYS if recorded.get(k) != machine.get(k)}
+    if path.is_file():
+        _check_same_machine(path, json.loads(path.read_text()).get("machine"), machine)
+
+
+def _check_same_machine(path: Path, recorded: dict | None, machine: dict) -> None:
+    differ = {k: (recorded.get(k), machine.get(k)) for k in SAME_MACHINE_KEYS
+              if recorded is not None and recorded.get(k) != machine.get(k)}
     if differ:
         raise ValueError(f"{path} was measured on another machine (recorded vs now: {differ}); "
                          "its numbers and this run's could not be compared: write to another results file")
@@ -33,9 +34,9 @@ def save(path: Path, measured: dict) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if "machine" in measured:
-            check_machine(path, measured["machine"])
         results = json.loads(path.read_text()) if path.is_file() else {}
+        if "machine" in measured:
+            _check_same_machine(path, results.get("machine"), measured["machine"])
         for key, value in measured.items():
             if key == "accuracy":  # one entry per system: replace those measured, keep the others
                 results.setdefault(key, {}).update(value)

@@ -109,7 +109,8 @@ def test_an_encoding_made_ahead_by_a_copied_tokenizer_labels_like_predict_alone(
     ahead, alone = model.predict(texts, encoding=made["encoding"], batch_size=3), model.predict(texts, batch_size=3)
     assert ahead == alone and [p.truncated for p in ahead] == [False] * len(TEXTS) + [True]
     assert len({p.exit_layer for p in alone}) > 1  # a real early-exit decision, not every document at one exit
-    with pytest.raises(ValueError, match=r"an encoding of 9 documents \(9 truncation flags, no pairs\) for 2 texts \(no pairs\)"):
+    with pytest.raises(ValueError,
+                       match=r"an encoding of 9 documents \(9 truncation flags, no pairs\) for 2 texts \(no pairs\)"):
         model.predict(texts[:2], encoding=made["encoding"])
     with pytest.raises(ValueError, match=r"no pairs\) for 9 texts \(with pairs\)"):
         model.predict(texts, pairs=texts, encoding=made["encoding"])

@@ -85,7 +85,8 @@ def test_precision_and_threads_reach_workers_rows_and_manifest(model_dir, tmp_pa
     assert {r["dtype"] for r in rows} == {"bfloat16"}
     # one in-process worker keeps torch's default and does not reshuffle (it would only buffer the collection);
     # several share the usable cores and get the documents spread over them
-    manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r2", batch_size=None, chunk_size=1024))
+    manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r2", batch_size=None,
+                        chunk_size=1024))
     assert (manifest["threads"], manifest["reshuffle"]) == (None, False)
     assert manifest["batch_size"] == {"cpu": 64} and manifest["config"]["batch_size"] is None  # the device default
     manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r2", batch_size=None))

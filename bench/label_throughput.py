@@ -51,12 +51,12 @@ def time_predict(model_dir: str, corpus: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def time_label(model_dir: str, corpus: Path, out: Path, run_id: str) -> float:
+def time_label(model_dir: str, corpus: Path, out: Path, run_id: str, beam_args: tuple[str, ...] = ()) -> float:
     from pipelines.label import run
     from pipelines.label_config import LabelJobConfig
 
     start = time.perf_counter()
-    run(LabelJobConfig(model=model_dir, input=str(corpus), output=str(out), run_id=run_id))
+    run(LabelJobConfig(model=model_dir, input=str(corpus), output=str(out), run_id=run_id), beam_args)
     return time.perf_counter() - start
 
 

@@ -168,7 +168,7 @@ def results_path(args) -> Path:
     if args.results:
         return Path(args.results)
     quick = "-quick" if args.quick else ""
-    slug = machine_slug(machine(args.device, args.threads))  # --threads: a file of its own ("-1t")
+    slug = machine_slug(args.machine)  # --threads: a file of its own ("-1t")
     return Path(args.out) / f"{date.today().isoformat()}-{slug}{quick}.json"
 
 
@@ -224,10 +224,11 @@ def parse_args(argv=None):
         parser.error("--quick writes a file of its own, which the README never shows: leave out --results")
     if args.results and not Path(args.results).is_file():
         parser.error(f"--results {args.results}: no such file (it names an existing results file to go on filling)")
+    args.machine = machine(args.device, args.threads)  # what this run will record
     args.results_file = results_path(args)
     if not args.readme_only:
         try:  # before hours of measuring, not at the first save after them
-            check_machine(args.results_file, machine(args.device, args.threads))
+            check_machine(args.results_file, args.machine)
         except ValueError as error:
             parser.error(str(error))
     return args
@@ -242,7 +243,7 @@ def main(argv=None) -> None:
             torch.set_num_threads(args.threads)
         path = args.results_file  # fixed at the start: a run that passes midnight keeps its file
         command = "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        measured = {"machine": machine(args.device), "commands": [command]}  # this run's parts only
+        measured = {"machine": args.machine, "commands": [command]}  # this run's parts only
         for part in args.parts:
             {"train": run_train, "accuracy": run_accuracy, "batching": run_batching, "peers": run_peers, "path": run_path}[part](args, measured)
             results = save(path, measured)

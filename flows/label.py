@@ -26,21 +26,22 @@ from pipelines.label_config import LabelJobConfig
 log = logging.getLogger(__name__)
 
 
-def default_run_id(model_dir: str, step: LabelStepConfig) -> str:
+def default_run_id(model_dir: str, model_id: str, step: LabelStepConfig) -> str:
     threshold = read_model_config(model_dir).threshold if step.threshold is None else step.threshold
     files = []
     for url in expand_glob(step.input):
         fs, path = fsspec.core.url_to_fs(url)
         info = fs.info(path)
         files.append([url, info.get("size"), str(info.get("mtime") or info.get("LastModified") or info.get("updated"))])
-    key = fingerprint(model=artifact_id(model_dir), threshold=threshold, dtype=step.dtype, files=files,
+    key = fingerprint(model=model_id, threshold=threshold, dtype=step.dtype, files=files,
                       fields=[step.text_field, step.pair_field, step.id_field])
     return f"run-{key[:12]}"
 
 
-def finished_run(job: LabelJobConfig) -> dict | None:
-    """The manifest of a run of ``job`` that completed with this model, threshold and input, and whose
-    prediction files are still there; None otherwise (the run is then labelled again, replacing it)."""
+def finished_run(job: LabelJobConfig, model_id: str) -> dict | None:
+    """The manifest of a run of ``job`` that completed with this model (content id ``model_id``), threshold
+    and input, and whose prediction files are still there; None otherwise (the run is then labelled again,
+    replacing it)."""
     fs, run_dir = fsspec.core.url_to_fs(job.run_dir.rstrip("/"))
     if not fs.isfile(f"{run_dir}/manifest.json"):
         return None
@@ -48,7 +49,7 @@ def finished_run(job: LabelJobConfig) -> dict | None:
         manifest = json.load(f)
     threshold = read_model_config(job.model).threshold if job.threshold is None else job.threshold
     same = (manifest.get("model_id"), manifest.get("threshold"), manifest.get("input"),
-            manifest.get("config", {}).get("dtype")) == (artifact_id(job.model), threshold, job.input, job.dtype)
+            manifest.get("config", {}).get("dtype")) == (model_id, threshold, job.input, job.dtype)
     labelled = manifest.get("counts", {}).get("labelled", 0)
     complete = labelled == 0 or bool(fs.glob(f"{run_dir}/predictions-*.parquet"))
     if not (same and complete):
@@ -59,11 +60,11 @@ def finished_run(job: LabelJobConfig) -> dict | None:
 
 
 @task(retries=2, retry_condition_fn=transient_only, retry_delay_seconds=30)
-def label_corpus(job: LabelJobConfig, beam_args: list[str]) -> dict:
+def label_corpus(job: LabelJobConfig, model_id: str, beam_args: list[str]) -> dict:
     """Runs the Beam job to completion; returns its manifest with ``skipped`` (true: finished before)."""
     from pipelines.label import run  # imports Beam
 
-    manifest = finished_run(job)
+    manifest = finished_run(job, model_id)
     if manifest is not None:
         log.info("run %s finished before (%s): not labelled again", job.run_id, job.run_dir)
         return manifest | {"skipped": True}
@@ -72,5 +73,7 @@ def label_corpus(job: LabelJobConfig, beam_args: list[str]) -> dict:
 
 @flow(name="rightsize-label")
 def label_flow(model_dir: str, config: RunConfig) -> dict:
-    return label_corpus(config.label_job(model_dir, config.label.run_id or default_run_id(model_dir, config.label)),
-                        list(config.label.beam_args))
+    # hashed once here (a remote model's weights are read to hash them); the Beam job hashes again what it loads
+    model_id = artifact_id(model_dir)
+    run_id = config.label.run_id or default_run_id(model_dir, model_id, config.label)
+    return label_corpus(config.label_job(model_dir, run_id), model_id, list(config.label.beam_args))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 from suite.common import WORK
@@ -15,39 +14,24 @@ from suite.common import WORK
 MULTI_PROCESS = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
 
 
-def _predict(model_dir: str, corpus: Path, out: Path) -> None:
-    from flows.predict import predict_file
-    from models import EarlyExitClassifier
-
-    predict_file(EarlyExitClassifier.from_pretrained(model_dir), str(corpus), str(out))
-
-
-def _label(model_dir: str, corpus: Path, out: Path, beam_args=()) -> None:
-    from pipelines.label import run
-    from pipelines.label_config import LabelJobConfig
-
-    run(LabelJobConfig(model=model_dir, input=str(corpus), output=str(out), run_id="bench"),
-        ["--runner=DirectRunner", *beam_args])
-
-
 def measure_paths(model_dir: str, documents: int, repeats: int) -> dict:
     """Median documents/second of each path over ``repeats`` rounds, the paths alternating within a round so
     that a slow spell of the machine hits all of them; one warm-up round first."""
-    from label_throughput import write_corpus  # bench/: AG News and SST-2 texts cycled to ``documents``
+    # bench/label_throughput.py: the corpus (AG News and SST-2 texts cycled to ``documents``) and the timers
+    from label_throughput import time_label, time_predict, write_corpus
 
-    paths = {"rightsize predict (in-process)": lambda c, o: _predict(model_dir, c, o / "p.parquet"),
-             "rightsize label (DirectRunner)": lambda c, o: _label(model_dir, c, o / "label"),
-             "rightsize label (DirectRunner, 2 processes)": lambda c, o: _label(model_dir, c, o / "label2",
-                                                                                MULTI_PROCESS)}
+    paths = {"rightsize predict (in-process)": lambda c, o: time_predict(model_dir, c, o / "p.parquet"),
+             "rightsize label (DirectRunner)": lambda c, o: time_label(model_dir, c, o / "label", "bench"),
+             "rightsize label (DirectRunner, 2 processes)": lambda c, o: time_label(model_dir, c, o / "label2",
+                                                                                    "bench", MULTI_PROCESS)}
     times = {name: [] for name in paths}
     with tempfile.TemporaryDirectory() as tmp:
         corpus = write_corpus(Path(tmp) / "corpus.jsonl", documents)
         for round_ in range(repeats + 1):
-            for name, run in paths.items():
-                start = time.perf_counter()
-                run(corpus, Path(tmp))
+            for name, timed in paths.items():
+                seconds = timed(corpus, Path(tmp))
                 if round_:  # round 0 is the warm-up
-                    times[name].append(time.perf_counter() - start)
+                    times[name].append(seconds)
     rows = [{"path": name, "docs_per_s": documents / statistics.median(t), "times_s": t} for name, t in times.items()]
     for row in rows:
         row["vs_predict"] = row["docs_per_s"] / rows[0]["docs_per_s"]

@@ -37,9 +37,13 @@ def _check_complete(model_dir, tmp_path, beam_args):
     return manifest
 
 
-def test_direct_runner_multi_processing(model_dir, tmp_path):
-    manifest = _check_complete(model_dir, tmp_path, ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
-    assert manifest["runner"] == "DirectRunner"
+@pytest.mark.parametrize("mode", ["multi_processing", "multi_threading"])
+def test_direct_runner_several_workers(model_dir, tmp_path, mode):
+    """multi_threading: the workers are threads of one process that share one model (and its tokenizer), and
+    the files are spread over them; documents are reshuffled only between processes (in one process the
+    DirectRunner would buffer the whole corpus for it)."""
+    manifest = _check_complete(model_dir, tmp_path, [f"--direct_running_mode={mode}", "--direct_num_workers=2"])
+    assert manifest["runner"] == "DirectRunner" and manifest["reshuffle"] is (mode == "multi_processing")
 
 
 # --- the worker environment: a venv with the built wheel and, through a .pth file, the main venv's libraries ---

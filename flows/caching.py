@@ -9,6 +9,8 @@ from typing import Any
 
 from prefect.states import State
 
+from ops.predictions import NothingLabelledError
+
 # Options of every cached task: the caller passes ``cache_key`` as a parameter and names the result folder
 # with ``.with_options(result_storage=...)``.
 CACHED_TASK = dict(cache_key_fn=lambda context, parameters: parameters["cache_key"], persist_result=True,
@@ -16,11 +18,11 @@ CACHED_TASK = dict(cache_key_fn=lambda context, parameters: parameters["cache_ke
 
 
 def transient_only(task, task_run, state: State) -> bool:
-    """Retry condition: failures of storage, the runner or the machine are retried; bad settings and missing
-    files are not, since they would fail the same way again."""
+    """Retry condition: failures of storage, the runner or the machine are retried; bad settings, missing
+    files and a run that labelled nothing are not, since they would fail the same way again."""
     try:
         state.result()
-    except (ValueError, FileNotFoundError):
+    except (ValueError, FileNotFoundError, NothingLabelledError):
         return False
     except Exception:
         return True

@@ -12,6 +12,7 @@ from pathlib import Path
 from models.config import DTYPE_CHOICES, TRAINING_MODES
 from pipelines.label_config import add_flags, add_precision_flags
 from ops.dynamics import REGIONS
+from ops.predictions import NothingLabelledError
 
 EXAMPLES = {
     "train": """examples:
@@ -53,11 +54,11 @@ curve.png (speed/accuracy curve) and reliability.png (reliability diagrams per e
 """,
     "label": """examples:
   rightsize label --model models/ag --input 'corpus/*.jsonl' --output out/labels
-  rightsize label --model models/ag --input 'corpus/*.csv' --output out/labels --run-id nightly-2026-11-21 \
+  rightsize label --model models/ag --input 'corpus/*.csv' --output out/labels --run-id nightly-2026-11-21 \\
       --direct_running_mode=multi_processing --direct_num_workers=2
-  rightsize label --model gs://bucket/models/ag --input 'gs://bucket/corpus/*.jsonl' --output gs://bucket/labels \
-      --runner=DataflowRunner --project=P --region=us-central1 --temp_location=gs://bucket/tmp \
-      --requirements_file=requirements.txt
+  rightsize label --model gs://bucket/models/ag --input 'gs://bucket/corpus/*.jsonl' --output gs://bucket/labels \\
+      --runner=DataflowRunner --project=P --region=us-central1 --temp_location=gs://bucket/tmp \\
+      --sdk_container_image=IMAGE --sdk_location=container     # IMAGE: built from docker/worker.Dockerfile
 
 any flag not listed above is passed to Beam as a pipeline option (--runner, --direct_num_workers, ...);
 the run writes <output>/<run-id>/predictions-*.parquet, deadletter-*.jsonl and manifest.json
@@ -404,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback
         print(f"rightsize {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except NothingLabelledError as e:  # a run that failed as a whole; its dead letters' reasons say why
+        print(f"rightsize {args.command}: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,8 +1,8 @@
 """Prefect: the labelling step, a thin shell over the Beam job of ``pipelines/label.py``.
 
 A run id whose ``manifest.json`` exists finished before (the manifest is written last) and is not labelled
-again, provided it was labelled with the same model, threshold and input glob and its prediction files are
-still there; otherwise the run is labelled again and replaced. With no run id configured, it is derived from the model's content id, the threshold, the input
+again, provided it was labelled with the same model, threshold, precision, input glob and fields and its
+prediction files are still there; otherwise the run is labelled again and replaced. With no run id configured, it is derived from the model's content id, the threshold, the input
 fields and the input files' names, sizes and modification times: an unchanged corpus and model is not
 labelled twice, and any change gives a new run.
 """
@@ -24,6 +24,7 @@ from ops.records import expand_glob
 from pipelines.label_config import LabelJobConfig
 
 log = logging.getLogger(__name__)
+FIELDS = ("text_field", "pair_field", "id_field")  # which record fields a run read
 
 
 def default_run_id(model_dir: str, model_id: str, step: LabelStepConfig) -> str:
@@ -34,7 +35,7 @@ def default_run_id(model_dir: str, model_id: str, step: LabelStepConfig) -> str:
         info = fs.info(path)
         files.append([url, info.get("size"), str(info.get("mtime") or info.get("LastModified") or info.get("updated"))])
     key = fingerprint(model=model_id, threshold=threshold, dtype=step.dtype, files=files,
-                      fields=[step.text_field, step.pair_field, step.id_field])
+                      fields=[getattr(step, k) for k in FIELDS])
     return f"run-{key[:12]}"
 
 
@@ -48,13 +49,15 @@ def finished_run(job: LabelJobConfig, model_id: str) -> dict | None:
     with fs.open(f"{run_dir}/manifest.json", "r") as f:
         manifest = json.load(f)
     threshold = read_model_config(job.model).threshold if job.threshold is None else job.threshold
-    same = (manifest.get("model_id"), manifest.get("threshold"), manifest.get("input"),
-            manifest.get("config", {}).get("dtype")) == (model_id, threshold, job.input, job.dtype)
+    recorded = manifest.get("config", {})
+    same = (manifest.get("model_id"), manifest.get("threshold"), manifest.get("input"), recorded.get("dtype"),
+            [recorded.get(k) for k in FIELDS]) == (model_id, threshold, job.input, job.dtype,
+                                                   [getattr(job, k) for k in FIELDS])
     labelled = manifest.get("counts", {}).get("labelled", 0)
     complete = labelled == 0 or bool(fs.glob(f"{run_dir}/predictions-*.parquet"))
     if not (same and complete):
         log.info("run %s exists but %s: labelling it again", job.run_id,
-                 "its model, threshold or input differ" if not same else "its prediction files are gone")
+                 "its model, threshold, precision, input or fields differ" if not same else "its prediction files are gone")
         return None
     return manifest
 

@@ -12,6 +12,7 @@ import contextlib
 import copy
 import hashlib
 import logging
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -433,14 +434,36 @@ class EarlyExitClassifier(nn.Module):
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, tokenizer=None) -> Encoding:
         """What ``predict`` needs of the tokenizer, apart from the model: see ``Encoding``. ``tokenizer`` as in
         ``tokenize``, to encode the next chunk in another thread while this one is labelled."""
-        tokens = self._tokens(texts, pairs, tokenizer)
+        tokens, texts = self._tokens(texts, pairs, tokenizer, with_texts=True)
         return Encoding(tokens, self._truncated(tokens, texts, pairs, tokenizer), with_pairs=pairs is not None)
 
-    def _tokens(self, texts, pairs, tokenizer=None):
-        """Checked inputs -> an unpadded BatchEncoding (lists)."""
+    def _tokens(self, texts, pairs, tokenizer=None, with_texts=False):
+        """Checked inputs -> an unpadded BatchEncoding (lists), and with ``with_texts`` the texts it encodes.
+
+        A text of over CUT_CHARS_PER_TOKEN characters per token of max_length is cut at a whitespace before
+        that (``cut_at_space``): tokenising a document of megabytes whole, only to keep its first max_length
+        tokens, took seconds and about 200 bytes of memory per character. A tokenizer that splits words at
+        whitespace (BERT's, MPNet's, SentencePiece's) gives the cut text's tokens as a prefix of the whole
+        text's, so as long as the cut text still fills max_length the ids are exactly those of the whole text
+        (tested); a cut text that does not (mostly whitespace, say) is tokenised whole. Text pairs are not
+        cut: the longest-first truncation of a pair weighs both segments' whole lengths."""
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
-        return self.tokenize(texts, pairs, padding=False, tokenizer=tokenizer)
+        if pairs is None:
+            whole = texts
+            texts = [cut_at_space(t, self.config.max_length * CUT_CHARS_PER_TOKEN) for t in texts]
+            tokens = self.tokenize(texts, None, padding=False, tokenizer=tokenizer)
+            short = [i for i, ids in enumerate(tokens["input_ids"])
+                     if len(ids) < self.config.max_length and len(texts[i]) < len(whole[i])]
+            if short:
+                again = self.tokenize([whole[i] for i in short], None, padding=False, tokenizer=tokenizer)
+                for j, i in enumerate(short):
+                    texts[i] = whole[i]
+                    for key in tokens:
+                        tokens[key][i] = again[key][j]
+        else:
+            tokens = self.tokenize(texts, pairs, padding=False, tokenizer=tokenizer)
+        return (tokens, texts) if with_texts else tokens
 
     def _truncated(self, tokens, texts, pairs, tokenizer=None) -> np.ndarray:
         """(n,) bool, see ``truncated_rows``. Offsets are built only for the documents at exactly max_length
@@ -498,6 +521,19 @@ def truncated_backbone(config, num_layers: int) -> nn.Module:
     config = copy.deepcopy(config)
     config.num_hidden_layers = num_layers  # DistilBERT maps it to n_layers
     return AutoModel.from_config(config, trust_remote_code=False)
+
+
+CUT_CHARS_PER_TOKEN = 32  # characters of a text kept per token of max_length (English averages 4 to 5)
+_SPACE = re.compile(r"[ \t\n\r]")  # whitespace to every tokenizer (Python's \s also takes controls BERT drops)
+
+
+def cut_at_space(text: str, limit: int) -> str:
+    """``text`` up to its last whitespace within the first ``limit`` characters, when it is longer than that and
+    the cut can fall in the second half of them; else ``text`` whole (a word is never cut)."""
+    if len(text) <= limit:
+        return text
+    spaces = [m.start() for m in _SPACE.finditer(text, limit // 2, limit + 1)]
+    return text[:spaces[-1]] if spaces else text
 
 
 def truncated_rows(encoded, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> np.ndarray:

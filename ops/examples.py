@@ -6,6 +6,7 @@ taken as a hub dataset name (``name`` or ``name:split``), which needs the networ
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -49,13 +50,13 @@ def load_examples(
     if suffix in _BUILDERS:
         if not Path(source).is_file():
             raise FileNotFoundError(f"{source}: no such file")
-        data = datasets.load_dataset(_BUILDERS[suffix], data_files=source, split="train")
+        data = _load_local(_BUILDERS[suffix], data_files=source, split="train")
     else:
         name, _, hub_split = source.partition(":")
         if Path(name).expanduser().is_file():
             raise ValueError(f"{source}: unknown file type; give a {', '.join(_BUILDERS)} file")
         if Path(name).expanduser().exists():  # a local folder of data files
-            data = datasets.load_dataset(str(Path(name).expanduser()), split=hub_split or split)
+            data = _load_local(str(Path(name).expanduser()), split=hub_split or split)
         else:
             data = _load_hub_dataset(source, name, hub_split or split)
     if limit is not None:
@@ -73,6 +74,16 @@ def load_examples(
         if label is None or (isinstance(label, str) and not label.strip()):
             raise ValueError(f"{source}: row {row}: field {label_field!r} is empty")
     return Examples(texts, pairs, [str(v) for v in labels], source, (text_field, pair_field, label_field))
+
+
+def _load_local(path: str, **kwargs):
+    """A local file or folder through ``datasets``, prepared afresh in a temporary cache and held in memory:
+    ``datasets``' own cache knows a local file by its path, size and modification time, so a file rewritten in
+    place with the same size and time (a label fixed, then ``cp -p``) would come back as it was."""
+    import datasets
+
+    with tempfile.TemporaryDirectory(prefix="rightsize-data-") as cache:
+        return datasets.load_dataset(path, cache_dir=cache, keep_in_memory=True, **kwargs)
 
 
 def _load_hub_dataset(source: str, name: str, split: str):

@@ -91,3 +91,12 @@ class PredictionWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class NothingLabelledError(RuntimeError):
+    """A run in which every input became a dead letter: the cause is then the model or a setting (a wrong
+    --text-field, say), not the documents, so the previous output is kept and the run is not retried."""
+
+    def __init__(self, dead_letters: int, reasons: list[str], kept: str):
+        super().__init__(f"no document was labelled: all {dead_letters} inputs are dead letters (a broken model, or "
+                         f"a setting such as --text-field that fits no record?); {kept}. Reasons: {'; '.join(reasons)}")

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import apache_beam as beam
+import fsspec
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -35,7 +36,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from ops.isolation import run_isolating_failures
 from ops.memory import release_freed_memory
-from ops.predictions import PREDICTION_SCHEMA, prediction_rows, split_failures
+from ops.predictions import PREDICTION_SCHEMA, NothingLabelledError, prediction_rows, split_failures
 from ops.records import (DeadLetter, Document, InputFields, dead_letter_line, expand_glob, model_inputs, one_line,
                          read_file)
 from ops.staging import discard, publish, recover, staging_path
@@ -235,8 +236,7 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
         log.warning("%s: %s", config.model, warning)
     # several processes on this machine: a share of the cores each; one: torch's own default (physical cores)
     threads = config.threads or (max(1, _usable_cores() // processes) if processes and processes > 1 else None)
-    output = config.output.rstrip("/") + "/"
-    files = [f for f in expand_glob(config.input) if not f.startswith(output)]  # never read our own output
+    files = [f for f in expand_glob(config.input) if not _inside(f, config.output)]  # never read our own output
     if not files:
         raise FileNotFoundError(f"input {config.input!r} matches only files under the output {config.output!r}")
     threshold = model_config.threshold if config.threshold is None else config.threshold
@@ -295,9 +295,10 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
                            for device in devices},
             "metrics": metrics,
         }
-        if manifest["counts"]["labelled"] == 0 and metrics.get("failed_inferences"):
-            raise RuntimeError(f"inference failed on every document ({metrics['failed_inferences']}); the previous "
-                               f"output of run {config.run_id} is kept. First reasons: {_first_reasons(staging)}")
+        counts = manifest["counts"]
+        if counts["dead_letters"] and not counts["labelled"]:
+            raise NothingLabelledError(counts["dead_letters"], _first_reasons(staging),
+                                       f"the previous output of run {config.run_id} is kept")
         if metrics.get("documents_in") != manifest["counts"]["documents_in"]:
             log.warning("runner metrics report %s inputs but the output files hold %d; the manifest counts the files",
                         metrics.get("documents_in"), manifest["counts"]["documents_in"])
@@ -323,6 +324,14 @@ def _local_processes(options: PipelineOptions, runner: str) -> int | None:
     return 1
 
 
+def _inside(url: str, directory: str) -> bool:
+    """Whether file ``url`` lies under ``directory``, both as fsspec resolves them (a relative local path is
+    made absolute, as the glob's matches are)."""
+    fs, path = fsspec.core.url_to_fs(url)
+    dir_fs, dir_path = fsspec.core.url_to_fs(directory)
+    return fs.protocol == dir_fs.protocol and path.startswith(dir_path.rstrip("/") + "/")
+
+
 def _usable_cores() -> int:
     """CPUs this process may run on (its affinity, which containers narrow), not all the machine has."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -337,11 +346,17 @@ def _metrics(result) -> dict[str, int]:
 
 
 def _first_reasons(run_dir: str, n: int = 3) -> list[str]:
+    """Up to ``n`` distinct dead-letter reasons, reading no further than needed."""
     reasons: list[str] = []
     for path in _matching(run_dir, "deadletter-*.jsonl"):
         with FileSystems.open(path) as f:
-            reasons += [json.loads(line)["reason"] for line in f if line.strip()]
-    return sorted(set(reasons))[:n]
+            for line in f:
+                reason = json.loads(line)["reason"] if line.strip() else None
+                if reason and reason not in reasons:
+                    reasons.append(reason)
+                    if len(reasons) == n:
+                        return reasons
+    return reasons
 
 
 def _matching(directory: str, pattern: str) -> list[str]:

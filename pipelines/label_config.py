@@ -42,7 +42,7 @@ class LabelJobConfig:
             raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
-        if self.batch_size is not None and (self.batch_size < 1 or self.chunk_size < self.batch_size):
+        if self.chunk_size < 1 or (self.batch_size is not None and not 1 <= self.batch_size <= self.chunk_size):
             raise ValueError(f"need 1 <= batch_size <= chunk_size, got {self.batch_size} and {self.chunk_size}")
         if self.model_copies is not None and self.model_copies < 1:
             raise ValueError(f"model_copies must be >= 1, got {self.model_copies}")

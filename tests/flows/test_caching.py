@@ -4,6 +4,7 @@ import pytest
 from prefect.states import Failed
 
 from flows.caching import transient_only
+from ops.predictions import NothingLabelledError
 from ops.fingerprint import fingerprint, fingerprint_path
 
 
@@ -28,7 +29,8 @@ def test_fingerprints_follow_content_not_paths(tmp_path):
 
 
 @pytest.mark.parametrize("error, retried", [(ValueError("bad config"), False), (FileNotFoundError("x"), False),
-                                            (OSError("disk full"), True), (RuntimeError("CUDA out of memory"), True)])
+                                            (OSError("disk full"), True), (RuntimeError("CUDA out of memory"), True),
+                                            (NothingLabelledError(3, ["field 'body' is missing"], "kept"), False)])
 def test_only_transient_failures_are_retried(error, retried):
     assert transient_only(None, None, Failed(data=error)) is retried
 

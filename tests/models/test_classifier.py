@@ -6,6 +6,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from models import ConfigError, EarlyExitClassifier
+from models.classifier import cut_at_space, truncated_rows
 from models.config import CONFIG_FILE, WEIGHTS_FILE, default_exit_layers
 from tests.conftest import TEXTS, tiny_classifier
 
@@ -91,6 +92,34 @@ def test_truncated_only_when_text_was_cut(tokenizer):
     assert [p.truncated for p in model.predict(texts)] == [False, True, False, False]
     pairs = model.predict(["short", "short"], pairs=["tiny", exact])
     assert [p.truncated for p in pairs] == [False, True]
+
+
+def test_cut_at_space_never_cuts_a_word():
+    assert cut_at_space("short text", 100) == "short text"
+    assert cut_at_space("aaaa bbbb cccc dddd", 12) == "aaaa bbbb"  # the last space within the first 12 characters
+    assert cut_at_space("aaaa\tbbbb\ncccc", 11) == "aaaa\tbbbb"
+    assert cut_at_space("a " + "x" * 30, 20) == "a " + "x" * 30  # no space in the second half: whole
+    assert cut_at_space("aaaa\u3000bbbbbbbbbbbbbbbbb", 10) == "aaaa\u3000bbbbbbbbbbbbbbbbb"  # only ASCII whitespace
+
+
+def test_very_long_documents_are_cut_before_tokenising_to_exactly_the_same_tokens(tokenizer):
+    """max_length 64, so texts over 2,048 characters are cut; ids and truncation flags are the whole text's."""
+    model = tiny_classifier(tokenizer)
+    article = " ".join(TEXTS)
+    texts = [
+        (article + " ") * 200,  # about 90,000 characters of words: cut
+        " " * 5000 + "words after a long run of spaces",  # the cut keeps only spaces: tokenised whole
+        "x" * 20_000,  # no space to cut at: whole (one [UNK])
+        "Résumé naïve café, " * 300 + "\n\ttabs and newlines " * 300,  # accents stripped, whitespace of all kinds
+        TEXTS[0],
+    ]
+    encoding = model.encode(texts)
+    whole = model.tokenize(texts, padding=False, offsets=True)
+    assert encoding.tokens["input_ids"] == whole["input_ids"]
+    assert encoding.tokens["attention_mask"] == whole["attention_mask"]
+    assert encoding.truncated.tolist() == truncated_rows(whole, texts, None, 64).tolist() == [True, False, False,
+                                                                                              True, False]
+    assert [p.label for p in model.predict(texts)] == [p.label for p in model.predict(texts, encoding=encoding)]
 
 
 def test_an_encoding_made_ahead_by_a_copied_tokenizer_labels_like_predict_alone(tokenizer):

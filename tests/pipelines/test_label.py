@@ -4,6 +4,7 @@ import glob
 import json
 import os
 from collections import Counter
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -109,6 +110,39 @@ def test_rerun_with_same_run_id_replaces_output(model_dir, tmp_path):
     assert rows[0]["exit_layer"] == 4 and manifest["counts"]["labelled"] == 1
 
 
+def test_output_under_the_input_glob_is_never_read(model_dir, tmp_path, monkeypatch):
+    """Relative paths, as a user types them: the second run's glob matches the first run's output files."""
+    monkeypatch.chdir(tmp_path)
+    Path("data").mkdir()
+    Path("data/docs.jsonl").write_text('{"id": "a", "text": "one document"}\n{"id": "b", "text": "another"}\n')
+    job = dict(model=model_dir, input="data/**", output="data/out")
+    run(LabelJobConfig(**job, run_id="r1"))
+    assert len(glob.glob("data/out/r1/*")) >= 2  # predictions and manifest, both under the glob
+    second = run(LabelJobConfig(**job, run_id="r2"))
+    assert (second["files"], second["counts"]["documents_in"], second["counts"]["dead_letters"]) == (1, 2, 0)
+
+
+def test_a_finished_run_counts_as_done_only_for_the_same_job(model_dir, tmp_path):
+    """The label flow's skip check (flows/label.py): any change to what the run read or how means labelling again."""
+    from dataclasses import replace
+
+    from flows.label import finished_run
+    from models.classifier import artifact_id
+
+    write_corpus(tmp_path / "corpus")
+    job = _job(model_dir, tmp_path / "corpus", tmp_path / "out")
+    manifest = run(job)
+    model_id = artifact_id(model_dir)
+    assert finished_run(job, model_id) == manifest
+    for change in ({"text_field": "body"}, {"pair_field": "hypothesis"}, {"id_field": "key"}, {"threshold": 0.5},
+                   {"dtype": "bfloat16"}, {"input": f"{tmp_path / 'corpus'}/*.jsonl"}):
+        assert finished_run(replace(job, **change), model_id) is None, change
+    assert finished_run(job, "sha256:another") is None
+    for f in glob.glob(f"{job.run_dir}/predictions-*.parquet"):
+        os.remove(f)
+    assert finished_run(job, model_id) is None
+
+
 def test_memory_filesystem_input(model_dir, tmp_path):
     import fsspec
 
@@ -125,6 +159,7 @@ def test_memory_filesystem_input(model_dir, tmp_path):
     ({"model": "/nonexistent/model"}, "rightsize.json is missing"),
     ({"input": "/nonexistent/*.jsonl"}, "matches no file"),
     ({"output": "/proc/no-such-dir/out"}, "cannot be written"),
+    ({"chunk_size": 0, "batch_size": None}, "need 1 <= batch_size <= chunk_size"),
 ])
 def test_fails_before_work_with_clear_message(model_dir, tmp_path, change, message):
     write_corpus(tmp_path / "corpus")

@@ -181,7 +181,9 @@ def test_killed_rerun_leaves_the_previous_output_intact(model_dir, tmp_path, com
 
 
 @pytest.mark.parametrize("command", ["predict", "label"])
-def test_inference_failing_on_every_document_keeps_the_previous_output(model_dir, tmp_path, monkeypatch, command):
+@pytest.mark.parametrize("fault", ["broken model", "wrong text field"])
+def test_a_run_that_labels_nothing_fails_and_keeps_the_previous_output(model_dir, tmp_path, monkeypatch, capsys,
+                                                                       command, fault):
     """A broken model or setting is not 'all documents are bad': the run fails and replaces nothing."""
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"doc {i}"}) + "\n" for i in range(20)))
     args = ["--model", model_dir, "--input", str(tmp_path / "in.jsonl")]
@@ -189,13 +191,20 @@ def test_inference_failing_on_every_document_keeps_the_previous_output(model_dir
         ["--output", str(tmp_path / "out"), "--run-id", "x", "--chunk-size", "8", "--batch-size", "4"]
     assert main([command, *args]) == 0
     before = _digest(tmp_path)
+    capsys.readouterr()
 
-    def broken(self, texts, *a, **k):
-        raise RuntimeError("CUDA error: device-side assert triggered")
+    if fault == "broken model":
+        def broken(self, texts, *a, **k):
+            raise RuntimeError("CUDA error: device-side assert triggered")
 
-    monkeypatch.setattr(EarlyExitClassifier, "predict", broken)
-    with pytest.raises(RuntimeError, match="inference failed on every document"):
-        main([command, *args])
+        monkeypatch.setattr(EarlyExitClassifier, "predict", broken)
+        reason = "inference failed: RuntimeError: CUDA error: device-side assert triggered"
+    else:
+        args += ["--text-field", "body"]
+        reason = "field 'body' is missing or null"
+    assert main([command, *args]) == 1
+    error = capsys.readouterr().err
+    assert "no document was labelled: all 20 inputs are dead letters" in error and reason in error
     assert _digest(tmp_path) == before
 
 
@@ -207,3 +216,15 @@ def test_shared_model_flag_labels_through_beams_proxy(model_dir, tmp_path):
                  str(tmp_path / "out"), "--run-id", "s", "--share-model-across-processes", "--model-copies", "1"]) == 0
     manifest = json.loads((tmp_path / "out" / "s" / "manifest.json").read_text())
     assert manifest["counts"]["labelled"] == 10 and manifest["counts"]["dead_letters"] == 0
+
+
+@pytest.mark.parametrize("command", ["predict", "label"])
+def test_an_empty_input_is_an_empty_run_not_an_error(model_dir, tmp_path, command):
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    out = ["--output", str(tmp_path / "p.parquet")] if command == "predict" else \
+        ["--output", str(tmp_path / "out"), "--run-id", "x"]
+    assert main([command, "--model", model_dir, "--input", str(tmp_path / "empty.jsonl"), *out]) == 0
+    if command == "predict":
+        assert pq.read_table(tmp_path / "p.parquet").num_rows == 0
+    else:
+        assert json.loads((tmp_path / "out" / "x" / "manifest.json").read_text())["counts"]["documents_in"] == 0

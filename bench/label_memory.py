@@ -1,7 +1,7 @@
 """Peak memory of `rightsize label` on the DirectRunner at 10k, 100k and 1M documents (issue 8).
 
 Each size runs `rightsize label` in a fresh process (the DirectRunner's default in-memory mode runs the whole
-job in that process), which reports its own peak RSS (ru_maxrss). The model is a small random BERT (2 layers,
+job in that process), which reports its own peak RSS (VmHWM, ops/memory.peak_rss_mib). The model is a small random BERT (2 layers,
 128 wide, MiniLM's tokenizer) so that 1,000,000 documents take minutes, not hours: what is measured is the
 pipeline's memory, and the model's share of it is printed apart (RSS after loading it alone).
 
@@ -59,8 +59,8 @@ def small_model(directory: Path) -> str:
     return str(directory / "model")
 
 
-_CHILD = ("import resource, sys; from flows.cli import main; rc = main(sys.argv[2:]); "
-          "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)); sys.exit(rc)")
+_CHILD = ("import sys; from flows.cli import main; from ops.memory import peak_rss_mib; rc = main(sys.argv[2:]); "
+          "open(sys.argv[1], 'w').write(str(peak_rss_mib())); sys.exit(rc)")
 
 
 def peak_rss_mib(args: list[str], report: Path) -> tuple[float, float]:
@@ -68,15 +68,14 @@ def peak_rss_mib(args: list[str], report: Path) -> tuple[float, float]:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", _CHILD, str(report), *args], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
-    return int(report.read_text()) / 1024, time.perf_counter() - start  # ru_maxrss is KiB on Linux
+    return float(report.read_text()), time.perf_counter() - start
 
 
 def model_only_rss_mib(model_dir: str) -> float:
-    code = ("import resource, sys; from models import EarlyExitClassifier; "
-            "m = EarlyExitClassifier.from_pretrained(sys.argv[1]); m.predict(['warm up']); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    return int(subprocess.run([sys.executable, "-c", code, model_dir], check=True, capture_output=True,
-                              text=True).stdout.split()[-1]) / 1024
+    code = ("import sys; from models import EarlyExitClassifier; from ops.memory import peak_rss_mib; "
+            "m = EarlyExitClassifier.from_pretrained(sys.argv[1]); m.predict(['warm up']); print(peak_rss_mib())")
+    return float(subprocess.run([sys.executable, "-c", code, model_dir], check=True, capture_output=True,
+                                text=True).stdout.split()[-1])
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
    `rightsize predict` (in-process, one file) and by `rightsize label` (Beam, DirectRunner), alternating,
    --repeats times each in this process; median documents/second and the ratio.
 2. Peak memory: `rightsize label` in a fresh process on 10,000 and on 100,000 documents; peak RSS of that
-   process (ru_maxrss, includes the model).
+   process (its own high-water mark, includes the model).
 
 Results go to bench/results/label_throughput.{json,md}.
 
@@ -62,14 +62,14 @@ def time_label(model_dir: str, corpus: Path, out: Path, run_id: str, beam_args: 
 
 def peak_memory_mib(model_dir: str, corpus: Path, out: Path) -> tuple[float, float]:
     """(peak RSS MiB, seconds) of `rightsize label` in a fresh process (the DirectRunner's default in-memory
-    mode runs the whole job in that process); the child reports its own ru_maxrss."""
+    mode runs the whole job in that process); the child reports its own peak (ops/memory.peak_rss_mib)."""
     start = time.perf_counter()
     report = out.with_suffix(".maxrss")
-    code = ("import resource, sys; from flows.cli import main; rc = main(sys.argv[2:]); "
-            "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)); sys.exit(rc)")
+    code = ("import sys; from flows.cli import main; from ops.memory import peak_rss_mib; rc = main(sys.argv[2:]); "
+            "open(sys.argv[1], 'w').write(str(peak_rss_mib())); sys.exit(rc)")
     subprocess.run([sys.executable, "-c", code, str(report), "label", "--model", model_dir, "--input", str(corpus),
                     "--output", str(out), "--run-id", "mem"], check=True, stdout=subprocess.DEVNULL)
-    return int(report.read_text()) / 1024, time.perf_counter() - start  # ru_maxrss is in KiB on Linux
+    return float(report.read_text()), time.perf_counter() - start
 
 
 def main() -> None:

@@ -39,16 +39,17 @@ RUNS = 3
 
 # Run in a fresh interpreter: time the report, then print its own peak RSS.
 _CHILD = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {root!r})
 started = time.perf_counter()
 from flows.report import build_report
 from ops.accounting import ReportConfig
+from ops.memory import peak_rss_mib
 imported = time.perf_counter()
 result = build_report(ReportConfig({pattern!r}, price_per_hour=1.0), {out!r})
 done = time.perf_counter()
 print(json.dumps({{"seconds": done - imported, "import_seconds": imported - started,
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "peak_rss_mib": peak_rss_mib(),
                   "documents": result["summary"]["documents"]}}))
 """
 

@@ -2,6 +2,8 @@
 resident memory flat (bench/label_memory.py measures the job itself)."""
 
 import ctypes
+import subprocess
+import sys
 
 import pytest
 
@@ -35,3 +37,15 @@ def test_release_returns_fragmented_free_blocks_to_the_os():
     finally:
         for b in kept:
             libc.free(b)
+
+
+def test_a_child_reports_its_own_peak_not_its_parents():
+    """ru_maxrss carries the parent's peak across fork and exec; peak_rss_mib (VmHWM) does not."""
+    held = bytearray(400 * 1024 * 1024)
+    held[::4096] = b"\1" * len(held[::4096])  # touch every page: resident in this process
+    code = ("import resource; from ops.memory import peak_rss_mib; "
+            "print(peak_rss_mib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    ours, maxrss = map(float, subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                             text=True).stdout.split())
+    assert maxrss >= 400 > 100 > ours > 1
+    del held

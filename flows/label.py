@@ -2,9 +2,10 @@
 
 A run id whose ``manifest.json`` exists finished before (the manifest is written last) and is not labelled
 again, provided it was labelled with the same model, threshold, precision, input glob and fields and its
-prediction files are still there; otherwise the run is labelled again and replaced. With no run id configured, it is derived from the model's content id, the threshold, the input
-fields and the input files' names, sizes and modification times: an unchanged corpus and model is not
-labelled twice, and any change gives a new run.
+prediction files are still there; otherwise the run is labelled again and replaced. With no run id
+configured, it is derived from the model's content id, the threshold, the input fields and the input files'
+names, sizes and modification times: an unchanged corpus and model is not labelled twice, and any change
+gives a new run.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ def default_run_id(model_dir: str, model_id: str, step: LabelStepConfig) -> str:
 
 
 def finished_run(job: LabelJobConfig, model_id: str) -> dict | None:
-    """The manifest of a run of ``job`` that completed with this model (content id ``model_id``), threshold
-    and input, and whose prediction files are still there; None otherwise (the run is then labelled again,
-    replacing it)."""
+    """The manifest of a run of ``job`` that completed with this model (content id ``model_id``), threshold,
+    precision, input and fields, and whose prediction files are still there; None otherwise (the run is then
+    labelled again, replacing it)."""
     fs, run_dir = fsspec.core.url_to_fs(job.run_dir.rstrip("/"))
     if not fs.isfile(f"{run_dir}/manifest.json"):
         return None
@@ -56,8 +57,8 @@ def finished_run(job: LabelJobConfig, model_id: str) -> dict | None:
     labelled = manifest.get("counts", {}).get("labelled", 0)
     complete = labelled == 0 or bool(fs.glob(f"{run_dir}/predictions-*.parquet"))
     if not (same and complete):
-        log.info("run %s exists but %s: labelling it again", job.run_id,
-                 "its model, threshold, precision, input or fields differ" if not same else "its prediction files are gone")
+        log.info("run %s exists but %s: labelling it again", job.run_id, "its model, threshold, precision, input "
+                 "or fields differ" if not same else "its prediction files are gone")
         return None
     return manifest
 

@@ -28,7 +28,7 @@ from models.classifier import Encoding, free_accelerator_memory
 from ops.isolation import run_isolating_failures
 from ops.lookahead import prepared_ahead
 from ops.memory import release_freed_memory
-from ops.predictions import (PredictionWriter, new_run_id, NothingLabelledError, prediction_rows,
+from ops.predictions import (NothingLabelledError, PredictionWriter, new_run_id, prediction_rows,
                              split_failures)
 from ops.records import DeadLetter, Document, InputFields, dead_letter_line, expand_glob, model_inputs, read_file
 from ops.staging import discard, publish, recover, staging_path
@@ -86,7 +86,7 @@ def predict_file(
         recover(final)
     staged_output, staged_letters = staging_path(output_url), staging_path(letters_url)
     summary = PredictSummary(0, 0, 0, {}, 0, 0, output_url, None)
-    reasons: list[str] = []  # the first few distinct reasons for dead letters, for the error if all are
+    reasons: list[str] = []  # the first few distinct dead-letter reasons, for the error if nothing is labelled
     stop = threading.Event()  # tells the read-ahead thread to give up at its next record
 
     def chunks(tokenizer):

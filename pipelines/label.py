@@ -299,9 +299,9 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
         if counts["dead_letters"] and not counts["labelled"]:
             raise NothingLabelledError(counts["dead_letters"], _first_reasons(staging),
                                        f"the previous output of run {config.run_id} is kept")
-        if metrics.get("documents_in") != manifest["counts"]["documents_in"]:
+        if metrics.get("documents_in") != counts["documents_in"]:
             log.warning("runner metrics report %s inputs but the output files hold %d; the manifest counts the files",
-                        metrics.get("documents_in"), manifest["counts"]["documents_in"])
+                        metrics.get("documents_in"), counts["documents_in"])
         with FileSystems.create(FileSystems.join(staging, MANIFEST_FILE)) as f:
             f.write((json.dumps(manifest, indent=2) + "\n").encode())
         publish(staging, config.run_dir)

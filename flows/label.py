@@ -49,7 +49,9 @@ def finished_run(job: LabelJobConfig, model_id: str) -> dict | None:
         return None
     with fs.open(f"{run_dir}/manifest.json", "r") as f:
         manifest = json.load(f)
-    threshold = read_model_config(job.model).threshold if job.threshold is None else job.threshold
+    from pipelines.label import calibration_for  # imports Beam
+
+    threshold = calibration_for(job)[1].threshold if job.threshold is None else job.threshold  # as the job would
     recorded = manifest.get("config", {})
     same = (manifest.get("model_id"), manifest.get("threshold"), manifest.get("input"), recorded.get("dtype"),
             [recorded.get(k) for k in FIELDS]) == (model_id, threshold, job.input, job.dtype,

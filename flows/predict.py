@@ -28,7 +28,7 @@ from models.classifier import Encoding, free_accelerator_memory
 from ops.isolation import run_isolating_failures
 from ops.lookahead import prepared_ahead
 from ops.memory import release_freed_memory
-from ops.predictions import (NothingLabelledError, PredictionWriter, new_run_id, prediction_rows,
+from ops.predictions import (FirstReasons, NothingLabelledError, PredictionWriter, new_run_id, prediction_rows,
                              split_failures)
 from ops.records import DeadLetter, Document, InputFields, dead_letter_line, expand_glob, model_inputs, read_file
 from ops.staging import discard, publish, recover, staging_path
@@ -86,7 +86,7 @@ def predict_file(
         recover(final)
     staged_output, staged_letters = staging_path(output_url), staging_path(letters_url)
     summary = PredictSummary(0, 0, 0, {}, 0, 0, output_url, None)
-    reasons: list[str] = []  # the first few distinct dead-letter reasons, for the error if nothing is labelled
+    reasons = FirstReasons()  # for the error if nothing is labelled
     stop = threading.Event()  # tells the read-ahead thread to give up at its next record
 
     def chunks(tokenizer):
@@ -118,8 +118,7 @@ def predict_file(
         bad = [r for r in chunk if isinstance(r, DeadLetter)] + failed
         for letter in bad:
             letters.write(dead_letter_line(letter.to_dict()) + "\n")
-            if len(reasons) < 3 and letter.reason not in reasons:
-                reasons.append(letter.reason)
+            reasons.add(letter.reason)
         writer.write(prediction_rows(labelled, predictions, num_layers=model.config.num_layers, threshold=threshold,
                                      dtype=model.dtype_name, model_id=model.model_id, run_id=run_id))
         _count(summary, predictions, len(bad))
@@ -137,7 +136,7 @@ def predict_file(
             finally:
                 stop.set()  # on an error or Ctrl-C: the read-ahead thread stops reading at its next record
         if summary.dead_letters and not summary.documents:  # a broken model or setting: keep the old output
-            raise NothingLabelledError(summary.dead_letters, reasons, f"{output_url} was not replaced")
+            raise NothingLabelledError.of(summary.dead_letters, reasons, f"{output_url} was not replaced")
         publish(staged_output, output_url)
     except BaseException:
         discard(staged_output)

@@ -434,8 +434,9 @@ class EarlyExitClassifier(nn.Module):
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, tokenizer=None) -> Encoding:
         """What ``predict`` needs of the tokenizer, apart from the model: see ``Encoding``. ``tokenizer`` as in
         ``tokenize``, to encode the next chunk in another thread while this one is labelled."""
-        tokens, texts = self._tokens(texts, pairs, tokenizer, with_texts=True)
-        return Encoding(tokens, self._truncated(tokens, texts, pairs, tokenizer), with_pairs=pairs is not None)
+        tokens, encoded = self._tokens(texts, pairs, tokenizer, with_texts=True)
+        truncated = self._truncated(tokens, encoded, texts, pairs, tokenizer)
+        return Encoding(tokens, truncated, with_pairs=pairs is not None)
 
     def _tokens(self, texts, pairs, tokenizer=None, with_texts=False):
         """Checked inputs -> an unpadded BatchEncoding (lists), and with ``with_texts`` the texts it encodes.
@@ -465,16 +466,17 @@ class EarlyExitClassifier(nn.Module):
             tokens = self.tokenize(texts, pairs, padding=False, tokenizer=tokenizer)
         return (tokens, texts) if with_texts else tokens
 
-    def _truncated(self, tokens, texts, pairs, tokenizer=None) -> np.ndarray:
-        """(n,) bool, see ``truncated_rows``. Offsets are built only for the documents at exactly max_length
-        tokens (the only ones that can have been cut): building them for every token of every document cost
-        a Python tuple per token on the hot path."""
+    def _truncated(self, tokens, encoded, texts, pairs, tokenizer=None) -> np.ndarray:
+        """(n,) bool, see ``truncated_rows``: ``tokens`` encode ``encoded``, the ``texts`` with long ones cut
+        (``_tokens``). A cut text's offsets are the whole text's, so they are measured against the whole text.
+        Offsets are built only for the documents at exactly max_length tokens (the only ones that can have been
+        cut): building them for every token of every document cost a Python tuple per token on the hot path."""
         out = np.zeros(len(texts), dtype=bool)
         full = [i for i, ids in enumerate(tokens["input_ids"]) if len(ids) >= self.config.max_length]
         if full:
-            sub_texts, sub_pairs = [texts[i] for i in full], None if pairs is None else [pairs[i] for i in full]
-            sub = self.tokenize(sub_texts, sub_pairs, padding=False, offsets=True, tokenizer=tokenizer)
-            out[full] = truncated_rows(sub, sub_texts, sub_pairs, self.config.max_length)
+            sub_pairs = None if pairs is None else [pairs[i] for i in full]
+            sub = self.tokenize([encoded[i] for i in full], sub_pairs, padding=False, offsets=True, tokenizer=tokenizer)
+            out[full] = truncated_rows(sub, [texts[i] for i in full], sub_pairs, self.config.max_length)
         return out
 
     def _length_sorted_batches(self, encoded, batch_size: int):
@@ -533,7 +535,8 @@ def cut_at_space(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     spaces = [m.start() for m in _SPACE.finditer(text, limit // 2, limit + 1)]
-    return text[:spaces[-1]] if spaces else text
+    # no whitespace at the end either: byte-level BPE and SentencePiece tokenise a trailing space on its own
+    return text[:spaces[-1]].rstrip(" \t\n\r") if spaces else text
 
 
 def truncated_rows(encoded, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> np.ndarray:

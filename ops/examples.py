@@ -43,20 +43,29 @@ def load_examples(
     split: str = "train",
     limit: int | None = None,
 ) -> Examples:
-    """Reads ``source`` into ``Examples``; fails with the file, row and field named on a bad row."""
+    """Reads ``source`` into ``Examples``; fails with the file, row and field named on a bad row.
+
+    Local files are prepared in a temporary ``datasets`` cache, removed once they are read: ``datasets``' own
+    cache knows a local file by its path, size and modification time, so a file rewritten in place with the
+    same size and time (a label fixed, then ``cp -p``) would come back as it was."""
+    with tempfile.TemporaryDirectory(prefix="rightsize-data-") as cache:
+        return _read(source, text_field, pair_field, label_field, split, limit, cache)
+
+
+def _read(source, text_field, pair_field, label_field, split, limit, cache: str) -> Examples:
     import datasets  # heavy import, only needed here
 
     suffix = Path(source).suffix.lower()
     if suffix in _BUILDERS:
         if not Path(source).is_file():
             raise FileNotFoundError(f"{source}: no such file")
-        data = _load_local(_BUILDERS[suffix], data_files=source, split="train")
+        data = datasets.load_dataset(_BUILDERS[suffix], data_files=source, split="train", cache_dir=cache)
     else:
         name, _, hub_split = source.partition(":")
         if Path(name).expanduser().is_file():
             raise ValueError(f"{source}: unknown file type; give a {', '.join(_BUILDERS)} file")
         if Path(name).expanduser().exists():  # a local folder of data files
-            data = _load_local(str(Path(name).expanduser()), split=hub_split or split)
+            data = datasets.load_dataset(str(Path(name).expanduser()), split=hub_split or split, cache_dir=cache)
         else:
             data = _load_hub_dataset(source, name, hub_split or split)
     if limit is not None:
@@ -74,16 +83,6 @@ def load_examples(
         if label is None or (isinstance(label, str) and not label.strip()):
             raise ValueError(f"{source}: row {row}: field {label_field!r} is empty")
     return Examples(texts, pairs, [str(v) for v in labels], source, (text_field, pair_field, label_field))
-
-
-def _load_local(path: str, **kwargs):
-    """A local file or folder through ``datasets``, prepared afresh in a temporary cache and held in memory:
-    ``datasets``' own cache knows a local file by its path, size and modification time, so a file rewritten in
-    place with the same size and time (a label fixed, then ``cp -p``) would come back as it was."""
-    import datasets
-
-    with tempfile.TemporaryDirectory(prefix="rightsize-data-") as cache:
-        return datasets.load_dataset(path, cache_dir=cache, keep_in_memory=True, **kwargs)
 
 
 def _load_hub_dataset(source: str, name: str, split: str):

@@ -97,6 +97,28 @@ class NothingLabelledError(RuntimeError):
     """A run in which every input became a dead letter: the cause is then the model or a setting (a wrong
     --text-field, say), not the documents, so the previous output is kept and the run is not retried."""
 
-    def __init__(self, dead_letters: int, reasons: list[str], kept: str):
-        super().__init__(f"no document was labelled: all {dead_letters} inputs are dead letters (a broken model, or "
-                         f"a setting such as --text-field that fits no record?); {kept}. Reasons: {'; '.join(reasons)}")
+    @classmethod
+    def of(cls, dead_letters: int, reasons: "FirstReasons", kept: str) -> "NothingLabelledError":
+        # one message argument, as any exception: Prefect and Beam pickle exceptions across processes
+        return cls(f"no document was labelled: all {dead_letters} inputs are dead letters (a broken model, or a "
+                   f"setting such as --text-field that fits no record?); {kept}. Reasons: {'; '.join(reasons)}")
+
+
+class FirstReasons:
+    """Up to ``n`` distinct dead-letter reasons for an error message, failures of inference before problems of
+    records: when nothing was labelled, the model is the likelier cause, and the records come first in a file."""
+
+    def __init__(self, n: int = 3):
+        self.n, self.inference, self.records = n, [], []
+
+    def add(self, reason: str) -> None:
+        kept = self.inference if reason.startswith("inference failed") else self.records
+        if len(kept) < self.n and reason not in kept:
+            kept.append(reason)
+
+    @property
+    def full(self) -> bool:  # nothing more can change what is shown
+        return len(self.inference) == self.n
+
+    def __iter__(self):
+        return iter((self.inference + self.records)[:self.n])

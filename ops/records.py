@@ -24,6 +24,7 @@ import io
 import json
 import re
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -127,6 +128,12 @@ def _is_utf8(value: str) -> bool:
         return False
 
 
+def _visible(c: str) -> bool:
+    """Not whitespace, a control or a format character (zero-width space, BOM...): characters the tokenizer
+    drops. Unassigned ones (emoji newer than Python's Unicode tables) and private-use ones count as visible."""
+    return not c.isspace() and unicodedata.category(c) not in ("Cc", "Cf")
+
+
 def _text_problem(value: Any, field: str) -> str | None:
     if value is None:
         return f"field {field!r} is missing or null"
@@ -136,7 +143,7 @@ def _text_problem(value: Any, field: str) -> str | None:
         return f"field {field!r} is empty"
     if not _is_utf8(value):
         return f"field {field!r} is not valid UTF-8 (lone surrogate or undecodable bytes)"
-    if not any(c.isprintable() and not c.isspace() for c in value):  # stops at the first visible character
+    if not any(_visible(c) for c in value):  # stops at the first visible character
         return f"field {field!r} has no visible character (only spaces, control or format characters such as U+200B)"
     return None
 

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import posixpath
 import threading
 import time
 from dataclasses import asdict
@@ -36,7 +37,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from ops.isolation import run_isolating_failures
 from ops.memory import release_freed_memory
-from ops.predictions import PREDICTION_SCHEMA, NothingLabelledError, prediction_rows, split_failures
+from ops.predictions import (PREDICTION_SCHEMA, FirstReasons, NothingLabelledError, prediction_rows,
+                            split_failures)
 from ops.records import (DeadLetter, Document, InputFields, dead_letter_line, expand_glob, model_inputs, one_line,
                          read_file)
 from ops.staging import discard, publish, recover, staging_path
@@ -227,11 +229,9 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
     """Everything that must hold before work starts; raises with a clear message otherwise. ``processes``:
     worker processes on this machine, to share its cores between (DirectRunner); None when the workers are
     other machines."""
-    from models.classifier import artifact_id, pick_device, read_model_config
-    from models.precision import resolve_dtype
+    from models.classifier import artifact_id
 
-    dtype = resolve_dtype(config.dtype, pick_device())  # "auto" resolved on the machine that launches
-    model_config, warning = read_model_config(config.model).calibrated_for(dtype)
+    dtype, model_config, warning = calibration_for(config)
     if warning:
         log.warning("%s: %s", config.model, warning)
     # several processes on this machine: a share of the cores each; one: torch's own default (physical cores)
@@ -252,6 +252,16 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
     except (OSError, BeamIOError) as e:
         raise ValueError(f"output {config.run_dir!r} cannot be written: {e}") from e
     return Plan(files, artifact_id(config.model), model_config.num_layers, threshold, dtype, threads, staging)
+
+
+def calibration_for(config: LabelJobConfig):
+    """(compute precision, the model's settings as calibrated for it, a warning when that precision has no
+    calibration of its own); "auto" is resolved for this machine's device, as the job launched here does."""
+    from models.classifier import pick_device, read_model_config
+    from models.precision import resolve_dtype
+
+    dtype = resolve_dtype(config.dtype, pick_device())
+    return (dtype, *read_model_config(config.model).calibrated_for(dtype))
 
 
 def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
@@ -297,8 +307,8 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
         }
         counts = manifest["counts"]
         if counts["dead_letters"] and not counts["labelled"]:
-            raise NothingLabelledError(counts["dead_letters"], _first_reasons(staging),
-                                       f"the previous output of run {config.run_id} is kept")
+            raise NothingLabelledError.of(counts["dead_letters"], _first_reasons(staging),
+                                          f"the previous output of run {config.run_id} is kept")
         if metrics.get("documents_in") != counts["documents_in"]:
             log.warning("runner metrics report %s inputs but the output files hold %d; the manifest counts the files",
                         metrics.get("documents_in"), counts["documents_in"])
@@ -326,10 +336,10 @@ def _local_processes(options: PipelineOptions, runner: str) -> int | None:
 
 def _inside(url: str, directory: str) -> bool:
     """Whether file ``url`` lies under ``directory``, both as fsspec resolves them (a relative local path is
-    made absolute, as the glob's matches are)."""
+    made absolute, as the glob's matches are) and with "." and ".." steps resolved."""
     fs, path = fsspec.core.url_to_fs(url)
     dir_fs, dir_path = fsspec.core.url_to_fs(directory)
-    return fs.protocol == dir_fs.protocol and path.startswith(dir_path.rstrip("/") + "/")
+    return fs.protocol == dir_fs.protocol and posixpath.normpath(path).startswith(posixpath.normpath(dir_path) + "/")
 
 
 def _usable_cores() -> int:
@@ -345,17 +355,16 @@ def _metrics(result) -> dict[str, int]:
     return dict(sorted(values.items()))
 
 
-def _first_reasons(run_dir: str, n: int = 3) -> list[str]:
-    """Up to ``n`` distinct dead-letter reasons, reading no further than needed."""
-    reasons: list[str] = []
+def _first_reasons(run_dir: str) -> FirstReasons:
+    """The reasons of a run's dead letters to show, reading no further than needed."""
+    reasons = FirstReasons()
     for path in _matching(run_dir, "deadletter-*.jsonl"):
         with FileSystems.open(path) as f:
             for line in f:
-                reason = json.loads(line)["reason"] if line.strip() else None
-                if reason and reason not in reasons:
-                    reasons.append(reason)
-                    if len(reasons) == n:
-                        return reasons
+                if line.strip():
+                    reasons.add(json.loads(line)["reason"])
+                if reasons.full:
+                    return reasons
     return reasons
 
 

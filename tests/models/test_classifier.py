@@ -98,6 +98,7 @@ def test_cut_at_space_never_cuts_a_word():
     assert cut_at_space("short text", 100) == "short text"
     assert cut_at_space("aaaa bbbb cccc dddd", 12) == "aaaa bbbb"  # the last space within the first 12 characters
     assert cut_at_space("aaaa\tbbbb\ncccc", 11) == "aaaa\tbbbb"
+    assert cut_at_space("aaaa bbbb    cccc", 12) == "aaaa bbbb"  # no trailing whitespace
     assert cut_at_space("a " + "x" * 30, 20) == "a " + "x" * 30  # no space in the second half: whole
     assert cut_at_space("aaaa\u3000bbbbbbbbbbbbbbbbb", 10) == "aaaa\u3000bbbbbbbbbbbbbbbbb"  # only ASCII whitespace
 
@@ -112,13 +113,16 @@ def test_very_long_documents_are_cut_before_tokenising_to_exactly_the_same_token
         "x" * 20_000,  # no space to cut at: whole (one [UNK])
         "Résumé naïve café, " * 300 + "\n\ttabs and newlines " * 300,  # accents stripped, whitespace of all kinds
         TEXTS[0],
+        # the cut falls just after the 62nd word, so the cut text fills max_length exactly: truncated all the same
+        " ".join(["x" * 101] * 18 + ["the"] * 44) + " " + "y" * 120 + " and the rest of the document" * 50,
+        "a" + " " * 3000 + "b " * 100,  # the window's last space is in a run of spaces
     ]
     encoding = model.encode(texts)
     whole = model.tokenize(texts, padding=False, offsets=True)
     assert encoding.tokens["input_ids"] == whole["input_ids"]
     assert encoding.tokens["attention_mask"] == whole["attention_mask"]
-    assert encoding.truncated.tolist() == truncated_rows(whole, texts, None, 64).tolist() == [True, False, False,
-                                                                                              True, False]
+    assert encoding.truncated.tolist() == truncated_rows(whole, texts, None, 64).tolist() == [
+        True, False, False, True, False, True, True]
     assert [p.label for p in model.predict(texts)] == [p.label for p in model.predict(texts, encoding=encoding)]
 
 

@@ -115,11 +115,12 @@ def test_output_under_the_input_glob_is_never_read(model_dir, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     Path("data").mkdir()
     Path("data/docs.jsonl").write_text('{"id": "a", "text": "one document"}\n{"id": "b", "text": "another"}\n')
-    job = dict(model=model_dir, input="data/**", output="data/out")
-    run(LabelJobConfig(**job, run_id="r1"))
+    job = dict(model=model_dir, input="data/**")
+    run(LabelJobConfig(**job, output="data/out", run_id="r1"))
     assert len(glob.glob("data/out/r1/*")) >= 2  # predictions and manifest, both under the glob
-    second = run(LabelJobConfig(**job, run_id="r2"))
-    assert (second["files"], second["counts"]["documents_in"], second["counts"]["dead_letters"]) == (1, 2, 0)
+    for output in ("data/out", "./data//x/../out/"):
+        second = run(LabelJobConfig(**job, output=output, run_id="r2"))
+        assert (second["files"], second["counts"]["documents_in"], second["counts"]["dead_letters"]) == (1, 2, 0)
 
 
 def test_a_finished_run_counts_as_done_only_for_the_same_job(model_dir, tmp_path):
@@ -141,6 +142,28 @@ def test_a_finished_run_counts_as_done_only_for_the_same_job(model_dir, tmp_path
     for f in glob.glob(f"{job.run_dir}/predictions-*.parquet"):
         os.remove(f)
     assert finished_run(job, model_id) is None
+
+
+def test_a_finished_run_of_a_model_calibrated_twice_counts_as_done(model_dir, tmp_path):
+    """The threshold a run used is its precision's calibration, not the one calibrated last (top level)."""
+    import shutil
+
+    from flows.label import finished_run
+    from models.classifier import artifact_id
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    settings = json.loads((model / "rightsize.json").read_text())
+    calibration = {"temperatures": settings["temperatures"], "calibration": None}
+    settings["calibrations"] = {"float32": {**calibration, "threshold": 0.8},
+                                "bfloat16": {**calibration, "threshold": 0.7}}
+    settings["threshold"] = 0.7  # bfloat16 was calibrated last
+    (model / "rightsize.json").write_text(json.dumps(settings))
+    write_corpus(tmp_path / "corpus")
+    job = _job(str(model), tmp_path / "corpus", tmp_path / "out", dtype="float32")
+    manifest = run(job)
+    assert manifest["threshold"] == 0.8
+    assert finished_run(job, artifact_id(model)) == manifest
 
 
 def test_memory_filesystem_input(model_dir, tmp_path):

@@ -184,8 +184,10 @@ def test_killed_rerun_leaves_the_previous_output_intact(model_dir, tmp_path, com
 @pytest.mark.parametrize("fault", ["broken model", "wrong text field"])
 def test_a_run_that_labels_nothing_fails_and_keeps_the_previous_output(model_dir, tmp_path, monkeypatch, capsys,
                                                                        command, fault):
-    """A broken model or setting is not 'all documents are bad': the run fails and replaces nothing."""
-    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"doc {i}"}) + "\n" for i in range(20)))
+    """A broken model or setting is not 'all documents are bad': the run fails and replaces nothing. The
+    model's failure is named even when records that could not be read come first."""
+    (tmp_path / "in.jsonl").write_text('{"id": "first", "text": ""}\n' + "".join(
+        json.dumps({"id": f"d{i}", "text": f"doc {i}"}) + "\n" for i in range(20)))
     args = ["--model", model_dir, "--input", str(tmp_path / "in.jsonl")]
     args += ["--output", str(tmp_path / "p.parquet")] if command == "predict" else \
         ["--output", str(tmp_path / "out"), "--run-id", "x", "--chunk-size", "8", "--batch-size", "4"]
@@ -204,7 +206,7 @@ def test_a_run_that_labels_nothing_fails_and_keeps_the_previous_output(model_dir
         reason = "field 'body' is missing or null"
     assert main([command, *args]) == 1
     error = capsys.readouterr().err
-    assert "no document was labelled: all 20 inputs are dead letters" in error and reason in error
+    assert "no document was labelled: all 21 inputs are dead letters" in error and reason in error
     assert _digest(tmp_path) == before
 
 

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from models import EarlyExitClassifier
 from models.classifier import Encoding, free_accelerator_memory
-from ops.isolation import run_isolating_failures
+from ops.isolation import FAIL_FAST_DOCUMENTS, run_isolating_failures
 from ops.lookahead import prepared_ahead
 from ops.memory import release_freed_memory
 from ops.predictions import (FirstReasons, NothingLabelledError, PredictionWriter, new_run_id, prediction_rows,
@@ -107,9 +107,10 @@ def predict_file(
                                 type(error).__name__, error)
             yield chunk, documents, encoding
 
-    def label(chunk: list, documents: list[Document], encoding: Encoding | None, writer, letters) -> None:
+    def label(chunk: list, documents: list[Document], encoding: Encoding | None, writer, letters) -> int:
         """One chunk into the Parquet writer and the dead-letter file (a function, so that its working lists go
-        when it returns: with read-ahead, about two chunks are held at a time)."""
+        when it returns: with read-ahead, about two chunks are held at a time); returns how many of its documents
+        failed inference even alone."""
         # the encoding covers the whole chunk: the halves retried after a failure are encoded again
         run = lambda docs: model.predict(*model_inputs(docs), threshold=threshold, batch_size=batch_size,  # noqa: E731
                                          encoding=encoding if docs is documents else None)
@@ -122,6 +123,7 @@ def predict_file(
         writer.write(prediction_rows(labelled, predictions, num_layers=model.config.num_layers, threshold=threshold,
                                      dtype=model.dtype_name, model_id=model.model_id, run_id=run_id))
         _count(summary, predictions, len(bad))
+        return len(failed)
 
     source = chunks(copy.deepcopy(model.tokenizer)) if read_ahead else chunks(None)
     try:
@@ -129,10 +131,14 @@ def predict_file(
                 tqdm(desc="labelling", unit="doc") as bar, \
                 (prepared_ahead(source, "rightsize-read") if read_ahead else contextlib.closing(source)) as ahead:
             try:
+                failed_alone = 0
                 for chunk, documents, encoding in ahead:
-                    label(chunk, documents, encoding, writer, letters)
+                    failed_alone += label(chunk, documents, encoding, writer, letters)
                     release_freed_memory()  # else glibc's RSS climbs with every chunk (ops/memory.py)
                     bar.update(len(chunk))
+                    if failed_alone >= FAIL_FAST_DOCUMENTS and not summary.documents:
+                        raise NothingLabelledError.of(summary.dead_letters, reasons,
+                                                      f"{output_url} was not replaced", stopped=True)
             finally:
                 stop.set()  # on an error or Ctrl-C: the read-ahead thread stops reading at its next record
         if summary.dead_letters and not summary.documents:  # a broken model or setting: keep the old output

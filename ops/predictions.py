@@ -98,10 +98,13 @@ class NothingLabelledError(RuntimeError):
     --text-field, say), not the documents, so the previous output is kept and the run is not retried."""
 
     @classmethod
-    def of(cls, dead_letters: int, reasons: "FirstReasons", kept: str) -> "NothingLabelledError":
+    def of(cls, dead_letters: int, reasons: "FirstReasons", kept: str, stopped: bool = False) -> "NothingLabelledError":
+        """``stopped``: the run gave up early, after inference had failed on every document so far."""
+        scope = (f"the first {dead_letters} inputs are dead letters, inference failing on every document, so the "
+                 f"run stopped there" if stopped else f"all {dead_letters} inputs are dead letters")
         # one message argument, as any exception: Prefect and Beam pickle exceptions across processes
-        return cls(f"no document was labelled: all {dead_letters} inputs are dead letters (a broken model, or a "
-                   f"setting such as --text-field that fits no record?); {kept}. Reasons: {'; '.join(reasons)}")
+        return cls(f"no document was labelled: {scope} (a broken model, or a setting such as --text-field that "
+                   f"fits no record?); {kept}. Reasons: {'; '.join(reasons)}")
 
 
 class FirstReasons:

@@ -35,7 +35,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from ops.isolation import run_isolating_failures
+from ops.isolation import FAIL_FAST_DOCUMENTS, run_isolating_failures
 from ops.memory import release_freed_memory
 from ops.predictions import (PREDICTION_SCHEMA, FirstReasons, NothingLabelledError, prediction_rows,
                             split_failures)
@@ -150,11 +150,22 @@ class RoutePredictionsFn(beam.DoFn):
         self.labelled = Metrics.counter(NAMESPACE, "labelled")
         self._per_layer = {}
 
+    def setup(self):
+        # this worker's documents that failed inference alone, counted until one is labelled (ops/isolation.py)
+        self._failed_alone, self._reasons, self._labelled_any = 0, FirstReasons(), False
+
     def process(self, row: dict):
         if "dead_letter" in row:
             Metrics.counter(NAMESPACE, "failed_inferences").inc()
+            if not self._labelled_any:
+                self._failed_alone += 1
+                self._reasons.add(json.loads(row["dead_letter"])["reason"])
+                if self._failed_alone >= FAIL_FAST_DOCUMENTS:  # a broken model: fail the job now, not at its end
+                    raise NothingLabelledError.of(self._failed_alone, self._reasons, "the previous output of this "
+                                                  "run id is kept", stopped=True)
             yield beam.pvalue.TaggedOutput("dead", row["dead_letter"])
             return
+        self._labelled_any = True
         self.labelled.inc()
         layer = row["exit_layer"]
         if layer not in self._per_layer:

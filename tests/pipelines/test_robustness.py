@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.cli import main
+from flows.predict import predict_file
 from models import EarlyExitClassifier
+from ops.predictions import NothingLabelledError
 from tests.hostile_corpus import write_hostile_corpus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -230,3 +232,33 @@ def test_an_empty_input_is_an_empty_run_not_an_error(model_dir, tmp_path, comman
         assert pq.read_table(tmp_path / "p.parquet").num_rows == 0
     else:
         assert json.loads((tmp_path / "out" / "x" / "manifest.json").read_text())["counts"]["documents_in"] == 0
+
+
+@pytest.mark.parametrize("command", ["predict", "label"])
+def test_a_broken_model_stops_the_run_early(model_dir, tmp_path, monkeypatch, capsys, command):
+    """Once inference has failed on FAIL_FAST_DOCUMENTS documents and none was labelled, the run stops instead
+    of isolating failures through the rest of the corpus (about log2(chunk) times each chunk's work)."""
+    import flows.predict
+    import pipelines.label
+
+    for module in (flows.predict, pipelines.label):
+        monkeypatch.setattr(module, "FAIL_FAST_DOCUMENTS", 10)
+    calls = []
+
+    def broken(self, texts, *a, **k):
+        calls.append(len(texts))
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    monkeypatch.setattr(EarlyExitClassifier, "predict", broken)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"doc {i}"}) + "\n" for i in range(400)))
+    if command == "predict":
+        with pytest.raises(NothingLabelledError, match="the first 16 inputs are dead letters, inference failing"):
+            predict_file(EarlyExitClassifier.from_pretrained(model_dir), str(tmp_path / "in.jsonl"),
+                         str(tmp_path / "p.parquet"), chunk_size=8)
+        assert not (tmp_path / "p.parquet").exists()
+    else:
+        assert main(["label", "--model", model_dir, "--input", str(tmp_path / "in.jsonl"), "--output",
+                     str(tmp_path / "out"), "--run-id", "x", "--chunk-size", "8", "--batch-size", "4"]) == 1
+        assert "the first 10 inputs are dead letters, inference failing" in capsys.readouterr().err
+        assert not (tmp_path / "out" / "x").exists()
+    assert sum(n == 1 for n in calls) < 40  # documents tried alone: about the first chunks', not all 400

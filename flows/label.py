@@ -19,7 +19,7 @@ from prefect import flow, task
 from flows.caching import transient_only
 
 from flows.config import LabelStepConfig, RunConfig
-from models.classifier import artifact_id, read_model_config
+from models.classifier import artifact_id, calibration_for
 from ops.fingerprint import fingerprint
 from ops.records import expand_glob
 from pipelines.label_config import LabelJobConfig
@@ -29,7 +29,8 @@ FIELDS = ("text_field", "pair_field", "id_field")  # which record fields a run r
 
 
 def default_run_id(model_dir: str, model_id: str, step: LabelStepConfig) -> str:
-    threshold = read_model_config(model_dir).threshold if step.threshold is None else step.threshold
+    # the threshold of the precision the job will run in, as the job takes it (not the one calibrated last)
+    threshold = step.threshold if step.threshold is not None else calibration_for(model_dir, step.dtype)[1].threshold
     files = []
     for url in expand_glob(step.input):
         fs, path = fsspec.core.url_to_fs(url)
@@ -49,9 +50,7 @@ def finished_run(job: LabelJobConfig, model_id: str) -> dict | None:
         return None
     with fs.open(f"{run_dir}/manifest.json", "r") as f:
         manifest = json.load(f)
-    from pipelines.label import calibration_for  # imports Beam
-
-    threshold = calibration_for(job)[1].threshold if job.threshold is None else job.threshold  # as the job would
+    threshold = job.threshold if job.threshold is not None else calibration_for(job.model, job.dtype)[1].threshold
     recorded = manifest.get("config", {})
     same = (manifest.get("model_id"), manifest.get("threshold"), manifest.get("input"), recorded.get("dtype"),
             [recorded.get(k) for k in FIELDS]) == (model_id, threshold, job.input, job.dtype,

@@ -25,15 +25,21 @@ from tqdm.auto import tqdm
 
 from models import EarlyExitClassifier
 from models.classifier import Encoding, free_accelerator_memory
-from ops.isolation import FAIL_FAST_DOCUMENTS, run_isolating_failures
+from ops.isolation import run_isolating_failures
 from ops.lookahead import prepared_ahead
 from ops.memory import release_freed_memory
 from ops.predictions import (FirstReasons, NothingLabelledError, PredictionWriter, new_run_id, prediction_rows,
                              split_failures)
-from ops.records import DeadLetter, Document, InputFields, dead_letter_line, expand_glob, model_inputs, read_file
+from ops.records import (DeadLetter, Document, InputFields, dead_letter_line, expand_glob, model_inputs, read_file,
+                         resolved)
 from ops.staging import discard, publish, recover, staging_path
 
 CHUNK_DOCUMENTS = 8192  # documents tokenized, sorted by length and labelled together
+# Documents that failed inference even alone, with none labelled yet, after which a run stops at the end of
+# that chunk: the model or a setting is broken, and each further chunk would cost about log2(its size) times
+# its work to find that again (ops/isolation.py). The Beam job cannot do the same: an error raised in a worker
+# reaches the launcher re-wrapped by the runner, so it fails at its end (pipelines/label.py).
+FAIL_FAST_DOCUMENTS = 1000
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +84,8 @@ def predict_file(
                          f"{batch_size} and {chunk_size}")
     run_id = run_id or new_run_id()
     letters_url = dead_letter_path(output_url)
-    ours = {fsspec.core.url_to_fs(u)[1] for u in (output_url, letters_url)}
-    files = [f for f in expand_glob(input_url) if fsspec.core.url_to_fs(f)[1] not in ours]  # not our own output
+    ours = {resolved(u) for u in (output_url, letters_url)}
+    files = [f for f in expand_glob(input_url) if resolved(f) not in ours]  # not our own output
     if not files:
         raise FileNotFoundError(f"input {input_url!r} matches only this run's own output files")
     for final in (output_url, letters_url):

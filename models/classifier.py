@@ -569,6 +569,13 @@ def read_model_config(directory: str | Path) -> EarlyExitConfig:
         return EarlyExitConfig.from_json(f.read(), source=f"{base}/{CONFIG_FILE}")
 
 
+def calibration_for(directory: str | Path, dtype: str) -> tuple[str, EarlyExitConfig, str | None]:
+    """(compute precision, a model directory's settings as calibrated for it, a warning when that precision
+    has no calibration of its own), without loading weights; "auto" is resolved for this machine's device."""
+    resolved = resolve_dtype(dtype, pick_device())
+    return (resolved, *read_model_config(directory).calibrated_for(resolved))
+
+
 def artifact_id(directory: str | Path) -> str:
     """Content hash of a model directory's weights and settings: "sha256:<16 hex>"."""
     digest = hashlib.sha256()

@@ -103,7 +103,9 @@ def _load_hub_dataset(source: str, name: str, split: str):
                                 f"serves ({str(e).splitlines()[0]})") from e
 
 
-def _check_texts(values: list, source: str, field: str) -> list[str]:
+def _check_texts(values, source: str, field: str) -> list[str]:
+    """A column's values as a list: ``datasets`` hands a lazy column over its (temporary) Arrow file."""
+    values = list(values)
     for row, value in enumerate(values):
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{source}: row {row}: field {field!r} must be non-empty text, got {value!r:.60}")

@@ -10,10 +10,6 @@ from typing import Callable, Sequence, TypeVar
 
 log = logging.getLogger(__name__)
 
-# Documents that failed inference even alone, with none labelled yet, after which a run stops: the model or a
-# setting is broken, and each further chunk would cost about log2(its size) times its work to find that again.
-FAIL_FAST_DOCUMENTS = 1000
-
 T = TypeVar("T")
 R = TypeVar("R")
 

@@ -22,6 +22,7 @@ import codecs
 import csv
 import io
 import json
+import posixpath
 import re
 import sys
 import unicodedata
@@ -129,9 +130,10 @@ def _is_utf8(value: str) -> bool:
 
 
 def _visible(c: str) -> bool:
-    """Not whitespace, a control or a format character (zero-width space, BOM...): characters the tokenizer
-    drops. Unassigned ones (emoji newer than Python's Unicode tables) and private-use ones count as visible."""
-    return not c.isspace() and unicodedata.category(c) not in ("Cc", "Cf")
+    """Not whitespace, a control, format or private-use character (zero-width space, BOM, U+E000...): characters
+    a BERT tokenizer drops. Unassigned ones (emoji newer than Python's Unicode tables) count as visible: the
+    tokenizer keeps them, as [UNK]."""
+    return not c.isspace() and unicodedata.category(c) not in ("Cc", "Cf", "Co")
 
 
 def _text_problem(value: Any, field: str) -> str | None:
@@ -414,6 +416,14 @@ def _read_parquet(url: str, source: str, fields: InputFields) -> Iterator[Docume
             for record in batch.to_pylist():
                 position += 1
                 yield parse_record(record, source, position, fields)
+
+
+def resolved(url: str) -> tuple[str, str]:
+    """(protocol, absolute path with "." and ".." steps resolved) of a file or folder URL, so that two spellings
+    of one place compare equal: a relative local path is made absolute, as the matches of a glob are."""
+    fs, path = fsspec.core.url_to_fs(url)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol, posixpath.normpath(path if path.startswith("/") else "/" + path)
 
 
 def expand_glob(pattern: str) -> list[str]:

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import posixpath
 import threading
 import time
 from dataclasses import asdict
@@ -27,7 +26,6 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import apache_beam as beam
-import fsspec
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -35,12 +33,12 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from ops.isolation import FAIL_FAST_DOCUMENTS, run_isolating_failures
+from ops.isolation import run_isolating_failures
 from ops.memory import release_freed_memory
 from ops.predictions import (PREDICTION_SCHEMA, FirstReasons, NothingLabelledError, prediction_rows,
                             split_failures)
 from ops.records import (DeadLetter, Document, InputFields, dead_letter_line, expand_glob, model_inputs, one_line,
-                         read_file)
+                         read_file, resolved)
 from ops.staging import discard, publish, recover, staging_path
 from pipelines.label_config import LabelJobConfig, add_flags, config_from_args
 
@@ -150,22 +148,11 @@ class RoutePredictionsFn(beam.DoFn):
         self.labelled = Metrics.counter(NAMESPACE, "labelled")
         self._per_layer = {}
 
-    def setup(self):
-        # this worker's documents that failed inference alone, counted until one is labelled (ops/isolation.py)
-        self._failed_alone, self._reasons, self._labelled_any = 0, FirstReasons(), False
-
     def process(self, row: dict):
         if "dead_letter" in row:
             Metrics.counter(NAMESPACE, "failed_inferences").inc()
-            if not self._labelled_any:
-                self._failed_alone += 1
-                self._reasons.add(json.loads(row["dead_letter"])["reason"])
-                if self._failed_alone >= FAIL_FAST_DOCUMENTS:  # a broken model: fail the job now, not at its end
-                    raise NothingLabelledError.of(self._failed_alone, self._reasons, "the previous output of this "
-                                                  "run id is kept", stopped=True)
             yield beam.pvalue.TaggedOutput("dead", row["dead_letter"])
             return
-        self._labelled_any = True
         self.labelled.inc()
         layer = row["exit_layer"]
         if layer not in self._per_layer:
@@ -240,9 +227,9 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
     """Everything that must hold before work starts; raises with a clear message otherwise. ``processes``:
     worker processes on this machine, to share its cores between (DirectRunner); None when the workers are
     other machines."""
-    from models.classifier import artifact_id
+    from models.classifier import artifact_id, calibration_for
 
-    dtype, model_config, warning = calibration_for(config)
+    dtype, model_config, warning = calibration_for(config.model, config.dtype)
     if warning:
         log.warning("%s: %s", config.model, warning)
     # several processes on this machine: a share of the cores each; one: torch's own default (physical cores)
@@ -263,16 +250,6 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
     except (OSError, BeamIOError) as e:
         raise ValueError(f"output {config.run_dir!r} cannot be written: {e}") from e
     return Plan(files, artifact_id(config.model), model_config.num_layers, threshold, dtype, threads, staging)
-
-
-def calibration_for(config: LabelJobConfig):
-    """(compute precision, the model's settings as calibrated for it, a warning when that precision has no
-    calibration of its own); "auto" is resolved for this machine's device, as the job launched here does."""
-    from models.classifier import pick_device, read_model_config
-    from models.precision import resolve_dtype
-
-    dtype = resolve_dtype(config.dtype, pick_device())
-    return (dtype, *read_model_config(config.model).calibrated_for(dtype))
 
 
 def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
@@ -346,11 +323,9 @@ def _local_processes(options: PipelineOptions, runner: str) -> int | None:
 
 
 def _inside(url: str, directory: str) -> bool:
-    """Whether file ``url`` lies under ``directory``, both as fsspec resolves them (a relative local path is
-    made absolute, as the glob's matches are) and with "." and ".." steps resolved."""
-    fs, path = fsspec.core.url_to_fs(url)
-    dir_fs, dir_path = fsspec.core.url_to_fs(directory)
-    return fs.protocol == dir_fs.protocol and posixpath.normpath(path).startswith(posixpath.normpath(dir_path) + "/")
+    """Whether file ``url`` lies under ``directory`` (both ``resolved``)."""
+    (protocol, path), (dir_protocol, dir_path) = resolved(url), resolved(directory)
+    return protocol == dir_protocol and path.startswith(dir_path.rstrip("/") + "/")
 
 
 def _usable_cores() -> int:

@@ -19,3 +19,13 @@ def test_a_file_rewritten_with_the_same_size_and_time_is_read_afresh(tmp_path, n
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as cp -p or rsync -a leave it
     assert os.stat(path).st_size == stat.st_size
     assert load_examples(source).labels == ["b", "a"]
+
+
+def test_examples_hold_plain_lists_not_columns_of_the_removed_cache(tmp_path):
+    import pickle
+
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "good film", "hypothesis": "fine", "label": "a"}\n')
+    examples = load_examples(str(path), pair_field="hypothesis")
+    assert all(type(x) is list for x in (examples.texts, examples.pairs, examples.labels))
+    assert pickle.loads(pickle.dumps(examples)) == examples

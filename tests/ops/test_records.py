@@ -38,7 +38,8 @@ def test_jsonl_bad_records_become_dead_letters():
         json.dumps({"id": "zw", "text": "\u200b\u200b\ufeff"}).encode(),  # zero-width and BOM characters only
         json.dumps({"id": "ctl", "text": "\u0000\u0001\u007f \u2028"}).encode(),  # control and separators only
         json.dumps({"id": "zw2", "text": "\u200bvisible after a zero-width space"}).encode(),
-        json.dumps({"id": "new", "text": "\U0001fa77\ue000"}).encode(),  # an emoji of Unicode 15, a private-use one
+        json.dumps({"id": "new", "text": "\U0001fa77"}).encode(),  # an emoji of Unicode 15: [UNK] to BERT, kept
+        json.dumps({"id": "pua", "text": "\ue000\U000f0000"}).encode(),  # private-use characters: dropped by BERT
     ]
     url = _write("memory://records/mixed.jsonl", b"\n".join(lines) + b"\n")
     out = list(read_file(url, FIELDS))
@@ -46,15 +47,15 @@ def test_jsonl_bad_records_become_dead_letters():
     letters = {r.position: r.reason for r in out if isinstance(r, DeadLetter)}
     assert [d.id for d in docs] == ["a", f"{url}:10", "big", "zw2", "new"]
     assert len(docs[2].text) == 1_000_000
-    assert sorted(letters) == [2, 3, 4, 5, 6, 7, 8, 9, 13, 14]
+    assert sorted(letters) == [2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 17]
     assert "invalid JSON" in letters[2]
     assert letters[3] == letters[4] == "field 'text' is missing or null"
     assert letters[5] == "field 'text' is int, not text"
     assert letters[6] == letters[7] == "field 'text' is empty"
     assert "invalid UTF-8" in letters[8]
     assert "not an object" in letters[9]
-    assert letters[13].startswith("field 'text' has no visible character") and letters[13] == letters[14]
-    assert len(docs) + len(letters) == 15  # every non-blank line accounted for
+    assert letters[13].startswith("field 'text' has no visible character") and letters[13] == letters[14] == letters[17]
+    assert len(docs) + len(letters) == 16  # every non-blank line accounted for
 
 
 def test_csv_stray_quotes_cost_one_row_each_and_the_rows_after_them_are_read():

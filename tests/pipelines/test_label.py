@@ -165,6 +165,17 @@ def test_a_finished_run_of_a_model_calibrated_twice_counts_as_done(model_dir, tm
     assert manifest["threshold"] == 0.8
     assert finished_run(job, artifact_id(model)) == manifest
 
+    # the flow's default run id follows the job's precision's threshold, not the one calibrated last
+    from flows.config import LabelStepConfig
+    from flows.label import default_run_id
+
+    step = LabelStepConfig(input=job.input, dtype="float32")
+    before = default_run_id(str(model), "sha256:same", step)
+    settings["calibrations"]["bfloat16"]["threshold"] = settings["threshold"] = 0.6
+    (model / "rightsize.json").write_text(json.dumps(settings))
+    assert default_run_id(str(model), "sha256:same", step) == before
+    assert default_run_id(str(model), "sha256:same", LabelStepConfig(input=job.input, dtype="bfloat16")) != before
+
 
 def test_memory_filesystem_input(model_dir, tmp_path):
     import fsspec

@@ -234,15 +234,13 @@ def test_an_empty_input_is_an_empty_run_not_an_error(model_dir, tmp_path, comman
         assert json.loads((tmp_path / "out" / "x" / "manifest.json").read_text())["counts"]["documents_in"] == 0
 
 
-@pytest.mark.parametrize("command", ["predict", "label"])
-def test_a_broken_model_stops_the_run_early(model_dir, tmp_path, monkeypatch, capsys, command):
-    """Once inference has failed on FAIL_FAST_DOCUMENTS documents and none was labelled, the run stops instead
-    of isolating failures through the rest of the corpus (about log2(chunk) times each chunk's work)."""
+def test_a_broken_model_stops_predict_early(model_dir, tmp_path, monkeypatch):
+    """Once a chunk ends with inference failed on FAIL_FAST_DOCUMENTS documents and none labelled, predict
+    stops instead of isolating failures through the rest of the corpus (about log2(chunk) times each chunk's
+    work)."""
     import flows.predict
-    import pipelines.label
 
-    for module in (flows.predict, pipelines.label):
-        monkeypatch.setattr(module, "FAIL_FAST_DOCUMENTS", 10)
+    monkeypatch.setattr(flows.predict, "FAIL_FAST_DOCUMENTS", 10)
     calls = []
 
     def broken(self, texts, *a, **k):
@@ -251,14 +249,37 @@ def test_a_broken_model_stops_the_run_early(model_dir, tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(EarlyExitClassifier, "predict", broken)
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"doc {i}"}) + "\n" for i in range(400)))
-    if command == "predict":
-        with pytest.raises(NothingLabelledError, match="the first 16 inputs are dead letters, inference failing"):
-            predict_file(EarlyExitClassifier.from_pretrained(model_dir), str(tmp_path / "in.jsonl"),
-                         str(tmp_path / "p.parquet"), chunk_size=8)
-        assert not (tmp_path / "p.parquet").exists()
-    else:
-        assert main(["label", "--model", model_dir, "--input", str(tmp_path / "in.jsonl"), "--output",
-                     str(tmp_path / "out"), "--run-id", "x", "--chunk-size", "8", "--batch-size", "4"]) == 1
-        assert "the first 10 inputs are dead letters, inference failing" in capsys.readouterr().err
-        assert not (tmp_path / "out" / "x").exists()
-    assert sum(n == 1 for n in calls) < 40  # documents tried alone: about the first chunks', not all 400
+    with pytest.raises(NothingLabelledError, match="the first 16 inputs are dead letters, inference failing"):
+        predict_file(EarlyExitClassifier.from_pretrained(model_dir), str(tmp_path / "in.jsonl"),
+                     str(tmp_path / "p.parquet"), chunk_size=8)
+    assert not (tmp_path / "p.parquet").exists()
+    assert sum(n == 1 for n in calls) == 16  # documents tried alone: the first two chunks', not all 400
+
+
+def test_a_chunk_with_failures_and_labels_does_not_stop_predict(model_dir, tmp_path, monkeypatch):
+    import flows.predict
+
+    monkeypatch.setattr(flows.predict, "FAIL_FAST_DOCUMENTS", 10)
+    real = EarlyExitClassifier.predict
+
+    def poisoned(self, texts, *a, **k):
+        if any("bad" in t for t in texts):
+            raise RuntimeError("poisoned document")
+        return real(self, texts, *a, **k)
+
+    monkeypatch.setattr(EarlyExitClassifier, "predict", poisoned)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"{'bad' if i % 2 else 'good'} {i}"})
+                                               + "\n" for i in range(48)))
+    summary = predict_file(EarlyExitClassifier.from_pretrained(model_dir), str(tmp_path / "in.jsonl"),
+                           str(tmp_path / "p.parquet"), chunk_size=48)
+    assert (summary.documents, summary.dead_letters) == (24, 24)
+
+
+def test_predict_never_reads_its_own_output_however_spelled(model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("data").mkdir()
+    Path("data/docs.jsonl").write_text('{"id": "a", "text": "one document"}\n{"id": "b", "text": "another"}\n')
+    for _ in range(2):  # the second run's glob matches the first run's output
+        summary = predict_file(EarlyExitClassifier.from_pretrained(model_dir), "data/*", "data/sub/../p.parquet")
+        assert (summary.documents, summary.dead_letters) == (2, 0)
+    assert pq.read_table("data/p.parquet")["id"].to_pylist() == ["a", "b"]

@@ -146,7 +146,8 @@ def _text_problem(value: Any, field: str) -> str | None:
     if not _is_utf8(value):
         return f"field {field!r} is not valid UTF-8 (lone surrogate or undecodable bytes)"
     if not any(_visible(c) for c in value):  # stops at the first visible character
-        return f"field {field!r} has no visible character (only spaces, control, format or private-use characters such as U+200B)"
+        return (f"field {field!r} has no visible character (only spaces, control, format or private-use characters "
+                f"such as U+200B)")
     return None
 
 

@@ -248,7 +248,8 @@ def test_a_broken_model_stops_predict_early(model_dir, tmp_path, monkeypatch):
         raise RuntimeError("CUDA error: device-side assert triggered")
 
     monkeypatch.setattr(EarlyExitClassifier, "predict", broken)
-    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"doc {i}"}) + "\n" for i in range(400)))
+    documents = (json.dumps({"id": f"d{i}", "text": f"doc {i}"}) for i in range(400))
+    (tmp_path / "in.jsonl").write_text("".join(line + "\n" for line in documents))
     with pytest.raises(NothingLabelledError, match="the first 16 inputs are dead letters, inference failing"):
         predict_file(EarlyExitClassifier.from_pretrained(model_dir), str(tmp_path / "in.jsonl"),
                      str(tmp_path / "p.parquet"), chunk_size=8)

@@ -2,8 +2,8 @@
 
 Each size runs `rightsize label` in a fresh process (the DirectRunner's default in-memory mode runs the whole
 job in that process), which reports its own peak RSS (VmHWM, ops/memory.peak_rss_mib). The model is a small
-random BERT (2 layers, 128 wide, MiniLM's tokenizer) so that 1,000,000 documents take minutes, not hours: what is measured is the
-pipeline's memory, and the model's share of it is printed apart (RSS after loading it alone).
+random BERT (2 layers, 128 wide, MiniLM's tokenizer) so that 1,000,000 documents take minutes, not hours: what
+is measured is the pipeline's memory, and the model's share of it is printed apart (RSS after loading it alone).
 
 Both ways of feeding the model are measured where asked: without a reshuffle after reading (the default on
 the in-process DirectRunner) and with one (--reshuffle, the default where there are several workers: it

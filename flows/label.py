@@ -28,9 +28,14 @@ log = logging.getLogger(__name__)
 FIELDS = ("text_field", "pair_field", "id_field")  # which record fields a run read
 
 
+def job_threshold(model_dir: str, dtype: str, threshold: float | None) -> float:
+    """The threshold a job labels at, as pipelines/label.prepare_run takes it: the given one, or the one
+    calibrated for the job's precision (not the one calibrated last)."""
+    return threshold if threshold is not None else calibration_for(model_dir, dtype)[1].threshold
+
+
 def default_run_id(model_dir: str, model_id: str, step: LabelStepConfig) -> str:
-    # the threshold of the precision the job will run in, as the job takes it (not the one calibrated last)
-    threshold = step.threshold if step.threshold is not None else calibration_for(model_dir, step.dtype)[1].threshold
+    threshold = job_threshold(model_dir, step.dtype, step.threshold)
     files = []
     for url in expand_glob(step.input):
         fs, path = fsspec.core.url_to_fs(url)
@@ -50,7 +55,7 @@ def finished_run(job: LabelJobConfig, model_id: str) -> dict | None:
         return None
     with fs.open(f"{run_dir}/manifest.json", "r") as f:
         manifest = json.load(f)
-    threshold = job.threshold if job.threshold is not None else calibration_for(job.model, job.dtype)[1].threshold
+    threshold = job_threshold(job.model, job.dtype, job.threshold)
     recorded = manifest.get("config", {})
     same = (manifest.get("model_id"), manifest.get("threshold"), manifest.get("input"), recorded.get("dtype"),
             [recorded.get(k) for k in FIELDS]) == (model_id, threshold, job.input, job.dtype,

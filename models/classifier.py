@@ -411,7 +411,7 @@ class EarlyExitClassifier(nn.Module):
         """Every exit's raw (uncalibrated) logits for every input, no early exit: (exits, n, labels) float32,
         and the (n,) token counts after truncation."""
         _check_batch_size(batch_size)
-        return self.encoded_exit_logits(self._tokens(texts, pairs), batch_size)
+        return self.encoded_exit_logits(self._tokens(texts, pairs)[0], batch_size)
 
     @torch.inference_mode()
     def encoded_exit_logits(self, encoded, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -434,12 +434,12 @@ class EarlyExitClassifier(nn.Module):
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, tokenizer=None) -> Encoding:
         """What ``predict`` needs of the tokenizer, apart from the model: see ``Encoding``. ``tokenizer`` as in
         ``tokenize``, to encode the next chunk in another thread while this one is labelled."""
-        tokens, encoded = self._tokens(texts, pairs, tokenizer, with_texts=True)
+        tokens, encoded = self._tokens(texts, pairs, tokenizer)
         truncated = self._truncated(tokens, encoded, texts, pairs, tokenizer)
         return Encoding(tokens, truncated, with_pairs=pairs is not None)
 
-    def _tokens(self, texts, pairs, tokenizer=None, with_texts=False):
-        """Checked inputs -> an unpadded BatchEncoding (lists), and with ``with_texts`` the texts it encodes.
+    def _tokens(self, texts, pairs, tokenizer=None):
+        """Checked inputs -> (an unpadded BatchEncoding (lists), the texts it encodes).
 
         A text of over CUT_CHARS_PER_TOKEN characters per token of max_length is cut at a whitespace before
         that (``cut_at_space``): tokenising a document of megabytes whole, only to keep its first max_length
@@ -464,7 +464,7 @@ class EarlyExitClassifier(nn.Module):
                         tokens[key][i] = again[key][j]
         else:
             tokens = self.tokenize(texts, pairs, padding=False, tokenizer=tokenizer)
-        return (tokens, texts) if with_texts else tokens
+        return tokens, texts
 
     def _truncated(self, tokens, encoded, texts, pairs, tokenizer=None) -> np.ndarray:
         """(n,) bool, see ``truncated_rows``: ``tokens`` encode ``encoded``, the ``texts`` with long ones cut

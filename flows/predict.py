@@ -143,12 +143,14 @@ def predict_file(
                     release_freed_memory()  # else glibc's RSS climbs with every chunk (ops/memory.py)
                     bar.update(len(chunk))
                     if failed_alone >= FAIL_FAST_DOCUMENTS and not summary.documents:
-                        raise NothingLabelledError.of(summary.dead_letters, reasons,
-                                                      f"{output_url} was not replaced", stopped=True)
+                        raise NothingLabelledError.of(
+                            f"the first {summary.dead_letters} inputs are dead letters, inference failing on every "
+                            "document, so the run stopped there", reasons, f"{output_url} was not replaced")
             finally:
                 stop.set()  # on an error or Ctrl-C: the read-ahead thread stops reading at its next record
         if summary.dead_letters and not summary.documents:  # a broken model or setting: keep the old output
-            raise NothingLabelledError.of(summary.dead_letters, reasons, f"{output_url} was not replaced")
+            raise NothingLabelledError.of(f"all {summary.dead_letters} inputs are dead letters", reasons,
+                                          f"{output_url} was not replaced")
         publish(staged_output, output_url)
     except BaseException:
         discard(staged_output)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import fsspec
 import pyarrow as pa
@@ -98,10 +98,8 @@ class NothingLabelledError(RuntimeError):
     --text-field, say), not the documents, so the previous output is kept and the run is not retried."""
 
     @classmethod
-    def of(cls, dead_letters: int, reasons: "FirstReasons", kept: str, stopped: bool = False) -> "NothingLabelledError":
-        """``stopped``: the run gave up early, after inference had failed on every document so far."""
-        scope = (f"the first {dead_letters} inputs are dead letters, inference failing on every document, so the "
-                 f"run stopped there" if stopped else f"all {dead_letters} inputs are dead letters")
+    def of(cls, scope: str, reasons: Iterable[str], kept: str) -> "NothingLabelledError":
+        """``scope``: which inputs failed ("all 21 inputs are dead letters"); ``kept``: what was left as it was."""
         # one message argument, as any exception: Prefect and Beam pickle exceptions across processes
         return cls(f"no document was labelled: {scope} (a broken model, or a setting such as --text-field that "
                    f"fits no record?); {kept}. Reasons: {'; '.join(reasons)}")

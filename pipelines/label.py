@@ -15,6 +15,7 @@ Runs on any Beam runner: the DirectRunner (default), or Dataflow/Flink/Spark via
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -46,6 +47,11 @@ log = logging.getLogger(__name__)
 NAMESPACE = "rightsize"
 PROGRESS_SECONDS = 30.0
 MANIFEST_FILE = "manifest.json"
+# Before a job whose workers run on this machine, the first TRIAL_DOCUMENTS readable documents (looked for in
+# the first TRIAL_RECORDS records) are labelled here, so that a broken model fails in seconds instead of at the
+# end of the job, after every chunk was halved down to single documents (ops/isolation.py).
+TRIAL_DOCUMENTS = 64
+TRIAL_RECORDS = 10_000
 
 
 class ReadRecordsFn(beam.DoFn):
@@ -226,7 +232,7 @@ class Plan(NamedTuple):
 def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
     """Everything that must hold before work starts; raises with a clear message otherwise. ``processes``:
     worker processes on this machine, to share its cores between (DirectRunner); None when the workers are
-    other machines."""
+    other machines, whose devices the model cannot be tried on from here."""
     from models.classifier import artifact_id, calibration_for
 
     dtype, model_config, warning = calibration_for(config.model, config.dtype)
@@ -240,16 +246,49 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
     threshold = model_config.threshold if config.threshold is None else config.threshold
     if not math.isfinite(threshold):
         raise ValueError(f"threshold must be a number, got {threshold}")
+    model_id = try_model(config, files, dtype, threshold) if processes is not None else artifact_id(config.model)
     staging = staging_path(config.run_dir)
-    probe = FileSystems.join(staging, ".write-probe")
+    write_probe = FileSystems.join(staging, ".write-probe")
     try:
         recover(config.run_dir)  # what an earlier killed run of this id left behind
-        with FileSystems.create(probe) as f:
+        with FileSystems.create(write_probe) as f:
             f.write(b"ok")
-        FileSystems.delete([probe])
+        FileSystems.delete([write_probe])
     except (OSError, BeamIOError) as e:
         raise ValueError(f"output {config.run_dir!r} cannot be written: {e}") from e
-    return Plan(files, artifact_id(config.model), model_config.num_layers, threshold, dtype, threads, staging)
+    return Plan(files, model_id, model_config.num_layers, threshold, dtype, threads, staging)
+
+
+def try_model(config: LabelJobConfig, files: Sequence[str], dtype: str, threshold: float) -> str:
+    """Labels the input's first TRIAL_DOCUMENTS documents here, with the job's model, precision and threshold;
+    raises NothingLabelledError when inference fails on every one of them. Returns the model's content id."""
+    from models import EarlyExitClassifier
+    from models.classifier import free_accelerator_memory
+
+    documents = list(itertools.islice(_first_documents(files, config.fields), TRIAL_DOCUMENTS))
+    model = EarlyExitClassifier.from_pretrained(config.model, dtype=dtype)
+    model_id = model.model_id
+    try:
+        results = (run_isolating_failures(lambda docs: model.predict(*model_inputs(docs), threshold=threshold,
+                                                                    batch_size=config.batch_size), documents)
+                   if documents else [])
+    finally:
+        del model  # each worker loads its own
+        free_accelerator_memory()
+    failed = split_failures(documents, results)[2]
+    if documents and len(failed) == len(documents):
+        reasons = FirstReasons()
+        for letter in failed:
+            reasons.add(letter.reason)
+        raise NothingLabelledError.of(f"inference failed on each of the input's first {len(documents)} documents, "
+                                      "tried before the job started", reasons, "the job did not start")
+    return model_id
+
+
+def _first_documents(files: Sequence[str], fields: InputFields) -> Iterable[Document]:
+    """The readable documents among the first TRIAL_RECORDS records of ``files``, in order."""
+    records = itertools.chain.from_iterable(read_file(url, fields) for url in files)
+    return (r for r in itertools.islice(records, TRIAL_RECORDS) if isinstance(r, Document))
 
 
 def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
@@ -295,8 +334,8 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
         }
         counts = manifest["counts"]
         if counts["dead_letters"] and not counts["labelled"]:
-            raise NothingLabelledError.of(counts["dead_letters"], _first_reasons(staging),
-                                          f"the previous output of run {config.run_id} is kept")
+            raise NothingLabelledError.of(f"all {counts['dead_letters']} inputs are dead letters",
+                                          _first_reasons(staging), f"the previous output of run {config.run_id} is kept")
         if metrics.get("documents_in") != counts["documents_in"]:
             log.warning("runner metrics report %s inputs but the output files hold %d; the manifest counts the files",
                         metrics.get("documents_in"), counts["documents_in"])

@@ -30,7 +30,8 @@ def test_fingerprints_follow_content_not_paths(tmp_path):
 
 @pytest.mark.parametrize("error, retried", [(ValueError("bad config"), False), (FileNotFoundError("x"), False),
                                             (OSError("disk full"), True), (RuntimeError("CUDA out of memory"), True),
-                                            (NothingLabelledError.of(3, ["field 'body' is missing"], "kept"), False)])
+                                            (NothingLabelledError.of("all 3 inputs are dead letters",
+                                                                     ["field 'body' is missing"], "kept"), False)])
 def test_only_transient_failures_are_retried(error, retried):
     assert transient_only(None, None, Failed(data=error)) is retried
 
@@ -40,6 +41,6 @@ def test_nothing_labelled_survives_pickling():
     """Prefect and Beam carry exceptions between processes as pickles."""
     import pickle
 
-    error = NothingLabelledError.of(3, ["inference failed: RuntimeError: x"], "kept")
+    error = NothingLabelledError.of("all 3 inputs are dead letters", ["inference failed: RuntimeError: x"], "kept")
     again = pickle.loads(pickle.dumps(error))
     assert type(again) is NothingLabelledError and str(again) == str(error)

@@ -208,8 +208,49 @@ def test_a_run_that_labels_nothing_fails_and_keeps_the_previous_output(model_dir
         reason = "field 'body' is missing or null"
     assert main([command, *args]) == 1
     error = capsys.readouterr().err
-    assert "no document was labelled: all 21 inputs are dead letters" in error and reason in error
+    # label tries the model on the first documents before its job starts (see the next test); predict stops early
+    scope = "inference failed on each of the input's first 20 documents, tried before the job started" \
+        if (command, fault) == ("label", "broken model") else "all 21 inputs are dead letters"
+    assert f"no document was labelled: {scope}" in error and reason in error
     assert _digest(tmp_path) == before
+
+
+def test_label_tries_the_model_before_the_job_starts(model_dir, tmp_path, monkeypatch):
+    """On the DirectRunner a broken model fails on the first TRIAL_DOCUMENTS documents, not after the whole
+    corpus was tried document by document; a model that labels any of them lets the job start."""
+    from pipelines.label import TRIAL_DOCUMENTS, prepare_run
+    from pipelines.label_config import LabelJobConfig
+
+    calls = []
+    real = EarlyExitClassifier.predict
+
+    def failing(self, texts, *a, **k):
+        calls.append(len(texts))
+        if any("bad" in t for t in texts):
+            raise RuntimeError("CUDA error: device-side assert triggered")
+        return real(self, texts, *a, **k)
+
+    monkeypatch.setattr(EarlyExitClassifier, "predict", failing)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"bad {i}"}) + "\n"
+                                               for i in range(400)))
+    args = ["label", "--model", model_dir, "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out")]
+    assert main(args) == 1
+    assert len(calls) == 2 * TRIAL_DOCUMENTS - 1  # the trial's halving, down to each of its documents alone
+    assert not (tmp_path / "out").exists()
+
+    # not on other runners: their workers' devices are not this machine's
+    job = LabelJobConfig(model=model_dir, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out"), run_id="r")
+    calls.clear()
+    assert prepare_run(job, processes=None).files == [str(tmp_path / "in.jsonl")]
+    assert not calls
+
+    # one document that labels is enough: the job runs and the others become dead letters
+    texts = [f"{'good' if i == TRIAL_DOCUMENTS - 1 else 'bad'} {i}" for i in range(100)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n"
+                                               for i, t in enumerate(texts)))
+    assert main(args + ["--run-id", "r"]) == 0
+    counts = json.loads((tmp_path / "out" / "r" / "manifest.json").read_text())["counts"]
+    assert (counts["labelled"], counts["dead_letters"]) == (1, 99)
 
 
 def test_shared_model_flag_labels_through_beams_proxy(model_dir, tmp_path):

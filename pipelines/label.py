@@ -145,12 +145,13 @@ class RoutePredictionsFn(beam.DoFn):
     """Sends documents that failed inference to the dead letters (tagged "dead"); counts labelled documents per
     exit layer, and logs progress at most every PROGRESS_SECONDS per process."""
 
+    # per run id, shared by the instances in this process's threads; per run, as one long-lived process
+    # (`rightsize serve`) runs a job every night: [started, last logged (monotonic seconds), documents labelled]
     _lock = threading.Lock()
-    _done = 0
-    _started = None
-    _last_log = 0.0
+    _progress: dict[str, list] = {}
 
-    def __init__(self):
+    def __init__(self, run_id: str):
+        self.run_id = run_id
         self.labelled = Metrics.counter(NAMESPACE, "labelled")
         self._per_layer = {}
 
@@ -164,16 +165,15 @@ class RoutePredictionsFn(beam.DoFn):
         if layer not in self._per_layer:
             self._per_layer[layer] = Metrics.counter(NAMESPACE, f"exit_layer_{layer}")
         self._per_layer[layer].inc()
-        cls = RoutePredictionsFn
-        with cls._lock:
+        with self._lock:
             now = time.monotonic()
-            if cls._started is None:
-                cls._started = cls._last_log = now
-            cls._done += 1
-            if now - cls._last_log >= PROGRESS_SECONDS:
-                cls._last_log = now
-                rate = cls._done / max(now - cls._started, 1e-9)
-                log.info("progress: %d documents labelled in this worker, %.1f documents/s", cls._done, rate)
+            progress = self._progress.setdefault(self.run_id, [now, now, 0])
+            progress[2] += 1
+            started, last, done = progress
+            if now - last >= PROGRESS_SECONDS:
+                progress[1] = now
+                log.info("progress: %d documents labelled in this worker, %.1f documents/s", done,
+                         done / max(now - started, 1e-9))
         yield row
 
 
@@ -207,7 +207,8 @@ def build(pipeline: beam.Pipeline, config: LabelJobConfig, plan: "Plan", reshuff
     labelled, errors = documents | "Label" >> RunInference(
         EarlyExitModelHandler(config, plan)) \
         .with_exception_handling()
-    routed = labelled | "Route" >> beam.ParDo(RoutePredictionsFn()).with_outputs("dead", main="predictions")
+    routed = labelled | "Route" >> beam.ParDo(RoutePredictionsFn(config.run_id)).with_outputs("dead",
+                                                                                              main="predictions")
     failed = errors.failed_inferences | "FailedToDeadLetters" >> beam.FlatMap(failed_inference_letters)
     dead = (read.dead, routed.dead, failed) | "AllDeadLetters" >> beam.Flatten()
     _ = routed.predictions | "WritePredictions" >> beam.io.WriteToParquet(

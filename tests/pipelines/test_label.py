@@ -219,3 +219,22 @@ def test_model_sharing_flags_reach_beam(model_dir, tmp_path):
                                         model_copies=2), plan)
     assert (default.share_model_across_processes(), default.model_copies()) == (False, 1)
     assert (shared.share_model_across_processes(), shared.model_copies()) == (True, 2)
+
+
+def test_progress_lines_count_each_run_on_its_own(caplog, monkeypatch):
+    """One long-lived process (`rightsize serve`) runs a job every night: a run's progress line counts that
+    run's documents, not every run's since the process started."""
+    import logging
+    import uuid
+
+    import pipelines.label
+
+    monkeypatch.setattr(pipelines.label, "PROGRESS_SECONDS", 0.0)  # a line for every document
+    caplog.set_level(logging.INFO, logger="pipelines.label")
+    for run_id, documents in [(f"night-1-{uuid.uuid4()}", 5), (f"night-2-{uuid.uuid4()}", 2)]:
+        route = pipelines.label.RoutePredictionsFn(run_id)
+        for _ in range(documents):
+            assert list(route.process({"exit_layer": 2})) == [{"exit_layer": 2}]
+    lines = [r.getMessage().split(" in this worker")[0] for r in caplog.records
+             if r.getMessage().startswith("progress")]
+    assert lines == [f"progress: {n} documents labelled" for n in (1, 2, 3, 4, 5, 1, 2)]

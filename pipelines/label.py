@@ -145,8 +145,8 @@ class RoutePredictionsFn(beam.DoFn):
     """Sends documents that failed inference to the dead letters (tagged "dead"); counts labelled documents per
     exit layer, and logs progress at most every PROGRESS_SECONDS per process."""
 
-    # per run id, shared by the instances in this process's threads; per run, as one long-lived process
-    # (`rightsize serve`) runs a job every night: [started, last logged (monotonic seconds), documents labelled]
+    # per run id, shared by the instances in this process's threads; per run, as one process may run several
+    # jobs (a notebook, a loop over pipelines.label.run): [started, last logged (monotonic s), documents labelled]
     _lock = threading.Lock()
     _progress: dict[str, list] = {}
 

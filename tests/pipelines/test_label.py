@@ -222,8 +222,8 @@ def test_model_sharing_flags_reach_beam(model_dir, tmp_path):
 
 
 def test_progress_lines_count_each_run_on_its_own(caplog, monkeypatch):
-    """One long-lived process (`rightsize serve`) runs a job every night: a run's progress line counts that
-    run's documents, not every run's since the process started."""
+    """One process may run several jobs (a notebook, a loop over pipelines.label.run): a run's progress line
+    counts that run's documents, not every run's since the process started."""
     import logging
     import uuid
 

@@ -35,11 +35,12 @@ def run_isolating_failures(run: Callable[[Sequence[T]], list[R]], items: Sequenc
         results = run(items)
     except Exception as error:
         if len(items) == 1:
-            log.debug("failed on a single item: %s: %s", type(error).__name__, error)
+            # str(error), not the error: a log record that keeps it (a handler's buffer) keeps its traceback's frames
+            log.debug("failed on a single item: %s: %s", type(error).__name__, str(error))
             return [Failure(error)]
         if _depth == 0:  # one line per failed batch, not one per retry
             log.warning("failed on a batch of %d (%s: %s): isolating the failing items by halving", len(items),
-                        type(error).__name__, error)
+                        type(error).__name__, str(error))
         if before_retry is not None:
             before_retry()
         middle = len(items) // 2

@@ -93,16 +93,19 @@ class PredictionWriter:
         self.close()
 
 
+SETTING_OR_MODEL = "a broken model, or a setting such as --text-field that fits no record?"
+
+
 class NothingLabelledError(RuntimeError):
     """A run in which every input became a dead letter: the cause is then the model or a setting (a wrong
     --text-field, say), not the documents, so the previous output is kept and the run is not retried."""
 
     @classmethod
-    def of(cls, scope: str, reasons: Iterable[str], kept: str) -> "NothingLabelledError":
-        """``scope``: which inputs failed ("all 21 inputs are dead letters"); ``kept``: what was left as it was."""
+    def of(cls, scope: str, reasons: Iterable[str], kept: str, cause: str = SETTING_OR_MODEL) -> NothingLabelledError:
+        """``scope``: which inputs failed ("all 21 inputs are dead letters"); ``kept``: what was left as it was;
+        ``cause``: the likely causes."""
         # one message argument, as any exception: Prefect and Beam pickle exceptions across processes
-        return cls(f"no document was labelled: {scope} (a broken model, or a setting such as --text-field that "
-                   f"fits no record?); {kept}. Reasons: {'; '.join(reasons)}")
+        return cls(f"no document was labelled: {scope} ({cause}); {kept}. Reasons: {'; '.join(reasons)}")
 
 
 class FirstReasons:

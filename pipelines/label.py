@@ -15,6 +15,7 @@ Runs on any Beam runner: the DirectRunner (default), or Dataflow/Flink/Spark via
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import logging
@@ -22,6 +23,7 @@ import math
 import os
 import threading
 import time
+import uuid
 from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any, Iterable, NamedTuple, Sequence
@@ -48,10 +50,11 @@ NAMESPACE = "rightsize"
 PROGRESS_SECONDS = 30.0
 MANIFEST_FILE = "manifest.json"
 # Before a job whose workers run on this machine, the first TRIAL_DOCUMENTS readable documents (looked for in
-# the first TRIAL_RECORDS records) are labelled here, so that a broken model fails in seconds instead of at the
-# end of the job, after every chunk was halved down to single documents (ops/isolation.py).
+# the first TRIAL_RECORDS records of the first TRIAL_FILES files) are labelled here, so that a broken model
+# fails in seconds instead of at the end of the job, after every chunk was halved down to single documents.
 TRIAL_DOCUMENTS = 64
 TRIAL_RECORDS = 10_000
+TRIAL_FILES = 100
 
 
 class ReadRecordsFn(beam.DoFn):
@@ -145,13 +148,13 @@ class RoutePredictionsFn(beam.DoFn):
     """Sends documents that failed inference to the dead letters (tagged "dead"); counts labelled documents per
     exit layer, and logs progress at most every PROGRESS_SECONDS per process."""
 
-    # per run id, shared by the instances in this process's threads; per run, as one process may run several
-    # jobs (a notebook, a loop over pipelines.label.run): [started, last logged (monotonic s), documents labelled]
+    # per run, shared by the instances in this process's threads; per run, as one process may run several jobs
+    # (a notebook, a retried flow task): run key -> [started, last logged (monotonic s), documents labelled]
     _lock = threading.Lock()
     _progress: dict[str, list] = {}
 
-    def __init__(self, run_id: str):
-        self.run_id = run_id
+    def __init__(self, run_key: str):
+        self.run_key = run_key
         self.labelled = Metrics.counter(NAMESPACE, "labelled")
         self._per_layer = {}
 
@@ -167,7 +170,7 @@ class RoutePredictionsFn(beam.DoFn):
         self._per_layer[layer].inc()
         with self._lock:
             now = time.monotonic()
-            progress = self._progress.setdefault(self.run_id, [now, now, 0])
+            progress = self._progress.setdefault(self.run_key, [now, now, 0])
             progress[2] += 1
             started, last, done = progress
             if now - last >= PROGRESS_SECONDS:
@@ -207,8 +210,8 @@ def build(pipeline: beam.Pipeline, config: LabelJobConfig, plan: "Plan", reshuff
     labelled, errors = documents | "Label" >> RunInference(
         EarlyExitModelHandler(config, plan)) \
         .with_exception_handling()
-    routed = labelled | "Route" >> beam.ParDo(RoutePredictionsFn(config.run_id)).with_outputs("dead",
-                                                                                              main="predictions")
+    route = RoutePredictionsFn(uuid.uuid4().hex)  # this run's own progress count, whatever its run id
+    routed = labelled | "Route" >> beam.ParDo(route).with_outputs("dead", main="predictions")
     failed = errors.failed_inferences | "FailedToDeadLetters" >> beam.FlatMap(failed_inference_letters)
     dead = (read.dead, routed.dead, failed) | "AllDeadLetters" >> beam.Flatten()
     _ = routed.predictions | "WritePredictions" >> beam.io.WriteToParquet(
@@ -233,7 +236,7 @@ class Plan(NamedTuple):
 def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
     """Everything that must hold before work starts; raises with a clear message otherwise. ``processes``:
     worker processes on this machine, to share its cores between (DirectRunner); None when the workers are
-    other machines, whose devices the model cannot be tried on from here."""
+    other machines."""
     from models.classifier import artifact_id, calibration_for
 
     dtype, model_config, warning = calibration_for(config.model, config.dtype)
@@ -247,7 +250,6 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
     threshold = model_config.threshold if config.threshold is None else config.threshold
     if not math.isfinite(threshold):
         raise ValueError(f"threshold must be a number, got {threshold}")
-    model_id = try_model(config, files, dtype, threshold) if processes is not None else artifact_id(config.model)
     staging = staging_path(config.run_dir)
     write_probe = FileSystems.join(staging, ".write-probe")
     try:
@@ -257,39 +259,42 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
         FileSystems.delete([write_probe])
     except (OSError, BeamIOError) as e:
         raise ValueError(f"output {config.run_dir!r} cannot be written: {e}") from e
-    return Plan(files, model_id, model_config.num_layers, threshold, dtype, threads, staging)
+    return Plan(files, artifact_id(config.model), model_config.num_layers, threshold, dtype, threads, staging)
 
 
-def try_model(config: LabelJobConfig, files: Sequence[str], dtype: str, threshold: float) -> str:
-    """Labels the input's first TRIAL_DOCUMENTS documents here, with the job's model, precision and threshold;
-    raises NothingLabelledError when inference fails on every one of them. Returns the model's content id."""
-    from models import EarlyExitClassifier
+def try_model(handler: EarlyExitModelHandler, documents: Sequence[Document]) -> None:
+    """Labels ``documents`` here, as a worker would; raises NothingLabelledError when inference fails on every
+    one of them, unless only for want of memory (the workers retry that at smaller batches)."""
     from models.classifier import free_accelerator_memory
 
-    documents = list(itertools.islice(_first_documents(files, config.fields), TRIAL_DOCUMENTS))
-    model = EarlyExitClassifier.from_pretrained(config.model, dtype=dtype)
-    model_id = model.model_id
-    try:
-        results = (run_isolating_failures(lambda docs: model.predict(*model_inputs(docs), threshold=threshold,
-                                                                    batch_size=config.batch_size), documents)
-                   if documents else [])
-    finally:
-        del model  # each worker loads its own
-        free_accelerator_memory()
-    failed = split_failures(documents, results)[2]
-    if documents and len(failed) == len(documents):
-        reasons = FirstReasons()
-        for letter in failed:
-            reasons.add(letter.reason)
-        raise NothingLabelledError.of(f"inference failed on each of the input's first {len(documents)} documents, "
-                                      "tried before the job started", reasons, "the job did not start")
-    return model_id
+    if not documents:
+        return
+    model = handler.load_model()
+    rows = handler.run_inference(documents, model)
+    del model  # each worker loads its own; the failures' tracebacks refer to it too, hence the collection
+    gc.collect()
+    free_accelerator_memory()
+    reasons = [json.loads(row["dead_letter"])["reason"] for row in rows if "dead_letter" in row]
+    if len(reasons) < len(documents):
+        return
+    if all("out of memory" in r.lower() or "MemoryError" in r for r in reasons):
+        log.warning("the model ran out of memory on each of the input's first %d documents, even alone; "
+                    "starting the job anyway", len(documents))
+        return
+    first = FirstReasons()
+    for reason in reasons:
+        first.add(reason)
+    raise NothingLabelledError.of(f"inference failed on each of the input's first {len(documents)} documents, "
+                                  "tried before the job started", first, "the job did not start",
+                                  cause="a broken model, or a precision or threshold it cannot run in?")
 
 
-def _first_documents(files: Sequence[str], fields: InputFields) -> Iterable[Document]:
-    """The readable documents among the first TRIAL_RECORDS records of ``files``, in order."""
-    records = itertools.chain.from_iterable(read_file(url, fields) for url in files)
-    return (r for r in itertools.islice(records, TRIAL_RECORDS) if isinstance(r, Document))
+def first_documents(files: Sequence[str], fields: InputFields) -> list[Document]:
+    """The readable documents among the first TRIAL_RECORDS records of the first TRIAL_FILES ``files``, at most
+    TRIAL_DOCUMENTS of them, in order."""
+    records = itertools.chain.from_iterable(read_file(url, fields) for url in files[:TRIAL_FILES])
+    documents = (r for r in itertools.islice(records, TRIAL_RECORDS) if isinstance(r, Document))
+    return list(itertools.islice(documents, TRIAL_DOCUMENTS))
 
 
 def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
@@ -311,6 +316,8 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
     log.info("labelling %d file(s) matching %s with %s at threshold %.4f -> %s", len(files), config.input,
              model_id, threshold, config.run_dir)
     try:
+        if processes is not None:  # the workers run on this machine: a broken model fails here, in seconds
+            try_model(EarlyExitModelHandler(config, plan), first_documents(files, config.fields))
         pipeline = beam.Pipeline(options=options)
         build(pipeline, config, plan, reshuffle)
         result = pipeline.run()
@@ -335,8 +342,9 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
         }
         counts = manifest["counts"]
         if counts["dead_letters"] and not counts["labelled"]:
+            kept = f"the previous output of run {config.run_id} is kept"
             raise NothingLabelledError.of(f"all {counts['dead_letters']} inputs are dead letters",
-                                          _first_reasons(staging), f"the previous output of run {config.run_id} is kept")
+                                          _first_reasons(staging), kept)
         if metrics.get("documents_in") != counts["documents_in"]:
             log.warning("runner metrics report %s inputs but the output files hold %d; the manifest counts the files",
                         metrics.get("documents_in"), counts["documents_in"])

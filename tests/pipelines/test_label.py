@@ -221,20 +221,18 @@ def test_model_sharing_flags_reach_beam(model_dir, tmp_path):
     assert (shared.share_model_across_processes(), shared.model_copies()) == (True, 2)
 
 
-def test_progress_lines_count_each_run_on_its_own(caplog, monkeypatch):
-    """One process may run several jobs (a notebook, a loop over pipelines.label.run): a run's progress line
-    counts that run's documents, not every run's since the process started."""
+def test_progress_lines_count_each_run_on_its_own(model_dir, tmp_path, caplog, monkeypatch):
+    """One process may run several jobs (a notebook, a flow task retried): a run's progress lines count that
+    run's documents, even when it has the same run id as the one before."""
     import logging
-    import uuid
 
     import pipelines.label
 
     monkeypatch.setattr(pipelines.label, "PROGRESS_SECONDS", 0.0)  # a line for every document
     caplog.set_level(logging.INFO, logger="pipelines.label")
-    for run_id, documents in [(f"night-1-{uuid.uuid4()}", 5), (f"night-2-{uuid.uuid4()}", 2)]:
-        route = pipelines.label.RoutePredictionsFn(run_id)
-        for _ in range(documents):
-            assert list(route.process({"exit_layer": 2})) == [{"exit_layer": 2}]
-    lines = [r.getMessage().split(" in this worker")[0] for r in caplog.records
-             if r.getMessage().startswith("progress")]
-    assert lines == [f"progress: {n} documents labelled" for n in (1, 2, 3, 4, 5, 1, 2)]
+    write_corpus(tmp_path / "corpus")
+    for _ in range(2):
+        caplog.clear()
+        labelled = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out"))["counts"]["labelled"]
+        counts = [int(r.getMessage().split()[1]) for r in caplog.records if r.getMessage().startswith("progress:")]
+        assert sorted(counts) == list(range(1, labelled + 1))

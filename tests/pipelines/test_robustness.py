@@ -217,40 +217,67 @@ def test_a_run_that_labels_nothing_fails_and_keeps_the_previous_output(model_dir
 
 def test_label_tries_the_model_before_the_job_starts(model_dir, tmp_path, monkeypatch):
     """On the DirectRunner a broken model fails on the first TRIAL_DOCUMENTS documents, not after the whole
-    corpus was tried document by document; a model that labels any of them lets the job start."""
-    from pipelines.label import TRIAL_DOCUMENTS, prepare_run
+    corpus was tried document by document, and the trial's model is freed; a model that labels any of them
+    lets the job start."""
+    import weakref
+
+    from pipelines.label import TRIAL_DOCUMENTS, EarlyExitModelHandler, run
     from pipelines.label_config import LabelJobConfig
 
-    calls = []
-    real = EarlyExitClassifier.predict
+    calls, loaded = [], []
+    real_predict, real_load = EarlyExitClassifier.predict, EarlyExitModelHandler.load_model
 
     def failing(self, texts, *a, **k):
         calls.append(len(texts))
         if any("bad" in t for t in texts):
             raise RuntimeError("CUDA error: device-side assert triggered")
-        return real(self, texts, *a, **k)
+        return real_predict(self, texts, *a, **k)
+
+    def load(self):
+        model = real_load(self)
+        loaded.append(weakref.ref(model))
+        return model
 
     monkeypatch.setattr(EarlyExitClassifier, "predict", failing)
+    monkeypatch.setattr(EarlyExitModelHandler, "load_model", load)
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"bad {i}"}) + "\n"
                                                for i in range(400)))
-    args = ["label", "--model", model_dir, "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out")]
-    assert main(args) == 1
-    assert len(calls) == 2 * TRIAL_DOCUMENTS - 1  # the trial's halving, down to each of its documents alone
-    assert not (tmp_path / "out").exists()
-
-    # not on other runners: their workers' devices are not this machine's
     job = LabelJobConfig(model=model_dir, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out"), run_id="r")
-    calls.clear()
-    assert prepare_run(job, processes=None).files == [str(tmp_path / "in.jsonl")]
-    assert not calls
+    with pytest.raises(NothingLabelledError, match=f"inference failed on each of the input's first {TRIAL_DOCUMENTS} "
+                       "documents, tried before the job started .a broken model, or a precision") as failure:
+        run(job)
+    assert len(calls) == 2 * TRIAL_DOCUMENTS - 1  # the trial's halving, down to each of its documents alone
+    assert len(loaded) == 1 and loaded[0]() is None  # freed, while the error (failure.value) is still held
+    assert not (tmp_path / "out" / "r").exists() and not (tmp_path / "out" / ".staging").exists()
 
     # one document that labels is enough: the job runs and the others become dead letters
     texts = [f"{'good' if i == TRIAL_DOCUMENTS - 1 else 'bad'} {i}" for i in range(100)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n"
                                                for i, t in enumerate(texts)))
-    assert main(args + ["--run-id", "r"]) == 0
-    counts = json.loads((tmp_path / "out" / "r" / "manifest.json").read_text())["counts"]
+    counts = run(job)["counts"]
     assert (counts["labelled"], counts["dead_letters"]) == (1, 99)
+
+
+def test_a_trial_that_only_runs_out_of_memory_starts_the_job(model_dir, tmp_path, monkeypatch, caplog):
+    """Running out of memory is not a broken model: the workers retry it at smaller batches, so the job starts."""
+    from pipelines.label import TRIAL_DOCUMENTS
+
+    calls = []
+    real = EarlyExitClassifier.predict
+
+    def short_of_memory_at_first(self, texts, *a, **k):
+        calls.append(len(texts))
+        if len(calls) < 2 * TRIAL_DOCUMENTS:  # every call of the trial
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, texts, *a, **k)
+
+    monkeypatch.setattr(EarlyExitClassifier, "predict", short_of_memory_at_first)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"doc {i}"}) + "\n"
+                                               for i in range(100)))
+    assert main(["label", "--model", model_dir, "--input", str(tmp_path / "in.jsonl"), "--output",
+                 str(tmp_path / "out"), "--run-id", "r"]) == 0
+    assert json.loads((tmp_path / "out" / "r" / "manifest.json").read_text())["counts"]["labelled"] == 100
+    assert "ran out of memory on each of the input's first 64 documents" in caplog.text
 
 
 def test_shared_model_flag_labels_through_beams_proxy(model_dir, tmp_path):

@@ -12,6 +12,7 @@ and float32 otherwise.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from pathlib import Path
 
@@ -55,8 +56,14 @@ def resolve_dtype(name: str, device: torch.device | str) -> str:
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {name!r}")
     if device.type == "cpu" and (name == "float16" or (name == "bfloat16" and not cpu_has_native_bf16())):
-        log.warning("%s on this CPU is emulated and slower than float32", name)
+        _warn_once(f"{name} on this CPU is emulated and slower than float32")
     return name
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    """Once per process: a job resolves its precision in several places (launcher, trial, each worker's load)."""
+    log.warning(message)
 
 
 def autocast(device_type: str, dtype: str):

@@ -269,6 +269,7 @@ def try_model(handler: EarlyExitModelHandler, documents: Sequence[Document]) -> 
 
     if not documents:
         return
+    log.info("trying the model on the input's first %d documents before the job starts", len(documents))
     model = handler.load_model()
     rows = handler.run_inference(documents, model)
     del model  # each worker loads its own; the failures' tracebacks refer to it too, hence the collection

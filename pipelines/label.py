@@ -148,8 +148,8 @@ class RoutePredictionsFn(beam.DoFn):
     """Sends documents that failed inference to the dead letters (tagged "dead"); counts labelled documents per
     exit layer, and logs progress at most every PROGRESS_SECONDS per process."""
 
-    # per run, shared by the instances in this process's threads; per run, as one process may run several jobs
-    # (a notebook, a retried flow task): run key -> [started, last logged (monotonic s), documents labelled]
+    # Shared by the instances in this process's threads, and kept per run because one process may run several
+    # jobs (a notebook, a retried flow task): run key -> [started, last logged (monotonic s), documents labelled]
     _lock = threading.Lock()
     _progress: dict[str, list] = {}
 

@@ -2,8 +2,8 @@
 in how much wall time, for how much money.
 
 Columnar and streaming: the files are read one at a time, record batch by record batch (pyarrow), and each
-batch is reduced with a pyarrow group-by to a small "cube" (one row per run, model, label, exit layer, length
-bucket and confidence bin, holding sums). Cubes are summed as they come, so memory depends on the number of
+batch is reduced with a pyarrow group-by to a small "cube" (one row per run, folder, model, label, exit layer,
+length bucket and confidence bin, holding sums). Cubes are summed as they come, so memory depends on the number of
 groups, not of rows. Every figure of the summary is a sum over that cube.
 
 Money needs wall time, which only a run's ``manifest.json`` (written by ``rightsize label``) holds:
@@ -34,7 +34,10 @@ MANIFEST_FILE = "manifest.json"  # what pipelines/label.py writes beside its Par
 # Token-count buckets [lower, next lower): short sentences, paragraphs, up to BERT's 512-token limit.
 LENGTH_EDGES = (0, 16, 32, 64, 128, 256, 512)
 CONFIDENCE_BINS = 10  # equal-width bins of the calibrated confidence, [0, 0.1) ... [0.9, 1.0]
-KEYS = ["run_id", "model_id", "label", "exit_layer", "length_bucket", "confidence_bin"]
+_ROW_KEYS = ["run_id", "model_id", "label", "exit_layer", "length_bucket", "confidence_bin"]
+# folder: a run is its run id in one folder. Two folders whose files carry the same run id (a run copied, or
+# the same --run-id given under two outputs) are two runs, each with its own manifest and wall time.
+KEYS = _ROW_KEYS + ["folder"]
 # layer_documents: exit_layer per document, so that its sum over any group / documents is the mean exit layer
 # truncated: documents cut at the model's max_length (files written before that column existed count 0)
 SUMS = ["documents", "tokens", "flops", "full_flops", "confidence", "layer_documents", "truncated"]
@@ -70,6 +73,7 @@ def cost_cube(fs: fsspec.AbstractFileSystem, files: list[str]) -> pa.Table:
     batch by record batch, so memory holds one row group's columns and the cube, whatever the row count."""
     partials: list[pa.Table] = []
     for path in files:
+        folder = path.rsplit("/", 1)[0]
         with fs.open(path, "rb") as f:
             parquet = pq.ParquetFile(f)
             missing = set(_COLUMNS) - set(parquet.schema_arrow.names)
@@ -78,12 +82,12 @@ def cost_cube(fs: fsspec.AbstractFileSystem, files: list[str]) -> pa.Table:
             optional = [c for c in _OPTIONAL_COLUMNS if c in parquet.schema_arrow.names]
             for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=_COLUMNS + optional):
                 if batch.num_rows:
-                    partials.append(_reduce(_keyed(batch)))
+                    partials.append(_in_folder(_reduce(_keyed(batch), _ROW_KEYS), folder))
                 if len(partials) >= _COMPACT_EVERY:
                     partials = [_reduce(pa.concat_tables(partials))]
     if not partials:  # only empty files
         empty = pa.RecordBatch.from_pylist([], schema=pa.schema([PREDICTION_SCHEMA.field(c) for c in _COLUMNS]))
-        return _reduce(_keyed(empty))
+        return _in_folder(_reduce(_keyed(empty), _ROW_KEYS), "")
     return _reduce(pa.concat_tables(partials))
 
 
@@ -106,6 +110,11 @@ def _keyed(batch: pa.RecordBatch) -> pa.Table:
     })
 
 
+def _in_folder(cube: pa.Table, folder: str) -> pa.Table:
+    """A cube reduced by _ROW_KEYS -> the same with the folder, in KEYS order (cubes are concatenated)."""
+    return cube.add_column(len(_ROW_KEYS), "folder", pa.array([folder] * cube.num_rows, pa.string()))
+
+
 def _reduce(table: pa.Table, by: list[str] = KEYS) -> pa.Table:
     """Group by ``by``, sum SUMS, keep the SUMS' names (so a reduced table can be reduced again)."""
     out = table.group_by(by).aggregate([(name, "sum") for name in SUMS])
@@ -118,14 +127,16 @@ def _totals(cube: pa.Table, by: list[str]) -> list[dict]:
     return sorted(rows, key=lambda r: tuple((r[k] is None, r[k]) for k in by))
 
 
-def read_manifests(fs: fsspec.AbstractFileSystem, files: list[str]) -> dict[str, dict]:
-    """run id -> the manifest.json found beside any of ``files`` (the Beam job's layout), checked."""
+def read_manifests(fs: fsspec.AbstractFileSystem, files: list[str]) -> dict[tuple[str, str], dict]:
+    """(run id, folder) -> the manifest.json found in the folder of any of ``files`` (the Beam job's layout),
+    checked."""
     manifests = {}
     for folder in sorted({f.rsplit("/", 1)[0] for f in files}):
         path = f"{folder}/{MANIFEST_FILE}"
         if fs.isfile(path):
             with fs.open(path, "r") as f:
-                manifests.update([_checked_manifest(f.read(), fs.unstrip_protocol(path))])
+                run_id, manifest = _checked_manifest(f.read(), fs.unstrip_protocol(path))
+            manifests[run_id, folder] = manifest
     return manifests
 
 
@@ -168,10 +179,11 @@ def summarize(config: ReportConfig) -> dict[str, Any]:
     price = config.price_per_hour
 
     runs = []
-    for row in _totals(cube, ["run_id"]):
-        manifest = manifests.get(row["run_id"])
-        run = _figures(row) | {"run_id": row["run_id"], "manifest": manifest and manifest["_path"],
-                                "started": None, "finished": None, "wall_seconds": None, "dead_letters": None}
+    for row in _totals(cube, ["run_id", "folder"]):
+        manifest = manifests.get((row["run_id"], row["folder"]))
+        run = _figures(row) | {"run_id": row["run_id"], "folder": fs.unstrip_protocol(row["folder"]),
+                               "manifest": manifest and manifest["_path"],
+                               "started": None, "finished": None, "wall_seconds": None, "dead_letters": None}
         if manifest:
             run |= {"started": manifest["started"], "finished": manifest["finished"],
                     "wall_seconds": manifest["_wall_seconds"], "dead_letters": manifest["_dead_letters"],
@@ -180,7 +192,7 @@ def summarize(config: ReportConfig) -> dict[str, Any]:
         runs.append(run)
     # Oldest first by start time; runs without a manifest (no start time) after them, by run id.
     runs.sort(key=lambda r: (r["started"] is None, r["started"] and datetime.fromisoformat(r["started"]).timestamp(),
-                             r["run_id"]))
+                             r["run_id"], r["folder"]))
 
     timed = [r for r in runs if r["wall_seconds"] is not None]
     if all(r["dead_letters"] is not None for r in runs):  # every run's dead letters are in its manifest

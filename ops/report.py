@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -79,6 +80,10 @@ def headline_rows(summary: dict) -> list[tuple[str, str, str]]:
 
 
 # -- plots ------------------------------------------------------------------------------------------------
+
+
+PLOT_FILES = ("exit_histogram.png", "cost_by_label.png", "confidence_by_exit.png", "flops_by_length.png",
+              "trend.png")  # every plot a report may write, and the only files of ``out`` it removes
 
 
 def plot_files(summary: dict) -> dict[str, bytes]:
@@ -182,7 +187,9 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     by_length = [[f"{r['tokens_from']}-{r['tokens_below'] - 1}" if r["tokens_below"] else f"{r['tokens_from']}+",
                   _number(r["documents"]), flops_text(r["flops"]), _percent(r["flops_saved_fraction"]),
                   _number(r["mean_exit_layer"], 2)] for r in summary["by_length"]]
-    runs = [[r["run_id"], (r["started"] or "unknown")[:19].replace("T", " "), _number(r["documents"]), _number(r["dead_letters"]),
+    ids = Counter(r["run_id"] for r in summary["runs"])  # a run id in two folders: name the folder too
+    runs = [[r["run_id"] if ids[r["run_id"]] == 1 else f"{r['run_id']} ({r['folder']})",
+             (r["started"] or "unknown")[:19].replace("T", " "), _number(r["documents"]), _number(r["dead_letters"]),
              _percent(r["flops_saved_fraction"]), _number(r["mean_exit_layer"], 2), _number(r["wall_seconds"], 1),
              money_text(r["cost"]), money_text(r["cost_per_1000_documents"])] for r in summary["runs"]]
     return [
@@ -252,9 +259,10 @@ def write_report(summary: dict, out: str | Path) -> dict[str, Path]:
     """Writes summary.json, report.md with its PNGs, and report.html into ``out``; returns their paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.png"):  # a plot of an earlier report (the trend) must not outlive it
-        old.unlink()
+    for name in PLOT_FILES:  # a plot of an earlier report (the trend) must not outlive it; nothing else goes
+        (out / name).unlink(missing_ok=True)
     plots = plot_files(summary)
+    assert set(plots) <= set(PLOT_FILES)
     for name, png in plots.items():
         (out / name).write_bytes(png)
     paths = {"summary": out / SUMMARY_FILE, "markdown": out / MARKDOWN_FILE, "html": out / HTML_FILE}

@@ -45,6 +45,7 @@ def test_summary_matches_hand_computation(tmp_path):
     assert (s["files"], s["documents"], s["tokens"], s["flops"], s["full_flops"]) == (2, 4, 700, 1300, 2000)
     assert s["flops_saved_fraction"] == pytest.approx(0.35)
     assert s["mean_exit_layer"] == pytest.approx(2.0)  # (1 + 2 + 4 + 1) / 4
+    assert s["mean_confidence"] == pytest.approx((0.95 + 0.85 + 0.55 + 0.99) / 4)
     assert s["dead_letters"] == 3  # run B has no manifest, so every dead-letter file beside the inputs counts
     assert s["truncated"] == 1 and [r["truncated"] for r in sorted(s["runs"], key=lambda r: r["run_id"])] == [0, 1]
     # Money only from run A, the run with a wall time: 0.5 h x 2 devices x 3.0 per device-hour.
@@ -57,8 +58,8 @@ def test_summary_matches_hand_computation(tmp_path):
     assert [(r["exit_layer"], r["documents"], r["flops"]) for r in s["by_exit_layer"]] == [(1, 2, 150), (2, 1, 250), (4, 1, 900)]
     assert [(r["label"], r["documents"], r["flops"], r["mean_exit_layer"]) for r in s["by_label"]] == [
         ("x", 2, 350, 1.5), ("y", 2, 950, 2.5)]
-    assert [(r["tokens_from"], r["tokens_below"], r["documents"]) for r in s["by_length"]] == [
-        (0, 16, 1), (16, 32, 1), (64, 128, 1), (512, None, 1)]
+    assert [(r["tokens_from"], r["tokens_below"], r["documents"], r["flops"]) for r in s["by_length"]] == [
+        (0, 16, 1, 100), (16, 32, 1, 250), (64, 128, 1, 900), (512, None, 1, 50)]
     confidence = {r["exit_layer"]: r["documents_per_bin"] for r in s["confidence_by_exit"]}
     assert confidence[1] == [0] * 9 + [2] and confidence[2][8] == 1 and confidence[4][5] == 1
 
@@ -92,3 +93,21 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         summarize(ReportConfig(str(tmp_path / "*.parquet")))
     with pytest.raises(ValueError, match="devices"):
         ReportConfig("x", devices=0)
+
+
+def test_one_run_id_in_two_folders_is_two_runs(tmp_path):
+    """A run copied elsewhere, or one --run-id given under two outputs: two runs, each with its own documents,
+    manifest and wall time, not one run with both's documents and one's time."""
+    import shutil
+
+    from ops.report import render_markdown
+
+    write_runs(tmp_path / "first")
+    shutil.copytree(tmp_path / "first" / "labels" / "run-a", tmp_path / "second" / "labels" / "run-a")
+    s = summarize(ReportConfig(str(tmp_path / "*" / "labels" / "run-a" / "*.parquet"), price_per_hour=3.0, devices=2))
+    assert [(r["run_id"], r["documents"], r["wall_seconds"]) for r in s["runs"]] == [("run-a", 3, 1800)] * 2
+    assert {r["manifest"] for r in s["runs"]} == {f"file://{tmp_path}/{copy}/labels/run-a/manifest.json"
+                                                  for copy in ("first", "second")}
+    assert s["documents"] == 6 and s["wall_seconds"] == 3600 and s["cost"] == pytest.approx(6.0)
+    assert s["documents_per_second"] == pytest.approx(6 / 3600)
+    assert f"run-a (file://{tmp_path}/second/labels/run-a)" in render_markdown(s, [])

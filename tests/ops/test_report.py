@@ -49,6 +49,22 @@ def test_html_embeds_every_plot_and_holds_the_summary_numbers(report):
     assert rows == [("x", "2", "350 FLOP", "61.1%", "1.50"), ("y", "2", "950 FLOP", "13.6%", "2.50")]
 
 
+def test_a_rewritten_report_removes_its_old_plots_and_nothing_else(report, tmp_path):
+    """The trend of a two-run report must not outlive it when the next report has one run; a PNG of the
+    user's in the same folder is not the report's to remove."""
+    import pyarrow.parquet as pq
+    from tests.ops.test_accounting import _table
+
+    paths, _ = report
+    out = paths["html"].parent
+    (out / "holiday.png").write_bytes(b"\x89PNG mine")
+    assert (out / "trend.png").exists()
+    pq.write_table(_table([("z", "x", 1, 5, 10, 20, 0.9)], "r"), tmp_path / "one.parquet")
+    write_report(summarize(ReportConfig(str(tmp_path / "one.parquet"))), out)
+    assert not (out / "trend.png").exists() and (out / "exit_histogram.png").exists()
+    assert (out / "holiday.png").read_bytes() == b"\x89PNG mine"
+
+
 def test_user_text_is_escaped_and_not_parsed(tmp_path):
     """A label is user text: HTML markup is escaped, "$...$" is not a matplotlib formula, "|" keeps the
     Markdown table whole."""

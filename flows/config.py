@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import glob
 import tomllib
+import types
+import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -122,8 +124,8 @@ def load_config(path: str | Path, workdir: str | Path | None = None) -> RunConfi
     for required in ("output", "data", "train", "label"):
         if required not in raw:
             raise ValueError(f"{path}: {'key' if required == 'output' else 'section'} {required!r} is missing")
-    if not isinstance(raw["output"], str):
-        raise ValueError(f"{path}: 'output' must be a string path, got {raw['output']!r}")
+    if not isinstance(raw["output"], str) or "://" in raw["output"]:
+        raise ValueError(f"{path}: 'output' must be a local folder path, got {raw['output']!r}")
     calibrate = raw.get("calibrate", {})
     if isinstance(calibrate, dict) and not {"target_drop", "flops_budget", "threshold"} & set(calibrate):
         raw["calibrate"] = {**calibrate, "target_drop": 0.01}  # the default target: one accuracy point
@@ -171,10 +173,31 @@ def _section(path: Path, name: str, values: Any):
         if not isinstance(values[key], list):
             raise ValueError(f"{path}: [{name}] {key} must be an array like [...], got {values[key]!r}")
         values[key] = tuple(values[key])
+    hints, declared = typing.get_type_hints(cls), {f.name: f.type for f in fields(cls)}
+    for key, value in values.items():  # TOML is typed: "0.05" or "false" is a string, not a number or a bool
+        if not _fits(value, hints[key]):
+            raise ValueError(f"{path}: [{name}] {key} must be {declared[key]}, got {value!r}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: [{name}]: {e}") from None
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a TOML value has the type of a config field (str, int, float, bool, unions of them, tuple[X, ...]);
+    other types are left to the config's own checks. An int is a float; a bool is neither."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return isinstance(value, (tuple, list)) and all(_fits(v, args[0]) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (str, bool, type(None)):
+        return isinstance(value, hint)
+    return True
 
 
 def _local(workdir: Path, value: str) -> Path:

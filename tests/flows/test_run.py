@@ -161,6 +161,35 @@ def test_step_settings_are_checked_when_the_config_is_read(tmp_path, extra, mess
         load_config(path)
 
 
+@pytest.mark.parametrize("section, line, message", [
+    ("calibrate", 'target_drop = "0.05"', r"\[calibrate\] target_drop must be float \| None, got '0.05'"),
+    ("train", 'dynamics = "false"', r"\[train\] dynamics must be bool, got 'false'"),
+    ("train", "epochs = 2.5", r"\[train\] epochs must be int, got 2.5"),
+    ("train", 'exits = ["2", "4"]', r"\[train\] exits must be tuple\[int, \.\.\.\] \| None, got \('2', '4'\)"),
+    ("data", "text_field = 5", r"\[data\] text_field must be str, got 5"),
+    ("label", 'reshuffle = "no"', r"\[label\] reshuffle must be bool \| None, got 'no'"),
+    ("report", "devices = true", r"\[report\] devices must be int, got True"),
+])
+def test_a_value_of_the_wrong_type_names_its_section_and_key(tmp_path, section, line, message):
+    """TOML is typed: "false" is a string, and would have switched dynamics on; 2.5 epochs is not an int."""
+    sections = {"data": 'train = "t"\ndev = "d"', "train": 'model = "m"', "label": 'input = "x"', "report": "",
+                "calibrate": ""}
+    sections[section] = f"{sections[section]}\n{line}"
+    path = tmp_path / "c.toml"
+    path.write_text('output = "o"\n' + "".join(f"[{name}]\n{body}\n" for name, body in sections.items()))
+    with pytest.raises(ValueError, match=message):
+        load_config(path)
+    path.write_text(path.read_text().replace(line + "\n", ""))
+    assert load_config(path).output  # the same file without that line loads
+
+
+def test_the_workspace_must_be_local(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('output = "gs://bucket/run"\n[data]\ntrain = "t"\ndev = "d"\n[train]\nmodel = "m"\n[label]\ninput = "x"\n')
+    with pytest.raises(ValueError, match="'output' must be a local folder path, got 'gs://bucket/run'"):
+        load_config(path)
+
+
 def test_the_label_section_carries_every_job_setting_with_the_same_default():
     """[label] repeats the Beam job's settings (LabelJobConfig) so that TOML keys and CLI flags stay one to one;
     a setting added to the job, or a default changed on one side only, fails here."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ CALIBRATION_FILE = "calibration.json"
 CURVE_FILE = "curve.csv"
 CURVE_PLOT = "curve.png"
 RELIABILITY_PLOT = "reliability.png"
+MIN_PART = 10  # examples in each of the fitting and the judging parts
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class CalibrationConfig:
         given = [name for name in ("target_drop", "flops_budget", "threshold") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of target_drop, flops_budget, threshold (got {given or 'none'})")
+        if self.target_drop is not None and not math.isfinite(self.target_drop):
+            raise ValueError(f"CalibrationConfig.target_drop must be a number, got {self.target_drop}")
         if self.flops_budget is not None and not self.flops_budget > 0:
             raise ValueError(f"CalibrationConfig.flops_budget must be > 0, got {self.flops_budget}")
         if self.threshold is not None and not self.threshold >= 0:
@@ -91,8 +95,8 @@ def calibrate(model: EarlyExitClassifier, data: Examples, config: CalibrationCon
     """Fits temperatures, picks the threshold, sets both on ``model``; with ``out`` (the model directory)
     also saves rightsize.json, calibration.json, curve.csv and the two PNG plots there."""
     labels = np.array(data.label_ids(model.config.labels))
-    if len(labels) < 20:
-        raise ValueError(f"{data.source}: {len(labels)} examples are too few to calibrate on (need >= 20)")
+    if len(labels) < 2 * MIN_PART:
+        raise ValueError(f"{data.source}: {len(labels)} examples are too few to calibrate on (need >= {2 * MIN_PART})")
     logits, num_tokens = model.exit_logits(data.texts, data.pairs)  # (exits, n, labels): one pass over the data
     passed, alone, full = exit_costs(model, num_tokens)
     layers = model.config.exit_layers
@@ -100,6 +104,9 @@ def calibrate(model: EarlyExitClassifier, data: Examples, config: CalibrationCon
     order = np.random.default_rng(config.seed).permutation(len(labels))
     cut = int(round(config.fit_fraction * len(labels)))
     fit, held = np.sort(order[:cut]), np.sort(order[cut:])
+    if min(len(fit), len(held)) < MIN_PART:  # temperatures fitted on nothing, or a choice judged on nothing
+        raise ValueError(f"{data.source}: fit_fraction {config.fit_fraction} splits {len(labels)} examples into "
+                         f"{len(fit)} to fit on and {len(held)} to judge on; each part needs >= {MIN_PART}")
 
     temperatures = cal.fit_temperatures(logits[:, fit], labels[fit])
     confidence, predicted = cal.calibrated_confidence(logits, temperatures)

@@ -92,3 +92,18 @@ def test_cli_calibrate_reports_unreachable_target(tokenizer, tmp_path, capsys):
 def test_config_needs_one_target():
     with pytest.raises(ValueError, match="exactly one"):
         CalibrationConfig(target_drop=0.01, threshold=0.9)
+
+
+@pytest.mark.parametrize("n, fit_fraction, message", [
+    (19, 0.5, "19 examples are too few to calibrate on"),
+    (20, 0.99, "splits 20 examples into 20 to fit on and 0 to judge on"),  # held-out figures were NaN, "met"
+    (40, 0.01, "splits 40 examples into 0 to fit on and 40 to judge on"),  # temperatures fitted on nothing
+])
+def test_each_part_of_the_calibration_data_has_enough_examples(tokenizer, n, fit_fraction, message):
+    with pytest.raises(ValueError, match=message):
+        calibrate(tiny_classifier(tokenizer), _examples(n), CalibrationConfig(target_drop=0.01, fit_fraction=fit_fraction))
+
+
+def test_a_target_drop_must_be_a_number():
+    with pytest.raises(ValueError, match="target_drop must be a number"):
+        CalibrationConfig(target_drop=float("nan"))

@@ -7,6 +7,7 @@ all that can be known offline; such inputs are reported so callers can say so.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from importlib.metadata import PackageNotFoundError, version
@@ -16,11 +17,27 @@ from typing import Any
 _CHUNK = 1 << 20  # bytes read at a time
 
 
+PACKAGES = ("flows", "models", "ops", "pipelines")  # rightsize's code, beside this package wherever installed
+
+
+@functools.cache
 def project_version() -> str:
+    """The installed version and a hash of the code's Python files: a cached model must not outlive the code
+    that made it, and the version number stays the same between releases (and in a checkout)."""
     try:
-        return version("rightsize")
+        number = version("rightsize")
     except PackageNotFoundError:  # running from a source tree that was never installed
-        return "source"
+        number = "source"
+    return f"{number}+code.{code_digest(Path(__file__).resolve().parents[1])[:12]}"
+
+
+def code_digest(root: Path) -> str:
+    """sha256 hex of the names and bytes of the Python files of PACKAGES under ``root``."""
+    digest = hashlib.sha256()
+    for file in sorted(f for package in PACKAGES for f in (root / package).rglob("*.py")):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        _update_file(digest, file)
+    return digest.hexdigest()
 
 
 def fingerprint_path(path: str | Path) -> str:

@@ -5,7 +5,7 @@ from prefect.states import Failed
 
 from flows.caching import transient_only
 from ops.predictions import NothingLabelledError
-from ops.fingerprint import fingerprint, fingerprint_path
+from ops.fingerprint import PACKAGES, code_digest, fingerprint, fingerprint_path, project_version
 
 
 def test_fingerprints_follow_content_not_paths(tmp_path):
@@ -44,3 +44,16 @@ def test_nothing_labelled_survives_pickling():
     error = NothingLabelledError.of("all 3 inputs are dead letters", ["inference failed: RuntimeError: x"], "kept")
     again = pickle.loads(pickle.dumps(error))
     assert type(again) is NothingLabelledError and str(again) == str(error)
+
+
+def test_the_version_in_cache_keys_follows_the_code(tmp_path):
+    """A cached model must not outlive the code that trained it: one changed byte of code changes the key."""
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    for package in PACKAGES:
+        shutil.copytree(repo / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    assert code_digest(tmp_path) == code_digest(repo) and project_version().endswith(code_digest(repo)[:12])
+    (tmp_path / "models" / "training.py").write_text((repo / "models" / "training.py").read_text() + "# \n")
+    assert code_digest(tmp_path) != code_digest(repo)

@@ -43,6 +43,11 @@ KEYS = _ROW_KEYS + ["folder"]
 SUMS = ["documents", "tokens", "flops", "full_flops", "confidence", "layer_documents", "truncated"]
 _COLUMNS = ["run_id", "model_id", "label", "exit_layer", "num_tokens", "flops", "full_flops", "confidence"]
 _OPTIONAL_COLUMNS = ["truncated"]
+_COUNTED = ["exit_layer", "num_tokens", "flops", "full_flops"]  # summed: a null there is not our file
+# What each column must hold (a file of another tool may have the names with other types)
+_KINDS = {"run_id": pa.types.is_string, "model_id": pa.types.is_string, "label": pa.types.is_string,
+          "confidence": pa.types.is_floating, "truncated": pa.types.is_boolean,
+          **{c: pa.types.is_integer for c in _COUNTED}}
 _BATCH_ROWS = 1 << 18  # rows per record batch read; bounds memory with the cube, not the file size
 _COMPACT_EVERY = 32  # partial cubes kept before they are summed into one
 
@@ -75,13 +80,24 @@ def cost_cube(fs: fsspec.AbstractFileSystem, files: list[str]) -> pa.Table:
     for path in files:
         folder = path.rsplit("/", 1)[0]
         with fs.open(path, "rb") as f:
-            parquet = pq.ParquetFile(f)
-            missing = set(_COLUMNS) - set(parquet.schema_arrow.names)
+            try:
+                parquet = pq.ParquetFile(f)
+            except (pa.ArrowException, OSError) as e:  # empty, truncated, not Parquet
+                raise ValueError(f"{path}: not a readable Parquet file ({e})") from None
+            schema = parquet.schema_arrow
+            missing = set(_COLUMNS) - set(schema.names)
             if missing:
                 raise ValueError(f"{path}: not rightsize predictions, missing columns {sorted(missing)}")
-            optional = [c for c in _OPTIONAL_COLUMNS if c in parquet.schema_arrow.names]
+            optional = [c for c in _OPTIONAL_COLUMNS if c in schema.names]
+            wrong = [f"{c} is {schema.field(c).type}" for c in _COLUMNS + optional
+                     if not _KINDS[c](schema.field(c).type)]
+            if wrong:
+                raise ValueError(f"{path}: not rightsize predictions: {'; '.join(wrong)}")
             for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=_COLUMNS + optional):
                 if batch.num_rows:
+                    nulls = [c for c in _COUNTED if batch.column(c).null_count]
+                    if nulls:
+                        raise ValueError(f"{path}: not rightsize predictions: null values in {nulls}")
                     partials.append(_in_folder(_reduce(_keyed(batch), _ROW_KEYS), folder))
                 if len(partials) >= _COMPACT_EVERY:
                     partials = [_reduce(pa.concat_tables(partials))]

@@ -160,8 +160,10 @@ def _trend(summary: dict) -> bytes:
     runs = summary["runs"]
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
     x = np.arange(len(runs))
-    ax.plot(x, [r["flops_saved_fraction"] for r in runs], "o-", color="tab:blue", label="FLOPs saved")
-    ax.set_ylim(0, 1)
+    saved = [np.nan if r["flops_saved_fraction"] is None else r["flops_saved_fraction"] for r in runs]
+    ax.plot(x, saved, "o-", color="tab:blue", label="FLOPs saved")
+    ax.set_ylim(min(0.0, np.nanmin(saved) - 0.05), 1)  # below 0: a run that spent more than the full model
+    ax.axhline(0, color="grey", linewidth=0.5)
     ax.set_ylabel("FLOPs saved (fraction)")
     ax.set_xticks(x, [r["run_id"][-14:] for r in runs], rotation=30, ha="right", fontsize=7)
     money = [r["cost_per_1000_documents"] for r in runs]
@@ -169,6 +171,7 @@ def _trend(summary: dict) -> bytes:
         right = ax.twinx()
         right.plot(x, [np.nan if m is None else m for m in money], "s--", color="tab:red", label="cost / 1,000 docs")
         right.set_ylabel("cost per 1,000 documents")
+        right.set_ylim(bottom=0)  # from zero: a 4% change is not drawn full height
         right.legend(loc="lower right")
     ax.legend(loc="lower left")
     ax.set_title("trend over runs")

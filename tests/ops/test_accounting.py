@@ -95,6 +95,24 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         ReportConfig("x", devices=0)
 
 
+@pytest.mark.parametrize("spoil, message", [
+    (lambda t: t.set_column(t.schema.get_field_index("exit_layer"), "exit_layer",
+                            t["exit_layer"].cast(pa.float64())), "not rightsize predictions: exit_layer is double"),
+    (lambda t: t.set_column(t.schema.get_field_index("flops"), "flops", pa.array([None, 1, 2], pa.int64())),
+     r"not rightsize predictions: null values in \['flops'\]"),
+    (None, "not a readable Parquet file"),
+])
+def test_a_file_that_is_not_ours_is_named_in_the_error(tmp_path, spoil, message):
+    pq.write_table(_table(RUN_A, "run-a"), tmp_path / "a.parquet")
+    bad = tmp_path / "b.parquet"
+    if spoil is None:
+        bad.write_bytes(b"")  # an empty file
+    else:
+        pq.write_table(spoil(_table(RUN_A, "run-b")), bad)
+    with pytest.raises(ValueError, match=f"{bad}: {message}"):
+        summarize(ReportConfig(str(tmp_path / "*.parquet")))
+
+
 def test_one_run_id_in_two_folders_is_two_runs(tmp_path):
     """A run copied elsewhere, or one --run-id given under two outputs: two runs, each with its own documents,
     manifest and wall time, not one run with both's documents and one's time."""

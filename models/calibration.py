@@ -29,6 +29,7 @@ CURVE_FILE = "curve.csv"
 CURVE_PLOT = "curve.png"
 RELIABILITY_PLOT = "reliability.png"
 MIN_PART = 10  # examples in each of the fitting and the judging parts
+CURVE_POINTS = 2000  # thresholds in curve.csv and curve.png (the choice is made on every one)
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def calibrate(model: EarlyExitClassifier, data: Examples, config: CalibrationCon
 
 def _write_outputs(model, report, out: Path, held_logits, held, held_alone) -> None:
     confidence, predicted, labels, passed, full, layers = held
-    curve = cal.speed_accuracy_curve(*held)
+    curve = cal.speed_accuracy_curve(*held, max_points=CURVE_POINTS)
     singles = cal.single_exit_points(predicted, labels, held_alone, full, layers)
     oracle = cal.oracle_point(predicted, labels, passed, full, layers)
     chosen = cal.curve_point(*held, report.threshold)

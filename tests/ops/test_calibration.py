@@ -143,3 +143,19 @@ def test_midpoint_of_adjacent_floats_splits_like_the_upper_value():
     b = np.nextafter(a, 1.0)  # no float lies between a and b
     (t,) = cal.midpoint_thresholds(np.array([[b, a]]))
     assert t == b and cal.exit_choice(np.array([[a, b], [1.0, 1.0]]), t).tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_whole_curve_at_once_equals_each_point_alone(seed):
+    """curve_points (one sweep) against curve_point (one threshold at a time), exactly, at every midpoint,
+    at observed confidences (ties included) and beyond either end."""
+    rng = np.random.default_rng(seed)
+    exits, n = 4, 300
+    confidence = rng.choice(np.linspace(0.3, 1.0, 40), size=(exits, n))  # many ties between documents
+    predicted, labels = rng.integers(0, 3, (exits, n)), rng.integers(0, 3, n)
+    full = rng.integers(10**9, 4 * 10**9, n)
+    flops = np.cumsum(rng.integers(10**8, 10**9, (exits, n)), axis=0)
+    args = (confidence, predicted, labels, flops, full, (3, 6, 9, 12))
+    thresholds = np.sort(np.concatenate([[-1.0, 0.0, cal.ABOVE_ONE], cal.midpoint_thresholds(confidence),
+                                         np.unique(confidence)]))
+    assert cal.curve_points(*args, thresholds) == [cal.curve_point(*args, t) for t in thresholds]

@@ -17,8 +17,8 @@ from ops.predictions import NothingLabelledError
 EXAMPLES = {
     "train": """examples:
   rightsize train --model minilm --train ag_news/train.jsonl --dev ag_news/dev.jsonl --out models/ag
-  rightsize train --model path/to/bert --train snli_train.jsonl --dev snli_dev.jsonl \\
-      --text-field premise --pair-field hypothesis --exits 2,4,6 --epochs 2 --out models/snli
+  rightsize train --model path/to/bert-base --train snli_train.jsonl --dev snli_dev.jsonl \\
+      --text-field premise --pair-field hypothesis --exits 3,6,9,12 --epochs 2 --out models/snli
   rightsize train --model minilm --mode sweet --train ag_news/train.jsonl --dev ag_news/dev.jsonl --out models/ag-sweet
   rightsize train --model minilm --mode multi --exits 2,4,6 --train ag_news/train.jsonl --dev ag_news/dev.jsonl \\
       --out models/ag-multi

@@ -167,6 +167,18 @@ def test_help_has_examples(command, capsys):
     assert exit.value.code == 0
     out = capsys.readouterr().out
     assert "examples:" in out and f"  rightsize {command} --" in out.split("examples:")[1]
+    # every example parses: its flags exist and take what it gives them (the way main() checks them)
+    import shlex
+
+    from flows.cli import build_parser
+    from pipelines.label_config import unknown_beam_flags
+
+    text = out.split("examples:")[1].replace("\\\n", " ")
+    examples = [line.split("#")[0].strip() for line in text.splitlines() if line.strip().startswith("rightsize ")]
+    assert examples
+    for example in examples:
+        args, extra = build_parser().parse_known_args(shlex.split(example)[1:])  # may show a follow-up command
+        assert not (unknown_beam_flags(extra) if args.command == "label" else extra), example
 
 
 def test_report_command_writes_the_report(tmp_path, capsys):

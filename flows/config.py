@@ -8,6 +8,7 @@ paths are; ``rightsize serve`` records its working directory so that scheduled r
 from __future__ import annotations
 
 import glob
+import math
 import tomllib
 import types
 import typing
@@ -185,14 +186,14 @@ def _section(path: Path, name: str, values: Any):
 
 def _fits(value: Any, hint: Any) -> bool:
     """Whether a TOML value has the type of a config field (str, int, float, bool, unions of them, tuple[X, ...]);
-    other types are left to the config's own checks. An int is a float; a bool is neither."""
+    other types are left to the config's own checks. An int is a float, a float is finite; a bool is neither."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return any(_fits(value, arg) for arg in args)
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
         return isinstance(value, (tuple, list)) and all(_fits(v, args[0]) for v in value)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is float:  # TOML has nan and inf; no setting takes them
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint in (str, bool, type(None)):

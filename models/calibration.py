@@ -29,7 +29,7 @@ CURVE_FILE = "curve.csv"
 CURVE_PLOT = "curve.png"
 RELIABILITY_PLOT = "reliability.png"
 MIN_PART = 10  # examples in each of the fitting and the judging parts
-CURVE_POINTS = 2000  # thresholds in curve.csv and curve.png (the choice is made on every one)
+CURVE_POINTS = 2000  # midpoint thresholds in curve.csv and curve.png, besides 0 and above 1 (the choice: all)
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,8 @@ class CalibrationConfig:
             raise ValueError(f"CalibrationConfig.target_drop must be a number, got {self.target_drop}")
         if self.flops_budget is not None and not self.flops_budget > 0:
             raise ValueError(f"CalibrationConfig.flops_budget must be > 0, got {self.flops_budget}")
-        if self.threshold is not None and not self.threshold >= 0:
-            raise ValueError(f"CalibrationConfig.threshold must be >= 0, got {self.threshold}")
+        if self.threshold is not None and not (self.threshold >= 0 and math.isfinite(self.threshold)):
+            raise ValueError(f"CalibrationConfig.threshold must be a number >= 0, got {self.threshold}")
         if not 0 < self.fit_fraction < 1:
             raise ValueError(f"CalibrationConfig.fit_fraction must be in (0, 1), got {self.fit_fraction}")
 
@@ -98,16 +98,15 @@ def calibrate(model: EarlyExitClassifier, data: Examples, config: CalibrationCon
     labels = np.array(data.label_ids(model.config.labels))
     if len(labels) < 2 * MIN_PART:
         raise ValueError(f"{data.source}: {len(labels)} examples are too few to calibrate on (need >= {2 * MIN_PART})")
-    logits, num_tokens = model.exit_logits(data.texts, data.pairs)  # (exits, n, labels): one pass over the data
-    passed, alone, full = exit_costs(model, num_tokens)
-    layers = model.config.exit_layers
-
     order = np.random.default_rng(config.seed).permutation(len(labels))
     cut = int(round(config.fit_fraction * len(labels)))
     fit, held = np.sort(order[:cut]), np.sort(order[cut:])
     if min(len(fit), len(held)) < MIN_PART:  # temperatures fitted on nothing, or a choice judged on nothing
         raise ValueError(f"{data.source}: fit_fraction {config.fit_fraction} splits {len(labels)} examples into "
                          f"{len(fit)} to fit on and {len(held)} to judge on; each part needs >= {MIN_PART}")
+    logits, num_tokens = model.exit_logits(data.texts, data.pairs)  # (exits, n, labels): one pass over the data
+    passed, alone, full = exit_costs(model, num_tokens)
+    layers = model.config.exit_layers
 
     temperatures = cal.fit_temperatures(logits[:, fit], labels[fit])
     confidence, predicted = cal.calibrated_confidence(logits, temperatures)

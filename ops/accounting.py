@@ -43,11 +43,10 @@ KEYS = _ROW_KEYS + ["folder"]
 SUMS = ["documents", "tokens", "flops", "full_flops", "confidence", "layer_documents", "truncated"]
 _COLUMNS = ["run_id", "model_id", "label", "exit_layer", "num_tokens", "flops", "full_flops", "confidence"]
 _OPTIONAL_COLUMNS = ["truncated"]
-_COUNTED = ["exit_layer", "num_tokens", "flops", "full_flops"]  # summed: a null there is not our file
-# What each column must hold (a file of another tool may have the names with other types)
+# What each column must hold (a file of another tool may have the names with other types, or nulls)
 _KINDS = {"run_id": pa.types.is_string, "model_id": pa.types.is_string, "label": pa.types.is_string,
           "confidence": pa.types.is_floating, "truncated": pa.types.is_boolean,
-          **{c: pa.types.is_integer for c in _COUNTED}}
+          **{c: pa.types.is_integer for c in ("exit_layer", "num_tokens", "flops", "full_flops")}}
 _BATCH_ROWS = 1 << 18  # rows per record batch read; bounds memory with the cube, not the file size
 _COMPACT_EVERY = 32  # partial cubes kept before they are summed into one
 
@@ -95,7 +94,7 @@ def cost_cube(fs: fsspec.AbstractFileSystem, files: list[str]) -> pa.Table:
                 raise ValueError(f"{path}: not rightsize predictions: {'; '.join(wrong)}")
             for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=_COLUMNS + optional):
                 if batch.num_rows:
-                    nulls = [c for c in _COUNTED if batch.column(c).null_count]
+                    nulls = [c for c in _COLUMNS if batch.column(c).null_count]
                     if nulls:
                         raise ValueError(f"{path}: not rightsize predictions: null values in {nulls}")
                     partials.append(_in_folder(_reduce(_keyed(batch), _ROW_KEYS), folder))
@@ -110,7 +109,7 @@ def cost_cube(fs: fsspec.AbstractFileSystem, files: list[str]) -> pa.Table:
 def _keyed(batch: pa.RecordBatch) -> pa.Table:
     """A record batch -> KEYS + SUMS columns (length bucket and confidence bin computed, not looped)."""
     tokens = batch.column("num_tokens").to_numpy(zero_copy_only=False)
-    confidence = pc.fill_null(batch.column("confidence"), 0.0).cast(pa.float64())
+    confidence = batch.column("confidence").cast(pa.float64())
     bins = np.minimum(np.floor(confidence.to_numpy(zero_copy_only=False) * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)
     return pa.table({
         "run_id": batch.column("run_id"), "model_id": batch.column("model_id"), "label": batch.column("label"),

@@ -130,14 +130,7 @@ class CurvePoint:
 
 def curve_point(confidence, predicted, labels, flops, full_flops, exit_layers, threshold: float) -> CurvePoint:
     """Accuracy and cost of early exit at one threshold."""
-    taken = exit_choice(confidence, threshold)
-    columns = np.arange(confidence.shape[1])
-    return CurvePoint(
-        threshold=float(threshold),
-        accuracy=float((predicted[taken, columns] == labels).mean()),
-        mean_exit_layer=float(np.asarray(exit_layers)[taken].mean()),
-        flops_fraction=float(flops[taken, columns].sum() / np.sum(full_flops)),
-    )
+    return curve_points(confidence, predicted, labels, flops, full_flops, exit_layers, [threshold])[0]
 
 
 def midpoint_thresholds(confidence: np.ndarray) -> np.ndarray:
@@ -149,6 +142,7 @@ def midpoint_thresholds(confidence: np.ndarray) -> np.ndarray:
     splits the documents exactly as the upper of the two confidences would.
     """
     observed = np.unique(np.asarray(confidence, dtype=np.float64))
+    observed = observed[~np.isnan(observed)]  # a NaN confidence reaches no threshold (exit_choice)
     lower, upper = observed[:-1], observed[1:]
     middle = lower + (upper - lower) / 2
     # adjacent floats have no float between them: fall back to the upper value, which splits the same way
@@ -171,32 +165,36 @@ def speed_accuracy_curve(confidence, predicted, labels, flops, full_flops, exit_
 
 
 def curve_points(confidence, predicted, labels, flops, full_flops, exit_layers, thresholds) -> list[CurvePoint]:
-    """``curve_point`` at each of the ascending ``thresholds``, all at once: (exits x documents) work and a
-    sort, not (thresholds x exits x documents). A document takes exit k for the thresholds t with
-    reached[k-1] < t <= reached[k], where reached is the running maximum of its confidences over the exits
-    (exit 0 from -inf, the last exit up to +inf); each (exit, document) adds its figures to that range of
-    thresholds through a difference array. The sums are of integers (counts, layers, FLOPs), so they equal
-    curve_point's exactly."""
+    """Accuracy and cost of early exit (``exit_choice``) at each of the ascending ``thresholds``, all at once:
+    (exits x documents) work and a sort, not (thresholds x exits x documents). A document takes exit k for the
+    thresholds t with reached[k-1] < t <= reached[k], where reached is the running maximum of its confidences
+    over the exits (a NaN confidence reaches nothing; exit 0 from below every threshold, the last exit up to
+    +inf); each (exit, document) adds its figures to that range of thresholds through a difference array, in
+    integers (counts, layers, FLOPs), so no sum is rounded."""
     thresholds = np.asarray(thresholds, dtype=np.float64)
+    if not np.isfinite(thresholds).all() or (np.diff(thresholds) < 0).any():
+        raise ValueError("thresholds must be finite numbers in ascending order")
     exits, n = confidence.shape
-    reached = np.maximum.accumulate(np.asarray(confidence, dtype=np.float64), axis=0)
-    lower = np.vstack([np.full((1, n), -np.inf), reached[:-1]])  # exclusive
+    confidence = np.asarray(confidence, dtype=np.float64)
+    reached = np.maximum.accumulate(np.where(np.isnan(confidence), -np.inf, confidence), axis=0)
     upper = np.vstack([reached[:-1], np.full((1, n), np.inf)])  # inclusive
-    start = np.searchsorted(thresholds, lower, side="right").ravel()  # first threshold above lower
-    stop = np.searchsorted(thresholds, upper, side="right").ravel()  # first threshold above upper
+    start = np.searchsorted(thresholds, reached[:-1], side="right")  # first threshold above the exit before
+    start = np.vstack([np.zeros((1, n), dtype=np.int64), start]).ravel()
+    stop = np.searchsorted(thresholds, upper, side="right").ravel()  # first threshold above this exit's reach
 
-    def summed(values: np.ndarray) -> np.ndarray:  # (exits, n) -> per threshold, the sum over the exits taken
-        change = np.zeros(len(thresholds) + 1)
+    def summed(values: np.ndarray) -> np.ndarray:  # (exits, n) integers -> per threshold, over the exits taken
+        change = np.zeros(len(thresholds) + 1, dtype=np.int64)  # int64, not bincount's float64: exact sums
         np.add.at(change, start, values.ravel())
-        np.add.at(change, stop, -values.ravel())
+        np.subtract.at(change, stop, values.ravel())
         return np.cumsum(change)[:-1]
 
-    correct = summed((predicted == np.asarray(labels)[None, :]).astype(np.float64))
-    layers = summed(np.broadcast_to(np.asarray(exit_layers, dtype=np.float64)[:, None], (exits, n)))
-    spent = summed(np.asarray(flops, dtype=np.float64))
-    total = np.sum(full_flops)
-    return [CurvePoint(threshold=float(t), accuracy=float(c / n), mean_exit_layer=float(m / n),
-                       flops_fraction=float(f / total)) for t, c, m, f in zip(thresholds, correct, layers, spent)]
+    correct = summed((predicted == np.asarray(labels)[None, :]).astype(np.int64))
+    layers = summed(np.broadcast_to(np.asarray(exit_layers, dtype=np.int64)[:, None], (exits, n)))
+    spent = summed(np.asarray(flops, dtype=np.int64))
+    total = int(np.sum(full_flops, dtype=np.int64))
+    # Python ints divide with one rounding; numpy would round each int64 to float64 first
+    return [CurvePoint(threshold=float(t), accuracy=int(c) / n, mean_exit_layer=int(m) / n,
+                       flops_fraction=int(f) / total) for t, c, m, f in zip(thresholds, correct, layers, spent)]
 
 
 def single_exit_points(predicted, labels, single_flops, full_flops, exit_layers) -> list[CurvePoint]:

@@ -34,7 +34,8 @@ def project_version() -> str:
 def code_digest(root: Path) -> str:
     """sha256 hex of the names and bytes of the Python files of PACKAGES under ``root``."""
     digest = hashlib.sha256()
-    for file in sorted(f for package in PACKAGES for f in (root / package).rglob("*.py")):
+    # regular files only: an editor's lock file (a dangling link named .#x.py) is not code
+    for file in sorted(f for package in PACKAGES for f in (root / package).rglob("*.py") if f.is_file()):
         digest.update(file.relative_to(root).as_posix().encode() + b"\0")
         _update_file(digest, file)
     return digest.hexdigest()

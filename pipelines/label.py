@@ -269,16 +269,22 @@ def try_model(handler: EarlyExitModelHandler, documents: Sequence[Document]) -> 
 
     if not documents:
         return
+    import torch
+
     log.info("trying the model on the input's first %d documents before the job starts", len(documents))
-    model = handler.load_model()
-    rows = handler.run_inference(documents, model)
+    threads = torch.get_num_threads()  # load_model sets a worker's share; this process may go on after the job
+    try:
+        model = handler.load_model()
+        rows = handler.run_inference(documents, model)
+    finally:
+        torch.set_num_threads(threads)
     del model  # each worker loads its own; the failures' tracebacks refer to it too, hence the collection
     gc.collect()
     free_accelerator_memory()
     reasons = [json.loads(row["dead_letter"])["reason"] for row in rows if "dead_letter" in row]
     if len(reasons) < len(documents):
         return
-    if all("out of memory" in r.lower() or "MemoryError" in r for r in reasons):
+    if all(_out_of_memory(reason) for reason in reasons):
         log.warning("the model ran out of memory on each of the input's first %d documents, even alone; "
                     "starting the job anyway", len(documents))
         return
@@ -288,6 +294,11 @@ def try_model(handler: EarlyExitModelHandler, documents: Sequence[Document]) -> 
     raise NothingLabelledError.of(f"inference failed on each of the input's first {len(documents)} documents, "
                                   "tried before the job started", first, "the job did not start",
                                   cause="a broken model, or a precision or threshold it cannot run in?")
+
+
+def _out_of_memory(reason: str) -> bool:
+    """CUDA's "out of memory", the CPU allocator's "can't allocate memory", Python's MemoryError."""
+    return any(sign in reason.lower() for sign in ("out of memory", "allocate memory", "memoryerror"))
 
 
 def first_documents(files: Sequence[str], fields: InputFields) -> list[Document]:

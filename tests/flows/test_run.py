@@ -169,6 +169,7 @@ def test_step_settings_are_checked_when_the_config_is_read(tmp_path, extra, mess
     ("data", "text_field = 5", r"\[data\] text_field must be str, got 5"),
     ("label", 'reshuffle = "no"', r"\[label\] reshuffle must be bool \| None, got 'no'"),
     ("report", "devices = true", r"\[report\] devices must be int, got True"),
+    ("label", "threshold = nan", r"\[label\] threshold must be float \| None, got nan"),
 ])
 def test_a_value_of_the_wrong_type_names_its_section_and_key(tmp_path, section, line, message):
     """TOML is typed: "false" is a string, and would have switched dynamics on; 2.5 epochs is not an int."""

@@ -148,3 +148,15 @@ def test_the_command_line_starts_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "False"
+
+
+def test_an_emulated_precision_is_warned_about_once_per_process(caplog, monkeypatch):
+    """A job resolves its precision in the launcher, the trial and each worker's load: one warning, not three."""
+    import models.precision
+
+    monkeypatch.setattr(models.precision, "cpu_has_native_bf16", lambda cpuinfo=None: False)
+    models.precision._warn_once.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="models.precision"):
+        for _ in range(3):
+            assert models.precision.resolve_dtype("bfloat16", "cpu") == "bfloat16"
+    assert [r.getMessage() for r in caplog.records] == ["bfloat16 on this CPU is emulated and slower than float32"]

@@ -100,6 +100,8 @@ def test_bad_inputs_are_clear_errors(tmp_path):
                             t["exit_layer"].cast(pa.float64())), "not rightsize predictions: exit_layer is double"),
     (lambda t: t.set_column(t.schema.get_field_index("flops"), "flops", pa.array([None, 1, 2], pa.int64())),
      r"not rightsize predictions: null values in \['flops'\]"),
+    (lambda t: t.set_column(t.schema.get_field_index("label"), "label", pa.array(["x", None, "y"])),
+     r"not rightsize predictions: null values in \['label'\]"),
     (None, "not a readable Parquet file"),
 ])
 def test_a_file_that_is_not_ours_is_named_in_the_error(tmp_path, spoil, message):

@@ -145,17 +145,32 @@ def test_midpoint_of_adjacent_floats_splits_like_the_upper_value():
     assert t == b and cal.exit_choice(np.array([[a, b], [1.0, 1.0]]), t).tolist() == [1, 0]
 
 
+def _point_alone(confidence, predicted, labels, flops, full_flops, exit_layers, threshold) -> cal.CurvePoint:
+    """The rule written out for one threshold, independently of curve_points: exit_choice, then plain sums."""
+    taken = cal.exit_choice(confidence, threshold)
+    columns = np.arange(confidence.shape[1])
+    return cal.CurvePoint(float(threshold), float((predicted[taken, columns] == labels).sum() / len(labels)),
+                          float(np.asarray(exit_layers)[taken].sum() / len(labels)),
+                          float(int(flops[taken, columns].sum()) / int(np.sum(full_flops))))
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_the_whole_curve_at_once_equals_each_point_alone(seed):
-    """curve_points (one sweep) against curve_point (one threshold at a time), exactly, at every midpoint,
-    at observed confidences (ties included) and beyond either end."""
+    """curve_points (one sweep) against the rule for one threshold at a time, exactly: at every midpoint, at
+    observed confidences (ties included), beyond either end, with a NaN confidence, and with FLOPs whose sums
+    pass 2**53 (float64 would round them)."""
     rng = np.random.default_rng(seed)
     exits, n = 4, 300
     confidence = rng.choice(np.linspace(0.3, 1.0, 40), size=(exits, n))  # many ties between documents
+    confidence[rng.integers(0, exits), rng.integers(0, n)] = np.nan
     predicted, labels = rng.integers(0, 3, (exits, n)), rng.integers(0, 3, n)
-    full = rng.integers(10**9, 4 * 10**9, n)
-    flops = np.cumsum(rng.integers(10**8, 10**9, (exits, n)), axis=0)
+    full = rng.integers(10**14, 4 * 10**14, n)
+    flops = np.cumsum(rng.integers(10**13, 10**14, (exits, n)), axis=0)
     args = (confidence, predicted, labels, flops, full, (3, 6, 9, 12))
-    thresholds = np.sort(np.concatenate([[-1.0, 0.0, cal.ABOVE_ONE], cal.midpoint_thresholds(confidence),
-                                         np.unique(confidence)]))
-    assert cal.curve_points(*args, thresholds) == [cal.curve_point(*args, t) for t in thresholds]
+    thresholds = np.unique(np.concatenate([[-1.0, 0.0, cal.ABOVE_ONE, 5.0],
+                                           cal.midpoint_thresholds(confidence), confidence[~np.isnan(confidence)]]))
+    assert cal.curve_points(*args, thresholds) == [_point_alone(*args, t) for t in thresholds]
+    assert len(cal.speed_accuracy_curve(*args)) == len(cal.midpoint_thresholds(confidence)) + 2  # every one
+    for bad in ([0.5, 0.4], [np.nan], [np.inf]):
+        with pytest.raises(ValueError, match="finite numbers in ascending order"):
+            cal.curve_points(*args, bad)

@@ -258,17 +258,24 @@ def test_label_tries_the_model_before_the_job_starts(model_dir, tmp_path, monkey
     assert (counts["labelled"], counts["dead_letters"]) == (1, 99)
 
 
-def test_a_trial_that_only_runs_out_of_memory_starts_the_job(model_dir, tmp_path, monkeypatch, caplog):
-    """Running out of memory is not a broken model: the workers retry it at smaller batches, so the job starts."""
+@pytest.mark.parametrize("error", ["CUDA out of memory. Tried to allocate 2.00 GiB",
+                                   "[enforce fail at alloc_cpu.cpp:121] . DefaultCPUAllocator: can't allocate memory: "
+                                   "you tried to allocate 35184372088832 bytes. Error code 12 (Cannot allocate memory)"])
+def test_a_trial_that_only_runs_out_of_memory_starts_the_job(model_dir, tmp_path, monkeypatch, caplog, error):
+    """Running out of memory, on a GPU or a CPU, is not a broken model: the workers retry it at smaller batches,
+    so the job starts. The trial leaves this process's torch threads as they were."""
+    import torch
+
     from pipelines.label import TRIAL_DOCUMENTS
 
     calls = []
     real = EarlyExitClassifier.predict
+    threads = torch.get_num_threads()
 
     def short_of_memory_at_first(self, texts, *a, **k):
         calls.append(len(texts))
         if len(calls) < 2 * TRIAL_DOCUMENTS:  # every call of the trial
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise RuntimeError(error)
         return real(self, texts, *a, **k)
 
     monkeypatch.setattr(EarlyExitClassifier, "predict", short_of_memory_at_first)
@@ -278,6 +285,16 @@ def test_a_trial_that_only_runs_out_of_memory_starts_the_job(model_dir, tmp_path
                  str(tmp_path / "out"), "--run-id", "r"]) == 0
     assert json.loads((tmp_path / "out" / "r" / "manifest.json").read_text())["counts"]["labelled"] == 100
     assert "ran out of memory on each of the input's first 64 documents" in caplog.text
+
+    # with worker processes, the trial's share of the cores (load_model sets it) is not left to the launcher
+    from pipelines.label import EarlyExitModelHandler, first_documents, prepare_run, try_model
+    from pipelines.label_config import LabelJobConfig
+
+    job = LabelJobConfig(model=model_dir, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out"), run_id="t",
+                         threads=max(1, threads - 1) if threads > 1 else 2)
+    plan = prepare_run(job, processes=2)
+    try_model(EarlyExitModelHandler(job, plan), first_documents(plan.files, job.fields))
+    assert torch.get_num_threads() == threads
 
 
 def test_shared_model_flag_labels_through_beams_proxy(model_dir, tmp_path):

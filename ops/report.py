@@ -162,7 +162,8 @@ def _trend(summary: dict) -> bytes:
     x = np.arange(len(runs))
     saved = [np.nan if r["flops_saved_fraction"] is None else r["flops_saved_fraction"] for r in runs]
     ax.plot(x, saved, "o-", color="tab:blue", label="FLOPs saved")
-    ax.set_ylim(min(0.0, np.nanmin(saved) - 0.05), 1)  # below 0: a run that spent more than the full model
+    lowest = min((v for v in saved if not np.isnan(v)), default=0.0)
+    ax.set_ylim(min(0.0, lowest - 0.05), 1)  # below 0: a run that spent more than the full model
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.set_ylabel("FLOPs saved (fraction)")
     ax.set_xticks(x, [r["run_id"][-14:] for r in runs], rotation=30, ha="right", fontsize=7)

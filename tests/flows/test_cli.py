@@ -174,10 +174,11 @@ def test_help_has_examples(command, capsys):
     from pipelines.label_config import unknown_beam_flags
 
     text = out.split("examples:")[1].replace("\\\n", " ")
-    examples = [line.split("#")[0].strip() for line in text.splitlines() if line.strip().startswith("rightsize ")]
+    examples = [line.split("#")[0].split("rightsize ", 1)[1] for line in text.splitlines()
+                if line.startswith("  ") and "rightsize " in line]  # indented: examples, not prose
     assert examples
-    for example in examples:
-        args, extra = build_parser().parse_known_args(shlex.split(example)[1:])  # may show a follow-up command
+    for example in examples:  # after any VAR=value before the command
+        args, extra = build_parser().parse_known_args(shlex.split(example))  # may show a follow-up command
         assert not (unknown_beam_flags(extra) if args.command == "label" else extra), example
 
 

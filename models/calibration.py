@@ -48,7 +48,7 @@ class CalibrationConfig:
             raise ValueError(f"give exactly one of target_drop, flops_budget, threshold (got {given or 'none'})")
         if self.target_drop is not None and not math.isfinite(self.target_drop):
             raise ValueError(f"CalibrationConfig.target_drop must be a number, got {self.target_drop}")
-        if self.flops_budget is not None and not self.flops_budget > 0:
+        if self.flops_budget is not None and not (self.flops_budget > 0 and math.isfinite(self.flops_budget)):
             raise ValueError(f"CalibrationConfig.flops_budget must be > 0, got {self.flops_budget}")
         if self.threshold is not None and not (self.threshold >= 0 and math.isfinite(self.threshold)):
             raise ValueError(f"CalibrationConfig.threshold must be a number >= 0, got {self.threshold}")

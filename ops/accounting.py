@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -43,10 +44,19 @@ KEYS = _ROW_KEYS + ["folder"]
 SUMS = ["documents", "tokens", "flops", "full_flops", "confidence", "layer_documents", "truncated"]
 _COLUMNS = ["run_id", "model_id", "label", "exit_layer", "num_tokens", "flops", "full_flops", "confidence"]
 _OPTIONAL_COLUMNS = ["truncated"]
-# What each column must hold (a file of another tool may have the names with other types, or nulls)
-_KINDS = {"run_id": pa.types.is_string, "model_id": pa.types.is_string, "label": pa.types.is_string,
-          "confidence": pa.types.is_floating, "truncated": pa.types.is_boolean,
+def _is_text(t: pa.DataType) -> bool:  # string, large_string, string_view, or a dictionary of them (pandas)
+    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+            or (pa.types.is_dictionary(t) and _is_text(t.value_type)))
+
+
+# What each column must hold (a file of another tool may have the names with other types, or nulls); read
+# columns are cast to these types, so that files written by pandas or another writer reduce alike
+_KINDS = {"run_id": _is_text, "model_id": _is_text, "label": _is_text, "confidence": pa.types.is_floating,
+          "truncated": pa.types.is_boolean,
           **{c: pa.types.is_integer for c in ("exit_layer", "num_tokens", "flops", "full_flops")}}
+_CAST = {"run_id": pa.string(), "model_id": pa.string(), "label": pa.string(), "confidence": pa.float64(),
+         "truncated": pa.bool_(), "exit_layer": pa.int16(), "num_tokens": pa.int64(), "flops": pa.int64(),
+         "full_flops": pa.int64()}
 _BATCH_ROWS = 1 << 18  # rows per record batch read; bounds memory with the cube, not the file size
 _COMPACT_EVERY = 32  # partial cubes kept before they are summed into one
 
@@ -58,7 +68,7 @@ class ReportConfig:
     devices: int = 1  # devices (machines or GPUs) billed for each run's whole wall time
 
     def __post_init__(self):
-        if self.price_per_hour is not None and not self.price_per_hour >= 0:
+        if self.price_per_hour is not None and not (self.price_per_hour >= 0 and math.isfinite(self.price_per_hour)):
             raise ValueError(f"ReportConfig.price_per_hour must be >= 0, got {self.price_per_hour}")
         if self.devices < 1:
             raise ValueError(f"ReportConfig.devices must be >= 1, got {self.devices}")
@@ -87,7 +97,9 @@ def cost_cube(fs: fsspec.AbstractFileSystem, files: list[str]) -> pa.Table:
             missing = set(_COLUMNS) - set(schema.names)
             if missing:
                 raise ValueError(f"{path}: not rightsize predictions, missing columns {sorted(missing)}")
-            optional = [c for c in _OPTIONAL_COLUMNS if c in schema.names]
+            # a column of nulls only (pandas writes one for an all-missing column) says nothing: as if absent
+            optional = [c for c in _OPTIONAL_COLUMNS
+                        if c in schema.names and not pa.types.is_null(schema.field(c).type)]
             wrong = [f"{c} is {schema.field(c).type}" for c in _COLUMNS + optional
                      if not _KINDS[c](schema.field(c).type)]
             if wrong:
@@ -97,6 +109,12 @@ def cost_cube(fs: fsspec.AbstractFileSystem, files: list[str]) -> pa.Table:
                     nulls = [c for c in _COLUMNS if batch.column(c).null_count]
                     if nulls:
                         raise ValueError(f"{path}: not rightsize predictions: null values in {nulls}")
+                    batch = pa.RecordBatch.from_arrays([batch.column(c).cast(_CAST[c]) for c in batch.schema.names],
+                                                       names=batch.schema.names)
+                    nan = pc.sum(pc.is_nan(batch.column("confidence"))).as_py()
+                    if nan:  # else NaN means and bins, and a summary.json that is not JSON
+                        raise ValueError(f"{path}: {nan} predictions have a NaN confidence (logits that overflowed "
+                                         "in float16?)")
                     partials.append(_in_folder(_reduce(_keyed(batch), _ROW_KEYS), folder))
                 if len(partials) >= _COMPACT_EVERY:
                     partials = [_reduce(pa.concat_tables(partials))]
@@ -109,7 +127,7 @@ def cost_cube(fs: fsspec.AbstractFileSystem, files: list[str]) -> pa.Table:
 def _keyed(batch: pa.RecordBatch) -> pa.Table:
     """A record batch -> KEYS + SUMS columns (length bucket and confidence bin computed, not looped)."""
     tokens = batch.column("num_tokens").to_numpy(zero_copy_only=False)
-    confidence = batch.column("confidence").cast(pa.float64())
+    confidence = batch.column("confidence")
     bins = np.minimum(np.floor(confidence.to_numpy(zero_copy_only=False) * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)
     return pa.table({
         "run_id": batch.column("run_id"), "model_id": batch.column("model_id"), "label": batch.column("label"),

@@ -115,7 +115,7 @@ def calibrated_confidence(logits: np.ndarray, temperatures) -> tuple[np.ndarray,
 
 def exit_choice(confidence: np.ndarray, threshold: float) -> np.ndarray:
     """(n,) index of the exit each document takes: first with confidence >= threshold, else the last."""
-    reached = confidence >= threshold
+    reached = np.asarray(confidence, dtype=np.float64) >= threshold  # float64, as curve_points compares
     reached[-1] = True
     return reached.argmax(axis=0)
 
@@ -176,6 +176,11 @@ def curve_points(confidence, predicted, labels, flops, full_flops, exit_layers, 
         raise ValueError("thresholds must be finite numbers in ascending order")
     exits, n = confidence.shape
     confidence = np.asarray(confidence, dtype=np.float64)
+    flops, full_flops = np.asarray(flops), np.asarray(full_flops)
+    if not (np.array_equal(flops, np.round(flops)) and np.array_equal(full_flops, np.round(full_flops))):
+        raise ValueError("FLOPs must be whole numbers (they are summed as integers)")
+    if max(float(np.abs(flops).sum()), float(np.abs(full_flops).sum())) >= 2.0**62:
+        raise ValueError("FLOPs sum past 2**62: give them in a larger unit")
     reached = np.maximum.accumulate(np.where(np.isnan(confidence), -np.inf, confidence), axis=0)
     upper = np.vstack([reached[:-1], np.full((1, n), np.inf)])  # inclusive
     start = np.searchsorted(thresholds, reached[:-1], side="right")  # first threshold above the exit before

@@ -131,3 +131,39 @@ def test_one_run_id_in_two_folders_is_two_runs(tmp_path):
     assert s["documents"] == 6 and s["wall_seconds"] == 3600 and s["cost"] == pytest.approx(6.0)
     assert s["documents_per_second"] == pytest.approx(6 / 3600)
     assert f"run-a (file://{tmp_path}/second/labels/run-a)" in render_markdown(s, [])
+
+
+def test_the_same_predictions_written_by_pandas_give_the_same_account(tmp_path):
+    """pandas writes strings as large_string and an all-missing column as type null: the same data, the same
+    account."""
+    pattern = write_runs(tmp_path / "ours")
+    ours = summarize(ReportConfig(pattern))
+    (tmp_path / "theirs").mkdir()
+    for i, table in enumerate([_table(RUN_A, "run-a"), _table(RUN_B, "run-b")]):
+        frame = table.to_pandas()
+        frame["truncated"] = None  # no information: counted as 0, as for files without the column
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False)
+                       .cast(pa.schema([pa.field(f.name, pa.large_string() if pa.types.is_string(f.type) else
+                                                 pa.null() if f.name == "truncated" else f.type)
+                                        for f in table.schema])), tmp_path / "theirs" / f"{i}.parquet")
+    theirs = summarize(ReportConfig(str(tmp_path / "theirs" / "*.parquet")))
+    assert theirs["truncated"] == 0
+
+    def without_truncated(rows):
+        return [{k: v for k, v in r.items() if k != "truncated"} for r in rows]
+
+    for key in ("documents", "tokens", "flops", "full_flops", "mean_exit_layer", "mean_confidence"):
+        assert theirs[key] == ours[key], key
+    for key in ("by_exit_layer", "by_label", "by_length"):
+        assert without_truncated(theirs[key]) == without_truncated(ours[key]), key
+
+
+def test_a_nan_confidence_is_an_error_naming_the_file(tmp_path):
+    table = _table(RUN_A, "run-a")
+    table = table.set_column(table.schema.get_field_index("confidence"), "confidence",
+                             pa.array([0.9, float("nan"), 0.5], pa.float32()))
+    pq.write_table(table, tmp_path / "a.parquet")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'a.parquet'}: 1 predictions have a NaN confidence"):
+        summarize(ReportConfig(str(tmp_path / "*.parquet")))
+    with pytest.raises(ValueError, match="price_per_hour"):
+        ReportConfig("x", price_per_hour=float("inf"))

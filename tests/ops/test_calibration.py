@@ -174,3 +174,18 @@ def test_the_whole_curve_at_once_equals_each_point_alone(seed):
     for bad in ([0.5, 0.4], [np.nan], [np.inf]):
         with pytest.raises(ValueError, match="finite numbers in ascending order"):
             cal.curve_points(*args, bad)
+
+
+def test_the_curve_refuses_flops_it_cannot_sum_exactly_and_compares_float32_as_exit_choice():
+    confidence = np.array([[0.2, 0.9], [1.0, 1.0]])
+    predicted, labels = np.zeros((2, 2), dtype=int), np.zeros(2, dtype=int)
+    with pytest.raises(ValueError, match="whole numbers"):
+        cal.curve_points(confidence, predicted, labels, np.array([[0.5, 0.5], [1.0, 1.0]]), np.ones(2), (1, 2), [0.5])
+    with pytest.raises(ValueError, match="past 2\\*\\*62"):
+        cal.curve_points(confidence, predicted, labels, np.full((2, 2), 5e18), np.full(2, 5e18), (1, 2), [0.5])
+    # float32 confidences: curve_points and exit_choice decide alike at a threshold between float32 and float64
+    low = np.array([[np.float32(0.1)], [np.float32(1.0)]], dtype=np.float32)
+    threshold = float(np.float32(0.1)) + 1e-10
+    point = cal.curve_point(low, np.zeros((2, 1), dtype=int), np.zeros(1, dtype=int), np.array([[1], [2]]),
+                            np.array([2]), (1, 2), threshold)
+    assert point.mean_exit_layer == (1, 2)[cal.exit_choice(low, threshold)[0]]

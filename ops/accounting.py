@@ -3,8 +3,8 @@ in how much wall time, for how much money.
 
 Columnar and streaming: the files are read one at a time, record batch by record batch (pyarrow), and each
 batch is reduced with a pyarrow group-by to a small "cube" (one row per run, folder, model, label, exit layer,
-length bucket and confidence bin, holding sums). Cubes are summed as they come, so memory depends on the number of
-groups, not of rows. Every figure of the summary is a sum over that cube.
+length bucket and confidence bin, holding sums). Cubes are summed as they come, so memory depends on the number
+of groups, not of rows. Every figure of the summary is a sum over that cube.
 
 Money needs wall time, which only a run's ``manifest.json`` (written by ``rightsize label``) holds:
     cost                       = sum over runs of wall hours x devices x price per device-hour
@@ -44,6 +44,8 @@ KEYS = _ROW_KEYS + ["folder"]
 SUMS = ["documents", "tokens", "flops", "full_flops", "confidence", "layer_documents", "truncated"]
 _COLUMNS = ["run_id", "model_id", "label", "exit_layer", "num_tokens", "flops", "full_flops", "confidence"]
 _OPTIONAL_COLUMNS = ["truncated"]
+
+
 def _is_text(t: pa.DataType) -> bool:  # string, large_string, string_view, or a dictionary of them (pandas)
     return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
             or (pa.types.is_dictionary(t) and _is_text(t.value_type)))
@@ -69,7 +71,7 @@ class ReportConfig:
 
     def __post_init__(self):
         if self.price_per_hour is not None and not (self.price_per_hour >= 0 and math.isfinite(self.price_per_hour)):
-            raise ValueError(f"ReportConfig.price_per_hour must be >= 0, got {self.price_per_hour}")
+            raise ValueError(f"ReportConfig.price_per_hour must be a number >= 0, got {self.price_per_hour}")
         if self.devices < 1:
             raise ValueError(f"ReportConfig.devices must be >= 1, got {self.devices}")
 
@@ -93,35 +95,42 @@ def cost_cube(fs: fsspec.AbstractFileSystem, files: list[str]) -> pa.Table:
                 parquet = pq.ParquetFile(f)
             except (pa.ArrowException, OSError) as e:  # empty, truncated, not Parquet
                 raise ValueError(f"{path}: not a readable Parquet file ({e})") from None
-            schema = parquet.schema_arrow
-            missing = set(_COLUMNS) - set(schema.names)
-            if missing:
-                raise ValueError(f"{path}: not rightsize predictions, missing columns {sorted(missing)}")
-            # a column of nulls only (pandas writes one for an all-missing column) says nothing: as if absent
-            optional = [c for c in _OPTIONAL_COLUMNS
-                        if c in schema.names and not pa.types.is_null(schema.field(c).type)]
-            wrong = [f"{c} is {schema.field(c).type}" for c in _COLUMNS + optional
-                     if not _KINDS[c](schema.field(c).type)]
-            if wrong:
-                raise ValueError(f"{path}: not rightsize predictions: {'; '.join(wrong)}")
-            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=_COLUMNS + optional):
+            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=_columns(path, parquet.schema_arrow)):
                 if batch.num_rows:
-                    nulls = [c for c in _COLUMNS if batch.column(c).null_count]
-                    if nulls:
-                        raise ValueError(f"{path}: not rightsize predictions: null values in {nulls}")
-                    batch = pa.RecordBatch.from_arrays([batch.column(c).cast(_CAST[c]) for c in batch.schema.names],
-                                                       names=batch.schema.names)
-                    nan = pc.sum(pc.is_nan(batch.column("confidence"))).as_py()
-                    if nan:  # else NaN means and bins, and a summary.json that is not JSON
-                        raise ValueError(f"{path}: {nan} predictions have a NaN confidence (logits that overflowed "
-                                         "in float16?)")
-                    partials.append(_in_folder(_reduce(_keyed(batch), _ROW_KEYS), folder))
+                    partials.append(_in_folder(_reduce(_keyed(_checked(path, batch)), _ROW_KEYS), folder))
                 if len(partials) >= _COMPACT_EVERY:
                     partials = [_reduce(pa.concat_tables(partials))]
     if not partials:  # only empty files
         empty = pa.RecordBatch.from_pylist([], schema=pa.schema([PREDICTION_SCHEMA.field(c) for c in _COLUMNS]))
-        return _in_folder(_reduce(_keyed(empty), _ROW_KEYS), "")
+        return _in_folder(_reduce(_keyed(_checked("", empty)), _ROW_KEYS), "")
     return _reduce(pa.concat_tables(partials))
+
+
+def _columns(path: str, schema: pa.Schema) -> list[str]:
+    """The columns to read from a file with ``schema``; raises, naming ``path``, when it is not predictions."""
+    missing = set(_COLUMNS) - set(schema.names)
+    if missing:
+        raise ValueError(f"{path}: not rightsize predictions, missing columns {sorted(missing)}")
+    # a column of nulls only (pandas writes one for an all-missing column) says nothing: as if absent
+    optional = [c for c in _OPTIONAL_COLUMNS if c in schema.names and not pa.types.is_null(schema.field(c).type)]
+    wrong = [f"{c} is {schema.field(c).type}" for c in _COLUMNS + optional if not _KINDS[c](schema.field(c).type)]
+    if wrong:
+        raise ValueError(f"{path}: not rightsize predictions: {'; '.join(wrong)}")
+    return _COLUMNS + optional
+
+
+def _checked(path: str, batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` cast to _CAST's types (so that files of other writers reduce alike); raises, naming ``path``, on
+    nulls and NaN confidences (NaN means and bins, and a summary.json that is not JSON)."""
+    nulls = [c for c in _COLUMNS if batch.column(c).null_count]
+    if nulls:
+        raise ValueError(f"{path}: not rightsize predictions: null values in {nulls}")
+    batch = pa.RecordBatch.from_arrays([batch.column(c).cast(_CAST[c]) for c in batch.schema.names],
+                                       names=batch.schema.names)
+    nan = pc.sum(pc.is_nan(batch.column("confidence"))).as_py()
+    if nan:
+        raise ValueError(f"{path}: {nan} predictions have a NaN confidence (logits that overflowed in float16?)")
+    return batch
 
 
 def _keyed(batch: pa.RecordBatch) -> pa.Table:

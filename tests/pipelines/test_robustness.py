@@ -74,18 +74,32 @@ def test_ids_without_id_field_agree_between_predict_and_label(model_dir, tmp_pat
     assert from_predict == from_label == [f"{tmp_path}/in/docs.txt:1", f"{tmp_path}/in/docs.txt:2"]
 
 
-@pytest.fixture(params=["predict", "encode"])
-def poisoned(request, monkeypatch):
-    """A document that makes inference raise, whatever batch it is in (fault injection around the real model):
-    in the model, or in the tokenizer (which ``predict`` of a file runs one chunk ahead, in another thread)."""
-    real = getattr(EarlyExitClassifier, request.param)
+def _raise_on(monkeypatch, method: str, error: type[Exception], message: str, when=lambda texts: True) -> list:
+    """Fault injection around the real model: ``EarlyExitClassifier.<method>`` raises ``error(message)`` (a new
+    one each time) on a batch of texts for which ``when`` holds, else runs as it is. Returns the sizes of the
+    batches it was called with, in order."""
+    calls = []
+    real = getattr(EarlyExitClassifier, method)
 
-    def poisoned_method(self, texts, *args, **kwargs):
-        if any("POISON" in t for t in texts):
-            raise ValueError("poisoned document")
+    def patched(self, texts, *args, **kwargs):
+        calls.append(len(texts))
+        if when(texts):
+            raise error(message)
         return real(self, texts, *args, **kwargs)
 
-    monkeypatch.setattr(EarlyExitClassifier, request.param, poisoned_method)
+    monkeypatch.setattr(EarlyExitClassifier, method, patched)
+    return calls
+
+
+def _holding(word: str):
+    return lambda texts: any(word in t for t in texts)
+
+
+@pytest.fixture(params=["predict", "encode"])
+def poisoned(request, monkeypatch):
+    """A document that makes inference raise, whatever batch it is in: in the model, or in the tokenizer
+    (which ``predict`` of a file runs one chunk ahead, in another thread)."""
+    _raise_on(monkeypatch, request.param, ValueError, "poisoned document", _holding("POISON"))
 
 
 @pytest.mark.parametrize("command", ["predict", "label"])
@@ -110,14 +124,7 @@ def test_a_document_the_read_ahead_cannot_tokenise_costs_one_dead_letter(model_d
     failure isolation makes the one document at fault a dead letter (and the reason is the tokenizer's)."""
     from flows.predict import predict_file
 
-    real = EarlyExitClassifier.encode
-
-    def encode(self, texts, *args, **kwargs):
-        if any("POISON" in t for t in texts):
-            raise ValueError("cannot tokenise")
-        return real(self, texts, *args, **kwargs)
-
-    monkeypatch.setattr(EarlyExitClassifier, "encode", encode)
+    _raise_on(monkeypatch, "encode", ValueError, "cannot tokenise", _holding("POISON"))
     docs = [{"id": f"d{i}", "text": f"document number {i}" + (" POISON" if i == 7 else "")} for i in range(20)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     summary = predict_file(EarlyExitClassifier.from_pretrained(model_dir), str(tmp_path / "in.jsonl"),
@@ -198,10 +205,7 @@ def test_a_run_that_labels_nothing_fails_and_keeps_the_previous_output(model_dir
     capsys.readouterr()
 
     if fault == "broken model":
-        def broken(self, texts, *a, **k):
-            raise RuntimeError("CUDA error: device-side assert triggered")
-
-        monkeypatch.setattr(EarlyExitClassifier, "predict", broken)
+        _raise_on(monkeypatch, "predict", RuntimeError, "CUDA error: device-side assert triggered")
         reason = "inference failed: RuntimeError: CUDA error: device-side assert triggered"
     else:
         args += ["--text-field", "body"]
@@ -224,21 +228,15 @@ def test_label_tries_the_model_before_the_job_starts(model_dir, tmp_path, monkey
     from pipelines.label import TRIAL_DOCUMENTS, EarlyExitModelHandler, run
     from pipelines.label_config import LabelJobConfig
 
-    calls, loaded = [], []
-    real_predict, real_load = EarlyExitClassifier.predict, EarlyExitModelHandler.load_model
-
-    def failing(self, texts, *a, **k):
-        calls.append(len(texts))
-        if any("bad" in t for t in texts):
-            raise RuntimeError("CUDA error: device-side assert triggered")
-        return real_predict(self, texts, *a, **k)
+    calls = _raise_on(monkeypatch, "predict", RuntimeError, "CUDA error: device-side assert triggered",
+                      _holding("bad"))
+    loaded, real_load = [], EarlyExitModelHandler.load_model
 
     def load(self):
         model = real_load(self)
         loaded.append(weakref.ref(model))
         return model
 
-    monkeypatch.setattr(EarlyExitClassifier, "predict", failing)
     monkeypatch.setattr(EarlyExitModelHandler, "load_model", load)
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"bad {i}"}) + "\n"
                                                for i in range(400)))
@@ -268,17 +266,9 @@ def test_a_trial_that_only_runs_out_of_memory_starts_the_job(model_dir, tmp_path
 
     from pipelines.label import TRIAL_DOCUMENTS
 
-    calls = []
-    real = EarlyExitClassifier.predict
     threads = torch.get_num_threads()
-
-    def short_of_memory_at_first(self, texts, *a, **k):
-        calls.append(len(texts))
-        if len(calls) < 2 * TRIAL_DOCUMENTS:  # every call of the trial
-            raise RuntimeError(error)
-        return real(self, texts, *a, **k)
-
-    monkeypatch.setattr(EarlyExitClassifier, "predict", short_of_memory_at_first)
+    calls = _raise_on(monkeypatch, "predict", RuntimeError, error,
+                      lambda texts: len(calls) < 2 * TRIAL_DOCUMENTS)  # every call of the trial
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"doc {i}"}) + "\n"
                                                for i in range(100)))
     assert main(["label", "--model", model_dir, "--input", str(tmp_path / "in.jsonl"), "--output",
@@ -326,13 +316,7 @@ def test_a_broken_model_stops_predict_early(model_dir, tmp_path, monkeypatch):
     import flows.predict
 
     monkeypatch.setattr(flows.predict, "FAIL_FAST_DOCUMENTS", 10)
-    calls = []
-
-    def broken(self, texts, *a, **k):
-        calls.append(len(texts))
-        raise RuntimeError("CUDA error: device-side assert triggered")
-
-    monkeypatch.setattr(EarlyExitClassifier, "predict", broken)
+    calls = _raise_on(monkeypatch, "predict", RuntimeError, "CUDA error: device-side assert triggered")
     documents = (json.dumps({"id": f"d{i}", "text": f"doc {i}"}) for i in range(400))
     (tmp_path / "in.jsonl").write_text("".join(line + "\n" for line in documents))
     with pytest.raises(NothingLabelledError, match="the first 16 inputs are dead letters, inference failing"):
@@ -346,14 +330,7 @@ def test_a_chunk_with_failures_and_labels_does_not_stop_predict(model_dir, tmp_p
     import flows.predict
 
     monkeypatch.setattr(flows.predict, "FAIL_FAST_DOCUMENTS", 10)
-    real = EarlyExitClassifier.predict
-
-    def poisoned(self, texts, *a, **k):
-        if any("bad" in t for t in texts):
-            raise RuntimeError("poisoned document")
-        return real(self, texts, *a, **k)
-
-    monkeypatch.setattr(EarlyExitClassifier, "predict", poisoned)
+    _raise_on(monkeypatch, "predict", RuntimeError, "poisoned document", _holding("bad"))
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"{'bad' if i % 2 else 'good'} {i}"})
                                                + "\n" for i in range(48)))
     summary = predict_file(EarlyExitClassifier.from_pretrained(model_dir), str(tmp_path / "in.jsonl"),

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from itertools import cycle, islice
@@ -63,13 +61,10 @@ def time_label(model_dir: str, corpus: Path, out: Path, run_id: str, beam_args: 
 def peak_memory_mib(model_dir: str, corpus: Path, out: Path) -> tuple[float, float]:
     """(peak RSS MiB, seconds) of `rightsize label` in a fresh process (the DirectRunner's default in-memory
     mode runs the whole job in that process); the child reports its own peak (ops/memory.peak_rss_mib)."""
-    start = time.perf_counter()
-    report = out.with_suffix(".maxrss")
-    code = ("import sys; from flows.cli import main; from ops.memory import peak_rss_mib; rc = main(sys.argv[2:]); "
-            "open(sys.argv[1], 'w').write(str(peak_rss_mib())); sys.exit(rc)")
-    subprocess.run([sys.executable, "-c", code, str(report), "label", "--model", model_dir, "--input", str(corpus),
-                    "--output", str(out), "--run-id", "mem"], check=True, stdout=subprocess.DEVNULL)
-    return float(report.read_text()), time.perf_counter() - start
+    from label_memory import peak_rss_mib  # bench/
+
+    return peak_rss_mib(["label", "--model", model_dir, "--input", str(corpus), "--output", str(out), "--run-id",
+                         "mem"], out.with_suffix(".maxrss"))
 
 
 def main() -> None:

@@ -423,8 +423,12 @@ def resolved(url: str) -> tuple[str, str]:
     """(protocol, absolute path with "." and ".." steps resolved) of a file or folder URL, so that two spellings
     of one place compare equal: a relative local path is made absolute, as the matches of a glob are."""
     fs, path = fsspec.core.url_to_fs(url)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol, posixpath.normpath(path if path.startswith("/") else "/" + path)
+    return _protocol(fs), posixpath.normpath(path if path.startswith("/") else "/" + path)
+
+
+def _protocol(fs) -> str:
+    """A file system's main protocol name ("file", "gs", "memory"...): fsspec gives a name or a tuple of them."""
+    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
 
 
 def expand_glob(pattern: str) -> list[str]:
@@ -433,5 +437,5 @@ def expand_glob(pattern: str) -> list[str]:
     paths = sorted(p for p in fs.glob(pattern) if fs.isfile(p))
     if not paths:
         raise FileNotFoundError(f"input {pattern!r} matches no file")
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    protocol = _protocol(fs)
     return [p if protocol == "file" else f"{protocol}://{p.lstrip('/')}" for p in paths]

@@ -1,7 +1,9 @@
-"""What reading ahead is worth to `rightsize predict`, in one process.
+"""What reading and tokenising ahead are worth to `rightsize predict` and `rightsize label`, in one process.
 
 `predict` of a file reads, parses and tokenises the next chunk in a background thread while the current chunk
-is labelled (flows/predict.py). Two measurements, medians of --repeats after a warm-up:
+is labelled (flows/predict.py); `label`, which gets one chunk at a time from Beam, can tokenise the next part of
+a chunk while the current part's batches run (`--tokenize-ahead`, EarlyExitClassifier.predict's tokenize_ahead).
+Three measurements, medians of --repeats after a warm-up:
 
 1. The steps of one chunk on their own: reading and parsing the records (ops/records.read_file), tokenising
    them (EarlyExitClassifier.encode) and labelling them (predict with that encoding, at the model's calibrated
@@ -9,6 +11,9 @@ is labelled (flows/predict.py). Two measurements, medians of --repeats after a w
 2. The whole of `predict_file` on the same file in chunks of --chunk-size documents, with and without reading
    ahead, in ABBA order (each repeat runs one of them first, the next repeat the other, so drift and warm-up
    favour neither), with the ratio of the medians and each side's range.
+3. `EarlyExitClassifier.predict` of all the documents as one chunk (what `label`'s model handler does with a
+   RunInference batch), tokenising them in parts ahead or all of them first, in ABBA order as in 2; and the
+   tokens its batches hold, padding included, when sorted by tokens, by characters alone, and in parts.
 
 Results go to bench/results/read_ahead-<device>.{json,md}.
 
@@ -28,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,9 +41,37 @@ from suite.common import DATA, WORK, machine, timed  # noqa: E402
 
 from flows.predict import predict_file  # noqa: E402
 from models import EarlyExitClassifier  # noqa: E402
+from models.classifier import default_batch_size  # noqa: E402
 from ops.records import Document, InputFields, read_file  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def abba(run, repeats: int) -> dict[bool, list[float]]:
+    """Seconds of ``run(True)`` and ``run(False)``, ``repeats`` each after a warm-up each, in ABBA order (each
+    repeat runs one side first, the next repeat the other, so drift and warm-up favour neither)."""
+    times: dict[bool, list[float]] = {True: [], False: []}
+    run(True), run(False)
+    for repeat in range(repeats):
+        for side in ((True, False) if repeat % 2 == 0 else (False, True)):
+            start = time.perf_counter()
+            run(side)
+            times[side].append(time.perf_counter() - start)
+    return times
+
+
+def padded_tokens(model: EarlyExitClassifier, texts: list[str], encoding) -> dict[str, int]:
+    """Tokens in ``predict``'s batches of ``texts`` (padding included) as each ordering makes them."""
+    size = default_batch_size(model.device.type)
+    tokens = lambda batches: sum(batch["input_ids"].numel() for _, batch, _, _ in batches)  # noqa: E731
+    counts = np.array([len(ids) for ids in encoding.tokens["input_ids"]])
+    by_chars = np.argsort(-np.array([len(t) for t in texts]), kind="stable")
+    return {"real": int(counts.sum()),
+            "by tokens": tokens(model._length_sorted_batches(encoding.tokens, size)),
+            "by characters": int(sum(counts[by_chars[i:i + size]].max() * len(by_chars[i:i + size])
+                                     for i in range(0, len(texts), size))),
+            "in parts": sum(tokens(model._length_sorted_batches(part.tokens, size))
+                            for _, part in model._tokenized_parts(texts, None, size, model.tokenizer))}
 
 
 def main() -> None:
@@ -62,19 +96,14 @@ def main() -> None:
         ("label", lambda: model.predict(texts, encoding=encoding)))}
     host_share = (steps["read"] + steps["tokenise"]) / sum(steps.values())
 
-    whole: dict[bool, list[float]] = {True: [], False: []}
     with tempfile.TemporaryDirectory() as out:
-        def run(read_ahead: bool) -> float:
-            start = time.perf_counter()
-            predict_file(model, args.input, f"{out}/p.parquet", chunk_size=args.chunk_size, read_ahead=read_ahead)
-            return time.perf_counter() - start
-
-        run(True), run(False)  # warm-up
-        for repeat in range(args.repeats):
-            for read_ahead in ((True, False) if repeat % 2 == 0 else (False, True)):
-                whole[read_ahead].append(run(read_ahead))
+        whole = abba(lambda ahead: predict_file(model, args.input, f"{out}/p.parquet", chunk_size=args.chunk_size,
+                                                read_ahead=ahead), args.repeats)
+    chunk = abba(lambda ahead: model.predict(texts, tokenize_ahead=ahead), args.repeats)
+    padded = padded_tokens(model, texts, encoding)
     seconds = {key: statistics.median(times) for key, times in whole.items()}
     speedup = seconds[False] / seconds[True]
+    chunk_seconds = {key: statistics.median(times) for key, times in chunk.items()}
 
     info = machine(args.device)
     table = "\n".join([
@@ -88,7 +117,17 @@ def main() -> None:
         f"`predict_file` in chunks of {args.chunk_size}:", "",
         "| read ahead | median seconds | fastest | slowest | speedup of the medians |", "|---|---|---|---|---|",
         *[f"| {'yes' if side else 'no'} | {seconds[side]:.3f} | {min(whole[side]):.3f} | {max(whole[side]):.3f} | "
-          f"{seconds[False] / seconds[side]:.2f}x |" for side in (False, True)]])
+          f"{seconds[False] / seconds[side]:.2f}x |" for side in (False, True)],
+        "", f"`predict` of the {len(texts)} documents as one chunk (`label`'s handler), "
+            f"{default_batch_size(args.device)} rows a batch:", "",
+        "| tokenise | median seconds | fastest | slowest | speedup of the medians |", "|---|---|---|---|---|",
+        *[f"| {'in parts, ahead' if side else 'all first'} | {chunk_seconds[side]:.3f} | {min(chunk[side]):.3f} | "
+          f"{max(chunk[side]):.3f} | {chunk_seconds[False] / chunk_seconds[side]:.2f}x |" for side in (False, True)],
+        "", f"Tokens in those batches, padding included ({padded['real']:,} without padding):", "",
+        "| batches sorted | tokens | over sorting by tokens |", "|---|---|---|",
+        *[f"| {name} | {padded[key]:,} | {padded[key] / padded['by tokens'] - 1:+.1%} |" for key, name in (
+            ("by tokens", "by tokens (all first)"), ("by characters", "by characters alone"),
+            ("in parts", "in parts by characters, by tokens within (ahead)"))]])
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"read_ahead-{args.device}.md").write_text(table + "\n")
@@ -96,6 +135,8 @@ def main() -> None:
         {"machine": info, "documents": len(texts), "input": args.input, "model": args.model, "repeats": args.repeats,
          "chunk_size": args.chunk_size, "step_seconds": steps, "host_share": host_share,
          "predict_file_seconds": {"read_ahead": whole[True], "in_turn": whole[False]}, "speedup": speedup,
+         "chunk_seconds": {"tokenize_ahead": chunk[True], "tokenize_first": chunk[False]},
+         "chunk_speedup": chunk_seconds[False] / chunk_seconds[True], "padded_tokens": padded,
          "command": "python bench/read_ahead.py " + " ".join(sys.argv[1:])}, indent=2) + "\n")
 
 

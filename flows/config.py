@@ -53,6 +53,7 @@ class LabelStepConfig:
     model_copies: int | None = None
     dtype: str = "float32"  # compute precision of labelling, and of the calibration before it; or "auto"
     threads: int | None = None  # torch threads per labelling process; None: cores / processes
+    tokenize_ahead: bool | None = None  # None: on a GPU worker, off on a CPU worker
     beam_args: tuple[str, ...] = ("--runner=DirectRunner",)  # any Beam pipeline options, as on the command line
 
 

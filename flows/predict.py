@@ -76,7 +76,9 @@ def predict_file(
     be labelled go to ``dead_letter_path(output_url)``, one JSON line each. ``read_ahead``: read and tokenise
     the next chunk of ``chunk_size`` documents in a background thread while this one is labelled; None: on a
     GPU, where the host's work is a large share of the time. On a CPU it gained nothing measurable
-    (bench/read_ahead.py) and would hold one chunk more."""
+    (bench/read_ahead.py) and would hold one chunk more. A chunk that could not be tokenised ahead, and the parts
+    retried after a failure, are then tokenised a batch ahead instead (``EarlyExitClassifier.predict``'s
+    ``tokenize_ahead``)."""
     threshold = model.config.threshold if threshold is None else threshold
     read_ahead = model.device.type == "cuda" if read_ahead is None else read_ahead
     if not math.isfinite(threshold) or (batch_size is not None and batch_size < 1) or chunk_size < 1:
@@ -119,7 +121,7 @@ def predict_file(
         failed inference even alone."""
         # the encoding covers the whole chunk: the halves retried after a failure are encoded again
         run = lambda docs: model.predict(*model_inputs(docs), threshold=threshold, batch_size=batch_size,  # noqa: E731
-                                         encoding=encoding if docs is documents else None)
+                                         encoding=encoding if docs is documents else None, tokenize_ahead=read_ahead)
         results = run_isolating_failures(run, documents, free_accelerator_memory) if documents else []
         labelled, predictions, failed = split_failures(documents, results)
         bad = [r for r in chunk if isinstance(r, DeadLetter)] + failed

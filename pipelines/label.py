@@ -101,7 +101,7 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
                          **length_aware)
         self.model_dir, self.run_id, self.batch_size = config.model, config.run_id, config.batch_size
         self.threshold, self.model_id, self.num_layers = plan.threshold, plan.model_id, plan.num_layers
-        self.dtype, self.threads = plan.dtype, plan.threads
+        self.dtype, self.threads, self.tokenize_ahead = plan.dtype, plan.threads, config.tokenize_ahead
 
     def load_model(self):
         import torch
@@ -128,7 +128,8 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
         Metrics.counter(NAMESPACE, f"batches_on_{model.device_type()}").inc()
 
         def predict(docs: Sequence[Document]) -> list:
-            return model.predict(*model_inputs(docs), threshold=self.threshold, batch_size=self.batch_size)
+            return model.predict(*model_inputs(docs), threshold=self.threshold, batch_size=self.batch_size,
+                                 tokenize_ahead=self.tokenize_ahead)
 
         results = run_isolating_failures(predict, batch, before_retry=free_accelerator_memory)
         release_freed_memory()  # else glibc's RSS climbs with every chunk (ops/memory.py)

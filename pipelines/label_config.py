@@ -36,6 +36,9 @@ class LabelJobConfig:
     dtype: str = "float32"  # the backbone's compute precision, or "auto" (models/precision.py), chosen at launch
     threads: int | None = None  # torch threads per process; None: cores / processes when the DirectRunner starts
     # several, else torch's default
+    # Tokenise each batch of a chunk in a background thread while the previous batch runs (EarlyExitClassifier.
+    # predict's tokenize_ahead). None: on a GPU worker, off on a CPU worker.
+    tokenize_ahead: bool | None = None
 
     def __post_init__(self):
         if self.dtype not in DTYPE_CHOICES:
@@ -83,6 +86,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         help="with a shared model: how many copies per machine (e.g. one per GPU); implies "
                              "--share-model-across-processes")
     add_precision_flags(parser, threads=True)
+    parser.add_argument("--tokenize-ahead", action=argparse.BooleanOptionalAction, default=None,
+                        help="tokenise each batch in a background thread while the previous one runs (default: on "
+                             "a GPU worker, off on a CPU worker, where it gained nothing measurable)")
 
 
 def add_precision_flags(parser: argparse.ArgumentParser, threads: bool) -> None:
@@ -129,4 +135,4 @@ def config_from_args(args: argparse.Namespace) -> LabelJobConfig:
         threshold=args.threshold, text_field=args.text_field, pair_field=args.pair_field, id_field=args.id_field,
         batch_size=args.batch_size, chunk_size=args.chunk_size, max_batch_duration_secs=args.max_batch_duration_secs,
         reshuffle=args.reshuffle, share_model_across_processes=args.share_model_across_processes,
-        model_copies=args.model_copies, dtype=args.dtype, threads=args.threads)
+        model_copies=args.model_copies, dtype=args.dtype, threads=args.threads, tokenize_ahead=args.tokenize_ahead)

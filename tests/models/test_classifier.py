@@ -149,6 +149,65 @@ def test_an_encoding_made_ahead_by_a_copied_tokenizer_labels_like_predict_alone(
         model.predict(texts, pairs=texts, encoding=made["encoding"])
 
 
+def test_tokenizing_each_batch_ahead_labels_like_tokenizing_first(tokenizer, monkeypatch):
+    """``predict(tokenize_ahead=True)``: the documents are tokenised in parts in a background thread, with a copy
+    of the tokenizer lent from the model's pool, and the predictions are those of tokenising everything first
+    (the batches differ, so confidences agree to float rounding)."""
+    import threading
+
+    model = tiny_classifier(tokenizer, temperatures=(0.03,) * 4, threshold=0.8)
+    texts = TEXTS + [" ".join(["word"] * 80), "x " * 300] + [t.upper() for t in TEXTS]  # two are cut at 64 tokens
+    pairs = list(reversed(texts))
+    calls = []
+    real = model.encode
+
+    def spy(texts, pairs=None, tokenizer=None):
+        calls.append((threading.current_thread().name, len(texts), tokenizer))
+        return real(texts, pairs, tokenizer)
+
+    monkeypatch.setattr(model, "encode", spy)
+    for second in (None, pairs):
+        calls.clear()
+        ahead = model.predict(texts, second, batch_size=2, tokenize_ahead=True)
+        assert [size for _, size, _ in calls] == [6, 6, 6]  # 18 documents in 4 parts of whole batches: 3 of 6
+        assert all(name.startswith("rightsize-tokenize") for name, _, _ in calls)
+        assert {id(t) for _, _, t in calls} == {id(model._spare_tokenizers[0])} != {id(model.tokenizer)}
+        calls.clear()
+        first = model.predict(texts, second, batch_size=2, tokenize_ahead=False)
+        assert [(name, size, t) for name, size, t in calls] == [(threading.current_thread().name, 18, None)]
+        key = lambda p: (p.label, p.exit_layer, p.num_tokens, p.truncated, p.flops)  # noqa: E731
+        assert [key(p) for p in ahead] == [key(p) for p in first]
+        assert [p.confidence for p in ahead] == pytest.approx([p.confidence for p in first], abs=1e-5)
+        assert len({p.exit_layer for p in first}) > 1  # a real early-exit decision
+        assert sum(p.truncated for p in first) >= 2  # the truncation flags are compared too
+    assert len(model._spare_tokenizers) == 1  # the copy was returned and used again, not made per call
+    calls.clear()
+    model.predict(texts, batch_size=5, tokenize_ahead=True)  # parts of one batch
+    assert [size for _, size, _ in calls] == [5, 5, 5, 3]
+    calls.clear()
+    model.predict(texts[:5], batch_size=5, tokenize_ahead=True)  # one batch: nothing to overlap, tokenised first
+    assert [size for _, size, _ in calls] == [5] and calls[0][2] is None
+
+
+def test_a_batch_that_fails_to_tokenise_ahead_fails_the_call(tokenizer, monkeypatch):
+    """The error raised in the background thread reaches the caller (where failure isolation splits the chunk),
+    and the tokenizer copy goes back to the pool."""
+    model = tiny_classifier(tokenizer)
+    real = model.encode
+
+    def encode(texts, pairs=None, tokenizer=None):
+        if "POISON" in texts:
+            raise ValueError("cannot tokenise")
+        return real(texts, pairs, tokenizer)
+
+    monkeypatch.setattr(model, "encode", encode)
+    with pytest.raises(ValueError, match="cannot tokenise"):
+        model.predict(TEXTS + ["POISON"], batch_size=2, tokenize_ahead=True)
+    assert len(model._spare_tokenizers) == 1
+    with pytest.raises(ValueError, match="9 texts but 8 pairs"):
+        model.predict(TEXTS + ["POISON"], TEXTS, batch_size=2, tokenize_ahead=True)
+
+
 def test_remote_model_copy_is_removed_after_loading(saved, tmp_path, monkeypatch):
     import tempfile
 

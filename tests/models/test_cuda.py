@@ -30,9 +30,10 @@ def _split_model(tokenizer, tmp_path):
     return EarlyExitClassifier.from_pretrained(tmp_path), texts, expected
 
 
-def test_cuda_matches_cpu_at_a_real_early_exit_threshold(tokenizer, tmp_path):
+@pytest.mark.parametrize("tokenize_ahead", [True, False])  # True: predict's default on CUDA
+def test_cuda_matches_cpu_at_a_real_early_exit_threshold(tokenizer, tmp_path, tokenize_ahead):
     gpu, texts, expected = _split_model(tokenizer, tmp_path)
-    got = gpu.predict(texts, batch_size=12)
+    got = gpu.predict(texts, batch_size=12, tokenize_ahead=tokenize_ahead)
     threshold = gpu.config.threshold
     for a, b in zip(expected, got):
         if abs(a.confidence - threshold) < 1e-3:  # float differences may flip a document on the boundary

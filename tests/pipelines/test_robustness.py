@@ -99,11 +99,12 @@ def _holding(word: str):
 def poisoned(request, monkeypatch):
     """A document that makes inference raise, whatever batch it is in: in the model, or in the tokenizer
     (which ``predict`` of a file runs one chunk ahead, in another thread)."""
-    _raise_on(monkeypatch, request.param, ValueError, "poisoned document", _holding("POISON"))
+    return request.param, _raise_on(monkeypatch, request.param, ValueError, "poisoned document", _holding("POISON"))
 
 
-@pytest.mark.parametrize("command", ["predict", "label"])
+@pytest.mark.parametrize("command", ["predict", "label", "label --tokenize-ahead"])
 def test_a_poisoned_document_costs_one_dead_letter(model_dir, tmp_path, poisoned, command):
+    """(With --tokenize-ahead, ``encode`` raises in the thread that tokenises each batch ahead.)"""
     docs = [{"id": f"d{i}", "text": f"document number {i}" + (" POISON" if i in (5, 33) else "")} for i in range(40)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     args = ["--model", model_dir, "--input", str(tmp_path / "in.jsonl"), "--batch-size", "4"]
@@ -111,12 +112,16 @@ def test_a_poisoned_document_costs_one_dead_letter(model_dir, tmp_path, poisoned
         assert main(["predict", *args, "--output", str(tmp_path / "p.parquet")]) == 0
         rows, letters = _predictions([tmp_path / "p.parquet"]), _letters([tmp_path / "p.deadletter.jsonl"])
     else:
-        assert main(["label", *args, "--output", str(tmp_path / "out"), "--run-id", "x", "--chunk-size", "16"]) == 0
+        assert main([*command.split(), *args, "--output", str(tmp_path / "out"), "--run-id", "x",
+                     "--chunk-size", "16"]) == 0
         rows = _predictions((tmp_path / "out" / "x").glob("predictions-*.parquet"))
         letters = _letters((tmp_path / "out" / "x").glob("deadletter-*.jsonl"))
     assert sorted(r["id"] for r in rows) == sorted(f"d{i}" for i in range(40) if i not in (5, 33))
     assert sorted(json.loads(letter["raw"])["id"] for letter in letters) == ["d33", "d5"]
     assert {letter["reason"] for letter in letters} == {"inference failed: ValueError: poisoned document"}
+    method, sizes = poisoned
+    if method == "encode":  # tokenised ahead: one batch of --batch-size at a time, never a whole chunk
+        assert (max(sizes) <= 4) == command.endswith("--tokenize-ahead")
 
 
 def test_a_document_the_read_ahead_cannot_tokenise_costs_one_dead_letter(model_dir, tmp_path, monkeypatch, caplog):

@@ -41,7 +41,7 @@ from suite.common import DATA, WORK, machine, timed  # noqa: E402
 
 from flows.predict import predict_file  # noqa: E402
 from models import EarlyExitClassifier  # noqa: E402
-from models.classifier import default_batch_size  # noqa: E402
+from models.classifier import default_batch_size, part_size  # noqa: E402
 from ops.records import Document, InputFields, read_file  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -60,14 +60,13 @@ def abba(run, repeats: int) -> dict[bool, list[float]]:
     return times
 
 
-def padded_tokens(model: EarlyExitClassifier, texts: list[str], encoding) -> dict[str, int]:
-    """Tokens in ``predict``'s batches of ``texts`` (padding included) as each ordering makes them."""
-    size = default_batch_size(model.device.type)
+def padded_tokens(model: EarlyExitClassifier, texts: list[str], encoding, size: int) -> dict[str, int]:
+    """Tokens in ``predict``'s batches of ``size`` rows of ``texts`` (padding included) as each ordering makes
+    them (the part sizes of tokenising ahead depend on ``size``)."""
     tokens = lambda batches: sum(batch["input_ids"].numel() for _, batch, _, _ in batches)  # noqa: E731
     counts = np.array([len(ids) for ids in encoding.tokens["input_ids"]])
     by_chars = np.argsort(-np.array([len(t) for t in texts]), kind="stable")
-    return {"real": int(counts.sum()),
-            "by tokens": tokens(model._length_sorted_batches(encoding.tokens, size)),
+    return {"by tokens": tokens(model._length_sorted_batches(encoding.tokens, size)),
             "by characters": int(sum(counts[by_chars[i:i + size]].max() * len(by_chars[i:i + size])
                                      for i in range(0, len(texts), size))),
             "in parts": sum(tokens(model._length_sorted_batches(part.tokens, size))
@@ -100,7 +99,9 @@ def main() -> None:
         whole = abba(lambda ahead: predict_file(model, args.input, f"{out}/p.parquet", chunk_size=args.chunk_size,
                                                 read_ahead=ahead), args.repeats)
     chunk = abba(lambda ahead: model.predict(texts, tokenize_ahead=ahead), args.repeats)
-    padded = padded_tokens(model, texts, encoding)
+    padded = {size: padded_tokens(model, texts, encoding, size) for size in
+              sorted({default_batch_size("cpu"), default_batch_size("cuda")})}
+    unpadded = sum(len(ids) for ids in encoding.tokens["input_ids"])
     seconds = {key: statistics.median(times) for key, times in whole.items()}
     speedup = seconds[False] / seconds[True]
     chunk_seconds = {key: statistics.median(times) for key, times in chunk.items()}
@@ -123,11 +124,13 @@ def main() -> None:
         "| tokenise | median seconds | fastest | slowest | speedup of the medians |", "|---|---|---|---|---|",
         *[f"| {'in parts, ahead' if side else 'all first'} | {chunk_seconds[side]:.3f} | {min(chunk[side]):.3f} | "
           f"{max(chunk[side]):.3f} | {chunk_seconds[False] / chunk_seconds[side]:.2f}x |" for side in (False, True)],
-        "", f"Tokens in those batches, padding included ({padded['real']:,} without padding):", "",
-        "| batches sorted | tokens | over sorting by tokens |", "|---|---|---|",
-        *[f"| {name} | {padded[key]:,} | {padded[key] / padded['by tokens'] - 1:+.1%} |" for key, name in (
-            ("by tokens", "by tokens (all first)"), ("by characters", "by characters alone"),
-            ("in parts", "in parts by characters, by tokens within (ahead)"))]])
+        "", f"Tokens in batches of the {len(texts)} documents, padding included (the default batch sizes of a CPU "
+            f"and a GPU; {unpadded:,} tokens without padding):", "",
+        "| rows a batch | batches sorted | tokens | over sorting by tokens |", "|---|---|---|---|",
+        *[f"| {size} | {name} | {counts[key]:,} | {counts[key] / counts['by tokens'] - 1:+.1%} |"
+          for size, counts in padded.items() for key, name in (
+              ("by tokens", "by tokens (all first)"), ("by characters", "by characters alone"),
+              ("in parts", f"in parts of {part_size(len(texts), size)} by characters, by tokens within (ahead)"))]])
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"read_ahead-{args.device}.md").write_text(table + "\n")
@@ -137,6 +140,7 @@ def main() -> None:
          "predict_file_seconds": {"read_ahead": whole[True], "in_turn": whole[False]}, "speedup": speedup,
          "chunk_seconds": {"tokenize_ahead": chunk[True], "tokenize_first": chunk[False]},
          "chunk_speedup": chunk_seconds[False] / chunk_seconds[True], "padded_tokens": padded,
+         "unpadded_tokens": unpadded,
          "command": "python bench/read_ahead.py " + " ".join(sys.argv[1:])}, indent=2) + "\n")
 
 

@@ -13,7 +13,6 @@ the previous output file as it was.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import threading
@@ -77,7 +76,7 @@ def predict_file(
     the next chunk of ``chunk_size`` documents in a background thread while this one is labelled; None: on a
     GPU, where the host's work is a large share of the time. On a CPU it gained nothing measurable
     (bench/read_ahead.py) and would hold one chunk more. A chunk that could not be tokenised ahead, and the parts
-    retried after a failure, are then tokenised a batch ahead instead (``EarlyExitClassifier.predict``'s
+    retried after a failure, are tokenised in parts while they are labelled instead (``EarlyExitClassifier.predict``'s
     ``tokenize_ahead``)."""
     threshold = model.config.threshold if threshold is None else threshold
     read_ahead = model.device.type == "cuda" if read_ahead is None else read_ahead
@@ -133,11 +132,13 @@ def predict_file(
         _count(summary, predictions, len(bad))
         return len(failed)
 
-    source = chunks(copy.deepcopy(model.tokenizer)) if read_ahead else chunks(None)
     try:
-        with PredictionWriter(staged_output) as writer, fsspec.open(staged_letters, "w", encoding="utf-8") as letters, \
+        # left from right to left: the read-ahead thread ends before its tokenizer goes back to the pool
+        with (model.lent_tokenizer() if read_ahead else contextlib.nullcontext()) as tokenizer, \
+                PredictionWriter(staged_output) as writer, fsspec.open(staged_letters, "w", encoding="utf-8") as letters, \
                 tqdm(desc="labelling", unit="doc") as bar, \
-                (prepared_ahead(source, "rightsize-read") if read_ahead else contextlib.closing(source)) as ahead:
+                (prepared_ahead(chunks(tokenizer), "rightsize-read") if read_ahead
+                 else contextlib.closing(chunks(None))) as ahead:
             try:
                 failed_alone = 0
                 for chunk, documents, encoding in ahead:

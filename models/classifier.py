@@ -16,6 +16,7 @@ import math
 import re
 import tempfile
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -197,7 +198,6 @@ class EarlyExitClassifier(nn.Module):
         self.exits = nn.ModuleList(ExitHead(hidden, config.num_labels, dropout, config.pooling) for _ in config.exit_layers)
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "right"  # compaction trims trailing columns
-        self._spare_tokenizers: list = []  # copies lent to the threads that tokenise ahead (``_lent_tokenizer``)
         self.shape = EncoderShape.from_config(backbone.config, config.num_labels, config.pooling == "mean")
         self.model_id = "unsaved"
         self.dtype_name = "float32"  # compute precision of inference (models/precision.py); set by from_pretrained
@@ -382,17 +382,19 @@ class EarlyExitClassifier(nn.Module):
         ``batch_size=None`` the device's default (``DEFAULT_BATCH_SIZE``); ``encoding``: ``encode(texts, pairs)``
         done already (in a background thread, say), else it is done here.
 
-        ``tokenize_ahead`` (when no ``encoding`` is given and there is more than one batch): tokenise the documents
-        in about TOKENIZE_AHEAD_PARTS parts, each in a background thread while the previous part's batches run,
-        instead of all of them first. Parts are cut in order of characters (known before tokenising) and sorted
-        by tokens within, so batches pad a little more. None: on a GPU, where the host's work is a large share of
-        the time; on a CPU it cost time (bench/read_ahead.py).
+        ``tokenize_ahead`` (when no ``encoding`` is given): tokenise the documents in parts (``part_size``), each
+        in a background thread while the previous part's batches run, instead of all of them first. Parts are cut
+        in order of characters (known before tokenising) and sorted by tokens within, so batches pad a little more
+        (bench/read_ahead.py). None: on a GPU, where the host's work should be a large share of the time; on a CPU
+        it gained nothing measurable.
         """
         if threshold is None:
             threshold = self.config.threshold
         if batch_size is None:
             batch_size = default_batch_size(self.device.type)
         _check_batch_size(batch_size)
+        texts = list(texts)  # indexed by position below (a pandas Series would be indexed by its labels)
+        pairs = None if pairs is None else list(pairs)
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
         if not len(texts):
@@ -409,8 +411,8 @@ class EarlyExitClassifier(nn.Module):
         lengths = np.empty(len(texts), dtype=np.int64)
         truncated = np.empty(len(texts), dtype=bool)
         with contextlib.ExitStack() as stack:  # left in reverse: the thread ends before its tokenizer is returned
-            if encoding is None and tokenize_ahead and len(texts) > batch_size:
-                tokenizer = stack.enter_context(self._lent_tokenizer())
+            if encoding is None and tokenize_ahead and part_size(len(texts), batch_size) < len(texts):
+                tokenizer = stack.enter_context(self.lent_tokenizer())
                 parts = stack.enter_context(prepared_ahead(self._tokenized_parts(texts, pairs, batch_size, tokenizer),
                                                            "rightsize-tokenize"))
                 source = ((rows[sub], host_batch, num_tokens, cut) for rows, part in parts
@@ -514,32 +516,43 @@ class EarlyExitClassifier(nn.Module):
             yield rows, self.pad_rows_on_host(tokens, rows), lengths[rows], None if truncated is None else truncated[rows]
 
     def _tokenized_parts(self, texts: Sequence[str], pairs: Sequence[str] | None, batch_size: int, tokenizer):
-        """Yields (row indices, their ``Encoding`` made with ``tokenizer``) in about TOKENIZE_AHEAD_PARTS parts of
-        whole batches, longest documents first by characters. Sorting by characters alone padded AG News batches
-        to 20% more tokens than sorting by tokens; sorting each part by tokens (``_length_sorted_batches``) brings
-        that down to a few percent."""
+        """Yields (row indices, their ``Encoding`` made with ``tokenizer``) in parts of ``part_size``, longest
+        documents first by characters. Their batches are sorted by tokens within each part
+        (``_length_sorted_batches``): batches sorted by characters alone held 12-24% more tokens than batches
+        sorted by tokens on AG News and SST-2 (bench/read_ahead.py)."""
         chars = np.array([len(t) for t in texts], dtype=np.int64)
         if pairs is not None:
             chars += np.array([len(p) for p in pairs], dtype=np.int64)
         order = np.argsort(-chars, kind="stable")
-        size = batch_size * math.ceil(len(order) / (TOKENIZE_AHEAD_PARTS * batch_size))
+        size = part_size(len(order), batch_size)
         for start in range(0, len(order), size):
             rows = order[start:start + size]
             yield rows, self.encode([texts[i] for i in rows], None if pairs is None else [pairs[i] for i in rows],
                                     tokenizer=tokenizer)
 
     @contextlib.contextmanager
-    def _lent_tokenizer(self):
-        """A copy of ``tokenizer`` for one thread (a fast tokenizer must not serve two at once), from a pool kept
-        on the model: a copy takes ~50 ms, too long to make per call. The pool holds one per concurrent caller."""
-        with _SPARE_TOKENIZERS_LOCK:
-            tokenizer = self._spare_tokenizers.pop() if self._spare_tokenizers else None
-        tokenizer = tokenizer or copy.deepcopy(self.tokenizer)
+    def lent_tokenizer(self):
+        """A copy of ``tokenizer`` for a thread of its own (a fast tokenizer must not serve two at once), from a
+        pool of copies of it: a copy takes ~50 ms, too long to make per call. The pool holds one copy per caller
+        that ever ran at the same time as others, and lives as long as ``tokenizer`` (it is not part of the model:
+        copying or saving the model does not carry it). Copies are made of the tokenizer as it is when they are
+        first needed: change it in place after that and ``spare_tokenizers(model.tokenizer).clear()``."""
+        spares = spare_tokenizers(self.tokenizer)
+        with _SPARES_LOCK:
+            tokenizer = spares.pop() if spares else None
+        if tokenizer is None:
+            tokenizer = copy.deepcopy(self.tokenizer)
+
+        def give_back():
+            with _SPARES_LOCK:
+                spares.append(tokenizer)
+
         try:
             yield tokenizer
-        finally:
-            with _SPARE_TOKENIZERS_LOCK:
-                self._spare_tokenizers.append(tokenizer)
+        except Exception:  # the thread that used it has ended
+            give_back()
+            raise
+        give_back()  # not after an interrupt (Ctrl-C): a second one may have left the thread running with it
 
     def pad_rows(self, encoded, rows) -> dict:
         """The rows ``rows`` of an unpadded BatchEncoding, right-padded into tensors on the model's device."""
@@ -582,8 +595,26 @@ def _token_counts(tokens) -> np.ndarray:
     return np.array([len(ids) for ids in tokens["input_ids"]], dtype=np.int64)
 
 
-TOKENIZE_AHEAD_PARTS = 4  # predict(tokenize_ahead=True): the first part is tokenised while nothing else runs
-_SPARE_TOKENIZERS_LOCK = threading.Lock()  # module-level: a lock on the model would make it impossible to copy
+TOKENIZE_AHEAD_PARTS = 4  # predict(tokenize_ahead=True) cuts its documents into at most this many parts,
+TOKENIZE_AHEAD_PART_BATCHES = 2  # each of at least this many batches (fewer pad more; see _tokenized_parts)
+
+
+def part_size(documents: int, batch_size: int) -> int:
+    """Documents per part when ``predict`` tokenises ahead: whole batches, at least TOKENIZE_AHEAD_PART_BATCHES
+    of them, and at most TOKENIZE_AHEAD_PARTS parts. The first part's tokenising is not hidden; a call that
+    makes one part is tokenised first, in the caller's thread."""
+    batches = max(TOKENIZE_AHEAD_PART_BATCHES, math.ceil(documents / (TOKENIZE_AHEAD_PARTS * batch_size)))
+    return batch_size * batches
+
+
+_SPARES: "weakref.WeakKeyDictionary[object, list]" = weakref.WeakKeyDictionary()  # tokenizer -> idle copies of it
+_SPARES_LOCK = threading.Lock()
+
+
+def spare_tokenizers(tokenizer) -> list:
+    """The idle copies of ``tokenizer`` kept for ``EarlyExitClassifier.lent_tokenizer``."""
+    with _SPARES_LOCK:
+        return _SPARES.setdefault(tokenizer, [])
 CUT_CHARS_PER_TOKEN = 32  # characters of a text kept per token of max_length (English averages 4 to 5)
 _SPACE = re.compile(r"[ \t\n\r]")  # whitespace to every tokenizer (Python's \s also takes controls BERT drops)
 

@@ -36,8 +36,8 @@ class LabelJobConfig:
     dtype: str = "float32"  # the backbone's compute precision, or "auto" (models/precision.py), chosen at launch
     threads: int | None = None  # torch threads per process; None: cores / processes when the DirectRunner starts
     # several, else torch's default
-    # Tokenise each batch of a chunk in a background thread while the previous batch runs (EarlyExitClassifier.
-    # predict's tokenize_ahead). None: on a GPU worker, off on a CPU worker.
+    # Tokenise each chunk in parts, the next part in a background thread while the current part's batches run
+    # (EarlyExitClassifier.predict's tokenize_ahead). None: on a GPU worker, off on a CPU worker.
     tokenize_ahead: bool | None = None
 
     def __post_init__(self):
@@ -87,8 +87,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                              "--share-model-across-processes")
     add_precision_flags(parser, threads=True)
     parser.add_argument("--tokenize-ahead", action=argparse.BooleanOptionalAction, default=None,
-                        help="tokenise each batch in a background thread while the previous one runs (default: on "
-                             "a GPU worker, off on a CPU worker, where it gained nothing measurable)")
+                        help="tokenise each chunk in parts, the next part in a background thread while the current "
+                             "part's batches run (default: on a GPU worker, off on a CPU worker, where it gained "
+                             "nothing measurable)")
 
 
 def add_precision_flags(parser: argparse.ArgumentParser, threads: bool) -> None:

@@ -1,12 +1,15 @@
 """Save/load round trip, and loading rejects inconsistent directories with the file and field named."""
 
+import copy
 import json
+import threading
 
+import pandas
 import pytest
 from safetensors.torch import load_file, save_file
 
 from models import ConfigError, EarlyExitClassifier
-from models.classifier import cut_at_space, truncated_rows
+from models.classifier import cut_at_space, spare_tokenizers, truncated_rows
 from models.config import CONFIG_FILE, WEIGHTS_FILE, default_exit_layers
 from tests.conftest import TEXTS, tiny_classifier
 
@@ -129,8 +132,6 @@ def test_very_long_documents_are_cut_before_tokenising_to_exactly_the_same_token
 def test_an_encoding_made_ahead_by_a_copied_tokenizer_labels_like_predict_alone(tokenizer):
     """What ``predict`` of a file does: the next chunk is encoded in another thread with a copy of the tokenizer,
     and labelling it gives exactly what encoding it on the spot gives (truncation flags included)."""
-    import copy
-    import threading
 
     model = tiny_classifier(tokenizer, temperatures=(0.03,) * 4, threshold=0.8)
     texts = TEXTS + [" ".join(["word"] * 80)]  # the last is cut at 64 tokens
@@ -149,29 +150,39 @@ def test_an_encoding_made_ahead_by_a_copied_tokenizer_labels_like_predict_alone(
         model.predict(texts, pairs=texts, encoding=made["encoding"])
 
 
-def test_tokenizing_each_batch_ahead_labels_like_tokenizing_first(tokenizer, monkeypatch):
-    """``predict(tokenize_ahead=True)``: the documents are tokenised in parts in a background thread, with a copy
-    of the tokenizer lent from the model's pool, and the predictions are those of tokenising everything first
-    (the batches differ, so confidences agree to float rounding)."""
-    import threading
+def _own_model(tokenizer, **kwargs):
+    """A tiny model with a tokenizer of its own, so that its pool of tokenizer copies starts empty."""
+    return tiny_classifier(copy.deepcopy(tokenizer), **kwargs)
 
-    model = tiny_classifier(tokenizer, temperatures=(0.03,) * 4, threshold=0.8)
-    texts = TEXTS + [" ".join(["word"] * 80), "x " * 300] + [t.upper() for t in TEXTS]  # two are cut at 64 tokens
-    pairs = list(reversed(texts))
+
+def _spy_on_encode(model, monkeypatch, before=lambda texts, tokenizer: None) -> list:
+    """Records (thread name, documents, tokenizer given) of each ``model.encode`` call; ``before`` runs first."""
     calls = []
     real = model.encode
 
     def spy(texts, pairs=None, tokenizer=None):
         calls.append((threading.current_thread().name, len(texts), tokenizer))
+        before(texts, tokenizer)
         return real(texts, pairs, tokenizer)
 
     monkeypatch.setattr(model, "encode", spy)
+    return calls
+
+
+def test_tokenizing_ahead_in_parts_labels_like_tokenizing_first(tokenizer, monkeypatch):
+    """``predict(tokenize_ahead=True)``: the documents are tokenised in parts in a background thread, with a copy
+    of the tokenizer lent from the pool, and the predictions are those of tokenising everything first (the
+    batches differ, so confidences agree to float rounding)."""
+    model = _own_model(tokenizer, temperatures=(0.03,) * 4, threshold=0.8)
+    texts = TEXTS + [" ".join(["word"] * 80), "x " * 300] + [t.upper() for t in TEXTS]  # two are cut at 64 tokens
+    pairs = list(reversed(texts))
+    calls = _spy_on_encode(model, monkeypatch)
     for second in (None, pairs):
         calls.clear()
         ahead = model.predict(texts, second, batch_size=2, tokenize_ahead=True)
-        assert [size for _, size, _ in calls] == [6, 6, 6]  # 18 documents in 4 parts of whole batches: 3 of 6
+        assert [size for _, size, _ in calls] == [6, 6, 6]  # 18 documents: at most 4 parts, of whole batches
         assert all(name.startswith("rightsize-tokenize") for name, _, _ in calls)
-        assert {id(t) for _, _, t in calls} == {id(model._spare_tokenizers[0])} != {id(model.tokenizer)}
+        assert {id(t) for _, _, t in calls} == {id(spare_tokenizers(model.tokenizer)[0])} != {id(model.tokenizer)}
         calls.clear()
         first = model.predict(texts, second, batch_size=2, tokenize_ahead=False)
         assert [(name, size, t) for name, size, t in calls] == [(threading.current_thread().name, 18, None)]
@@ -180,30 +191,77 @@ def test_tokenizing_each_batch_ahead_labels_like_tokenizing_first(tokenizer, mon
         assert [p.confidence for p in ahead] == pytest.approx([p.confidence for p in first], abs=1e-5)
         assert len({p.exit_layer for p in first}) > 1  # a real early-exit decision
         assert sum(p.truncated for p in first) >= 2  # the truncation flags are compared too
-    assert len(model._spare_tokenizers) == 1  # the copy was returned and used again, not made per call
-    calls.clear()
-    model.predict(texts, batch_size=5, tokenize_ahead=True)  # parts of one batch
-    assert [size for _, size, _ in calls] == [5, 5, 5, 3]
-    calls.clear()
-    model.predict(texts[:5], batch_size=5, tokenize_ahead=True)  # one batch: nothing to overlap, tokenised first
-    assert [size for _, size, _ in calls] == [5] and calls[0][2] is None
+    assert len(spare_tokenizers(model.tokenizer)) == 1  # the copy was returned and used again, not made per call
+    for n, batch_size, sizes in ((18, 5, [10, 8]), (10, 5, [10]), (5, 5, [5])):  # parts of at least 2 batches
+        calls.clear()
+        model.predict(texts[:n], batch_size=batch_size, tokenize_ahead=True)
+        assert [size for _, size, _ in calls] == sizes
+        assert (calls[0][2] is None) == (len(sizes) == 1)  # one part: tokenised first, in the caller's thread
+    series = pandas.Series(texts, index=range(100, 118)).sort_values()  # indexed by labels, not positions
+    assert model.predict(series, tokenize_ahead=True, batch_size=2) == model.predict(list(series), batch_size=2)
 
 
-def test_a_batch_that_fails_to_tokenise_ahead_fails_the_call(tokenizer, monkeypatch):
+def test_the_next_part_is_tokenised_while_batches_run(tokenizer, monkeypatch):
+    """Overlap, not tokenising every part up front: tokenising the second part waits until a batch has started
+    running, which would time out if all parts were tokenised before any batch ran."""
+    import models.classifier as classifier
+
+    model = _own_model(tokenizer)
+    batch_started = threading.Event()
+    real_run = classifier.run_early_exit
+
+    def run(*args):
+        batch_started.set()
+        return real_run(*args)
+
+    def second_part_waits(texts, tokenizer):
+        if len(calls) > 1:  # the second part, or a later one
+            assert batch_started.wait(timeout=10), "no batch ran while the second part was tokenised"
+
+    monkeypatch.setattr(classifier, "run_early_exit", run)
+    calls = _spy_on_encode(model, monkeypatch, second_part_waits)
+    model.predict(TEXTS * 2, batch_size=2, tokenize_ahead=True)
+    assert [size for _, size, _ in calls] == [4, 4, 4, 4]
+
+
+def test_concurrent_callers_each_borrow_their_own_tokenizer_copy(tokenizer):
+    """What Beam's multi_threading mode does: threads share one model. Each call has a copy of its own, the pool
+    keeps at most one per caller, and the labels are those of one caller alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = _own_model(tokenizer, temperatures=(0.03,) * 4, threshold=0.8)
+    texts = TEXTS * 4
+    alone = [(p.label, p.exit_layer, p.num_tokens) for p in model.predict(texts, batch_size=4)]
+    start = threading.Barrier(3)
+
+    def call(_):
+        start.wait()
+        return [(p.label, p.exit_layer, p.num_tokens) for p in model.predict(texts, batch_size=4, tokenize_ahead=True)]
+
+    with ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(call, range(3))) == [alone] * 3
+    assert 1 <= len(spare_tokenizers(model.tokenizer)) <= 3
+    assert all(copy_ is not model.tokenizer for copy_ in spare_tokenizers(model.tokenizer))
+
+
+def test_a_part_that_fails_to_tokenise_fails_the_call(tokenizer, monkeypatch):
     """The error raised in the background thread reaches the caller (where failure isolation splits the chunk),
-    and the tokenizer copy goes back to the pool."""
-    model = tiny_classifier(tokenizer)
-    real = model.encode
+    and the tokenizer copy goes back to the pool; an interrupt keeps it out (its thread may still be running)."""
+    model = _own_model(tokenizer)
 
-    def encode(texts, pairs=None, tokenizer=None):
+    def poisoned(texts, tokenizer):
         if "POISON" in texts:
             raise ValueError("cannot tokenise")
-        return real(texts, pairs, tokenizer)
+        if "STOP" in texts:
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(model, "encode", encode)
+    _spy_on_encode(model, monkeypatch, poisoned)
     with pytest.raises(ValueError, match="cannot tokenise"):
         model.predict(TEXTS + ["POISON"], batch_size=2, tokenize_ahead=True)
-    assert len(model._spare_tokenizers) == 1
+    assert len(spare_tokenizers(model.tokenizer)) == 1
+    with pytest.raises(KeyboardInterrupt):
+        model.predict(TEXTS + ["STOP"], batch_size=2, tokenize_ahead=True)
+    assert len(spare_tokenizers(model.tokenizer)) == 0
     with pytest.raises(ValueError, match="9 texts but 8 pairs"):
         model.predict(TEXTS + ["POISON"], TEXTS, batch_size=2, tokenize_ahead=True)
 

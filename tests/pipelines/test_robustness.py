@@ -104,7 +104,7 @@ def poisoned(request, monkeypatch):
 
 @pytest.mark.parametrize("command", ["predict", "label", "label --tokenize-ahead"])
 def test_a_poisoned_document_costs_one_dead_letter(model_dir, tmp_path, poisoned, command):
-    """(With --tokenize-ahead, ``encode`` raises in the thread that tokenises each batch ahead.)"""
+    """(With --tokenize-ahead, ``encode`` raises in the thread that tokenises a chunk's parts ahead.)"""
     docs = [{"id": f"d{i}", "text": f"document number {i}" + (" POISON" if i in (5, 33) else "")} for i in range(40)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     args = ["--model", model_dir, "--input", str(tmp_path / "in.jsonl"), "--batch-size", "4"]
@@ -120,8 +120,8 @@ def test_a_poisoned_document_costs_one_dead_letter(model_dir, tmp_path, poisoned
     assert sorted(json.loads(letter["raw"])["id"] for letter in letters) == ["d33", "d5"]
     assert {letter["reason"] for letter in letters} == {"inference failed: ValueError: poisoned document"}
     method, sizes = poisoned
-    if method == "encode":  # tokenised ahead: one batch of --batch-size at a time, never a whole chunk
-        assert (max(sizes) <= 4) == command.endswith("--tokenize-ahead")
+    if method == "encode":  # tokenised ahead: in parts (of 8 or 12 here), never a whole chunk of 16 or the trial's 40
+        assert (max(sizes) < 16) == command.endswith("--tokenize-ahead")
 
 
 def test_a_document_the_read_ahead_cannot_tokenise_costs_one_dead_letter(model_dir, tmp_path, monkeypatch, caplog):

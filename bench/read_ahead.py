@@ -13,7 +13,8 @@ Three measurements, medians of --repeats after a warm-up:
    favour neither), with the ratio of the medians and each side's range.
 3. `EarlyExitClassifier.predict` of all the documents as one chunk (what `label`'s model handler does with a
    RunInference batch), tokenising them in parts ahead or all of them first, in ABBA order as in 2; and the
-   tokens its batches hold, padding included, when sorted by tokens, by characters alone, and in parts.
+   tokens the batches of one chunk of this file and of --padding-input hold, padding included, when sorted by
+   tokens, by characters alone, and in parts.
 
 Results go to bench/results/read_ahead-<device>.{json,md}.
 
@@ -41,7 +42,7 @@ from suite.common import DATA, WORK, machine, timed  # noqa: E402
 
 from flows.predict import predict_file  # noqa: E402
 from models import EarlyExitClassifier  # noqa: E402
-from models.classifier import default_batch_size, part_size  # noqa: E402
+from models.classifier import _token_counts, default_batch_size, part_size  # noqa: E402
 from ops.records import Document, InputFields, read_file  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -60,13 +61,14 @@ def abba(run, repeats: int) -> dict[bool, list[float]]:
     return times
 
 
-def padded_tokens(model: EarlyExitClassifier, texts: list[str], encoding, size: int) -> dict[str, int]:
-    """Tokens in ``predict``'s batches of ``size`` rows of ``texts`` (padding included) as each ordering makes
-    them (the part sizes of tokenising ahead depend on ``size``)."""
+def padded_tokens(model: EarlyExitClassifier, texts: list[str], size: int) -> dict[str, int]:
+    """Tokens in ``predict``'s batches of ``size`` rows of ``texts``, padding included, as each ordering makes
+    them (the part sizes of tokenising ahead depend on ``size``), and without padding."""
     tokens = lambda batches: sum(batch["input_ids"].numel() for _, batch, _, _ in batches)  # noqa: E731
-    counts = np.array([len(ids) for ids in encoding.tokens["input_ids"]])
-    by_chars = np.argsort(-np.array([len(t) for t in texts]), kind="stable")
-    return {"by tokens": tokens(model._length_sorted_batches(encoding.tokens, size)),
+    encoding = model.encode(texts)
+    counts = _token_counts(encoding.tokens)
+    by_chars = np.argsort(-np.array([len(t) for t in texts]), kind="stable")  # what the parts are cut by
+    return {"unpadded": int(counts.sum()), "by tokens": tokens(model._length_sorted_batches(encoding.tokens, size)),
             "by characters": int(sum(counts[by_chars[i:i + size]].max() * len(by_chars[i:i + size])
                                      for i in range(0, len(texts), size))),
             "in parts": sum(tokens(model._length_sorted_batches(part.tokens, size))
@@ -79,6 +81,8 @@ def main() -> None:
                         help="a calibrated model directory (default: the one `bench/run.py --parts path` makes)")
     parser.add_argument("--input", default=str(DATA / "ag_news" / "test.jsonl"),
                         help="a JSONL file with a 'text' field (default: AG News test, 1,000 documents)")
+    parser.add_argument("--padding-input", default=str(DATA / "sst2" / "test.jsonl"),
+                        help="a second JSONL file whose batches' padding is counted (default: SST-2 test)")
     parser.add_argument("--chunk-size", type=int, default=250, help="documents per chunk in part 2")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=6, help="per measurement (part 2: per side, ABBA order)")
@@ -99,16 +103,18 @@ def main() -> None:
         whole = abba(lambda ahead: predict_file(model, args.input, f"{out}/p.parquet", chunk_size=args.chunk_size,
                                                 read_ahead=ahead), args.repeats)
     chunk = abba(lambda ahead: model.predict(texts, tokenize_ahead=ahead), args.repeats)
-    padded = {size: padded_tokens(model, texts, encoding, size) for size in
-              sorted({default_batch_size("cpu"), default_batch_size("cuda")})}
-    unpadded = sum(len(ids) for ids in encoding.tokens["input_ids"])
+    # one chunk of `label` (its default --chunk-size) from each file, at the default batch sizes of a CPU and a GPU
+    chunks = {Path(url).parent.name: [d.text for d in read_file(url, InputFields()) if isinstance(d, Document)][:1024]
+              for url in (args.input, args.padding_input)}
+    sizes = sorted({default_batch_size("cpu"), default_batch_size("cuda")})
+    padded = {name: {size: padded_tokens(model, some, size) for size in sizes} for name, some in chunks.items()}
     seconds = {key: statistics.median(times) for key, times in whole.items()}
     speedup = seconds[False] / seconds[True]
     chunk_seconds = {key: statistics.median(times) for key, times in chunk.items()}
 
     info = machine(args.device)
     table = "\n".join([
-        f"Reading ahead in `predict`: {len(texts)} documents of {Path(args.input).name}, model "
+        f"Reading and tokenising ahead in `predict` and `label`: {len(texts)} documents of {Path(args.input).name}, model "
         f"{Path(args.model).name} at its calibrated threshold, {info['gpu'] or info['cpu']}, {info['threads']} "
         f"torch threads; median of {args.repeats} after a warm-up, in one process.", "",
         "One chunk of all the documents, step by step:", "",
@@ -124,13 +130,15 @@ def main() -> None:
         "| tokenise | median seconds | fastest | slowest | speedup of the medians |", "|---|---|---|---|---|",
         *[f"| {'in parts, ahead' if side else 'all first'} | {chunk_seconds[side]:.3f} | {min(chunk[side]):.3f} | "
           f"{max(chunk[side]):.3f} | {chunk_seconds[False] / chunk_seconds[side]:.2f}x |" for side in (False, True)],
-        "", f"Tokens in batches of the {len(texts)} documents, padding included (the default batch sizes of a CPU "
-            f"and a GPU; {unpadded:,} tokens without padding):", "",
-        "| rows a batch | batches sorted | tokens | over sorting by tokens |", "|---|---|---|---|",
-        *[f"| {size} | {name} | {counts[key]:,} | {counts[key] / counts['by tokens'] - 1:+.1%} |"
-          for size, counts in padded.items() for key, name in (
-              ("by tokens", "by tokens (all first)"), ("by characters", "by characters alone"),
-              ("in parts", f"in parts of {part_size(len(texts), size)} by characters, by tokens within (ahead)"))]])
+        "", "Tokens in the batches of one chunk (`label`'s default of 1,024 documents, or the whole file), padding "
+            "included, at the default batch sizes of a CPU and a GPU:", "",
+        "| documents | rows a batch | batches sorted | tokens | over sorting by tokens |", "|---|---|---|---|---|",
+        *[f"| {name} ({len(chunks[name]):,}; {counts['unpadded']:,} tokens unpadded) | {size} | {label} | "
+          f"{counts[key]:,} | {counts[key] / counts['by tokens'] - 1:+.1%} |"
+          for name, by_size in padded.items() for size, counts in by_size.items()
+          for key, label in (("by tokens", "by tokens (all first)"), ("by characters", "by characters alone"),
+                             ("in parts", f"in parts of {part_size(len(chunks[name]), size)} by characters, by "
+                                          "tokens within (ahead)"))]])
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"read_ahead-{args.device}.md").write_text(table + "\n")
@@ -140,7 +148,7 @@ def main() -> None:
          "predict_file_seconds": {"read_ahead": whole[True], "in_turn": whole[False]}, "speedup": speedup,
          "chunk_seconds": {"tokenize_ahead": chunk[True], "tokenize_first": chunk[False]},
          "chunk_speedup": chunk_seconds[False] / chunk_seconds[True], "padded_tokens": padded,
-         "unpadded_tokens": unpadded,
+         "padding_inputs": [args.input, args.padding_input],
          "command": "python bench/read_ahead.py " + " ".join(sys.argv[1:])}, indent=2) + "\n")
 
 

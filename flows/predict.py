@@ -133,7 +133,7 @@ def predict_file(
         return len(failed)
 
     try:
-        # left from right to left: the read-ahead thread ends before its tokenizer goes back to the pool
+        # exited in reverse order: the read-ahead thread ends before its tokenizer goes back to the pool
         with (model.lent_tokenizer() if read_ahead else contextlib.nullcontext()) as tokenizer, \
                 PredictionWriter(staged_output) as writer, fsspec.open(staged_letters, "w", encoding="utf-8") as letters, \
                 tqdm(desc="labelling", unit="doc") as bar, \

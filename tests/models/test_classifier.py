@@ -244,6 +244,15 @@ def test_concurrent_callers_each_borrow_their_own_tokenizer_copy(tokenizer):
     assert all(copy_ is not model.tokenizer for copy_ in spare_tokenizers(model.tokenizer))
 
 
+def test_a_tokenizer_that_cannot_be_a_weak_key_is_copied_per_call():
+    class Slotted:  # no __weakref__ slot: cannot key the pool
+        __slots__ = ()
+
+    tokenizer = Slotted()
+    spare_tokenizers(tokenizer).append("a copy")
+    assert spare_tokenizers(tokenizer) == []  # kept nowhere, so each call makes its own copy
+
+
 def test_a_part_that_fails_to_tokenise_fails_the_call(tokenizer, monkeypatch):
     """The error raised in the background thread reaches the caller (where failure isolation splits the chunk),
     and the tokenizer copy goes back to the pool; an interrupt keeps it out (its thread may still be running)."""

@@ -159,6 +159,12 @@ class RoutePredictionsFn(beam.DoFn):
         self.labelled = Metrics.counter(NAMESPACE, "labelled")
         self._per_layer = {}
 
+    @classmethod
+    def forget(cls, run_key: str) -> None:
+        """Drops a finished run's count (a notebook may run many jobs in one process)."""
+        with cls._lock:
+            cls._progress.pop(run_key, None)
+
     def process(self, row: dict):
         if "dead_letter" in row:
             Metrics.counter(NAMESPACE, "failed_inferences").inc()
@@ -195,9 +201,10 @@ def failed_inference_letters(failure) -> Iterable[dict]:
         yield dead_letter_line(doc.dead_letter(f"inference failed: {reason}").to_dict())
 
 
-def build(pipeline: beam.Pipeline, config: LabelJobConfig, plan: "Plan", reshuffle: bool):
+def build(pipeline: beam.Pipeline, config: LabelJobConfig, plan: "Plan", reshuffle: bool, run_key: str):
     """Adds the labelling transforms to ``pipeline``, writing under ``plan.staging``; returns (predictions, dead
-    letters) PCollections. ``reshuffle`` spreads one file's documents over workers (see ``LabelJobConfig``)."""
+    letters) PCollections. ``reshuffle`` spreads one file's documents over workers (see ``LabelJobConfig``);
+    ``run_key`` names this run's progress count (``RoutePredictionsFn``)."""
     out_dir = plan.staging
     read = (
         pipeline
@@ -211,8 +218,7 @@ def build(pipeline: beam.Pipeline, config: LabelJobConfig, plan: "Plan", reshuff
     labelled, errors = documents | "Label" >> RunInference(
         EarlyExitModelHandler(config, plan)) \
         .with_exception_handling()
-    route = RoutePredictionsFn(uuid.uuid4().hex)  # this run's own progress count, whatever its run id
-    routed = labelled | "Route" >> beam.ParDo(route).with_outputs("dead", main="predictions")
+    routed = labelled | "Route" >> beam.ParDo(RoutePredictionsFn(run_key)).with_outputs("dead", main="predictions")
     failed = errors.failed_inferences | "FailedToDeadLetters" >> beam.FlatMap(failed_inference_letters)
     dead = (read.dead, routed.dead, failed) | "AllDeadLetters" >> beam.Flatten()
     _ = routed.predictions | "WritePredictions" >> beam.io.WriteToParquet(
@@ -326,13 +332,14 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
     # holds the whole collection in memory (the DirectRunner buffers a GroupByKey's input; bench/label_memory.py)
     reshuffle = config.reshuffle if config.reshuffle is not None else processes != 1
     started = datetime.now(timezone.utc)
+    run_key = uuid.uuid4().hex  # this run's own progress count, whatever its run id
     log.info("labelling %d file(s) matching %s with %s at threshold %.4f -> %s", len(files), config.input,
              model_id, threshold, config.run_dir)
     try:
         if processes is not None:  # the workers run on this machine: a broken model fails here, in seconds
             try_model(EarlyExitModelHandler(config, plan), first_documents(files, config.fields))
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, config, plan, reshuffle)
+        build(pipeline, config, plan, reshuffle, run_key)
         result = pipeline.run()
         result.wait_until_finish()
         metrics = _metrics(result)
@@ -367,6 +374,8 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
     except BaseException:
         discard(staging)
         raise
+    finally:
+        RoutePredictionsFn.forget(run_key)  # counted in this process (an in-process runner's workers)
     return manifest
 
 

@@ -236,3 +236,4 @@ def test_progress_lines_count_each_run_on_its_own(model_dir, tmp_path, caplog, m
         labelled = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out"))["counts"]["labelled"]
         counts = [int(r.getMessage().split()[1]) for r in caplog.records if r.getMessage().startswith("progress:")]
         assert sorted(counts) == list(range(1, labelled + 1))
+        assert pipelines.label.RoutePredictionsFn._progress == {}  # a finished run's count is not kept

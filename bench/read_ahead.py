@@ -71,8 +71,8 @@ def padded_tokens(model: EarlyExitClassifier, texts: list[str], size: int) -> di
     return {"unpadded": int(counts.sum()), "by tokens": tokens(model._length_sorted_batches(encoding.tokens, size)),
             "by characters": int(sum(counts[by_chars[i:i + size]].max() * len(by_chars[i:i + size])
                                      for i in range(0, len(texts), size))),
-            "in parts": sum(tokens(model._length_sorted_batches(part.tokens, size))
-                            for _, part in model._tokenized_parts(texts, None, size, model.tokenizer))}
+            "in parts": tokens(model._batches_of_parts(model._tokenized_parts(texts, None, size, model.tokenizer),
+                                                       size))}
 
 
 def main() -> None:
@@ -114,8 +114,8 @@ def main() -> None:
 
     info = machine(args.device)
     table = "\n".join([
-        f"Reading and tokenising ahead in `predict` and `label`: {len(texts)} documents of {Path(args.input).name}, model "
-        f"{Path(args.model).name} at its calibrated threshold, {info['gpu'] or info['cpu']}, {info['threads']} "
+        f"Reading and tokenising ahead in `predict` and `label`: {len(texts)} documents of {Path(args.input).name}, "
+        f"model {Path(args.model).name} at its calibrated threshold, {info['gpu'] or info['cpu']}, {info['threads']} "
         f"torch threads; median of {args.repeats} after a warm-up, in one process.", "",
         "One chunk of all the documents, step by step:", "",
         "| step | seconds | share |", "|---|---|---|",

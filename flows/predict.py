@@ -76,8 +76,8 @@ def predict_file(
     the next chunk of ``chunk_size`` documents in a background thread while this one is labelled; None: on a
     GPU, where the host's work is a large share of the time. On a CPU it gained nothing measurable
     (bench/read_ahead.py) and would hold one chunk more. A chunk that could not be tokenised ahead, and the parts
-    retried after a failure, are tokenised in parts while they are labelled instead (``EarlyExitClassifier.predict``'s
-    ``tokenize_ahead``)."""
+    retried after a failure, are tokenised in parts while they are labelled instead
+    (``EarlyExitClassifier.predict``'s ``tokenize_ahead``)."""
     threshold = model.config.threshold if threshold is None else threshold
     read_ahead = model.device.type == "cuda" if read_ahead is None else read_ahead
     if not math.isfinite(threshold) or (batch_size is not None and batch_size < 1) or chunk_size < 1:
@@ -135,7 +135,8 @@ def predict_file(
     try:
         # exited in reverse order: the read-ahead thread ends before its tokenizer goes back to the pool
         with (model.lent_tokenizer() if read_ahead else contextlib.nullcontext()) as tokenizer, \
-                PredictionWriter(staged_output) as writer, fsspec.open(staged_letters, "w", encoding="utf-8") as letters, \
+                PredictionWriter(staged_output) as writer, \
+                fsspec.open(staged_letters, "w", encoding="utf-8") as letters, \
                 tqdm(desc="labelling", unit="doc") as bar, \
                 (prepared_ahead(chunks(tokenizer), "rightsize-read") if read_ahead
                  else contextlib.closing(chunks(None))) as ahead:

@@ -512,7 +512,8 @@ class EarlyExitClassifier(nn.Module):
         order = np.argsort(-lengths, kind="stable")
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            yield rows, self.pad_rows_on_host(tokens, rows), lengths[rows], None if truncated is None else np.asarray(truncated)[rows]
+            cut = None if truncated is None else np.asarray(truncated)[rows]
+            yield rows, self.pad_rows_on_host(tokens, rows), lengths[rows], cut
 
     def _tokenized_parts(self, texts: Sequence[str], pairs: Sequence[str] | None, batch_size: int, tokenizer):
         """Yields (row indices, their ``Encoding`` made with ``tokenizer``) in parts of ``part_size``, longest
@@ -530,10 +531,10 @@ class EarlyExitClassifier(nn.Module):
                                     tokenizer=tokenizer)
 
     def _batches_of_parts(self, parts, batch_size: int):
-        """``_length_sorted_batches`` of each of ``parts`` (from ``_tokenized_parts``), with the call's row indices."""
+        """``_length_sorted_batches`` of each of ``parts`` (from ``_tokenized_parts``), with the call's rows."""
         for rows, part in parts:
-            for sub, host_batch, num_tokens, cut in self._length_sorted_batches(part.tokens, batch_size, part.truncated):
-                yield rows[sub], host_batch, num_tokens, cut
+            for sub, *batch in self._length_sorted_batches(part.tokens, batch_size, part.truncated):
+                yield rows[sub], *batch
 
     @contextlib.contextmanager
     def lent_tokenizer(self):
@@ -624,6 +625,8 @@ def spare_tokenizers(tokenizer) -> list:
             return _SPARES.setdefault(tokenizer, [])
         except TypeError:
             return []
+
+
 CUT_CHARS_PER_TOKEN = 32  # characters of a text kept per token of max_length (English averages 4 to 5)
 _SPACE = re.compile(r"[ \t\n\r]")  # whitespace to every tokenizer (Python's \s also takes controls BERT drops)
 

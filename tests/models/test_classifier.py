@@ -132,7 +132,6 @@ def test_very_long_documents_are_cut_before_tokenising_to_exactly_the_same_token
 def test_an_encoding_made_ahead_by_a_copied_tokenizer_labels_like_predict_alone(tokenizer):
     """What ``predict`` of a file does: the next chunk is encoded in another thread with a copy of the tokenizer,
     and labelling it gives exactly what encoding it on the spot gives (truncation flags included)."""
-
     model = tiny_classifier(tokenizer, temperatures=(0.03,) * 4, threshold=0.8)
     texts = TEXTS + [" ".join(["word"] * 80)]  # the last is cut at 64 tokens
     made = {}

@@ -156,6 +156,20 @@ def _flops_by_length(summary: dict) -> bytes:
     return _png(fig)
 
 
+def run_names(runs: list[dict], short: bool = False) -> list[str]:
+    """Each run's id, and its folder too where one id appears in two folders (a copied run, one --run-id under
+    two outputs). ``short``, for plot ticks: the id's last 14 characters, and on a second line the last 18 of the
+    folder the run was written under."""
+    ids = Counter(r["run_id"] for r in runs)
+    names = []
+    for r in runs:
+        name = r["run_id"][-14:] if short else r["run_id"]
+        if ids[r["run_id"]] > 1:
+            name += f"\n…{r['folder'].rsplit('/', 1)[0][-18:]}" if short else f" ({r['folder']})"
+        names.append(name)
+    return names
+
+
 def _trend(summary: dict) -> bytes:
     runs = summary["runs"]
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
@@ -166,7 +180,7 @@ def _trend(summary: dict) -> bytes:
     ax.set_ylim(min(0.0, lowest - 0.05), 1)  # below 0: a run that spent more than the full model
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.set_ylabel("FLOPs saved (fraction)")
-    ax.set_xticks(x, [r["run_id"][-14:] for r in runs], rotation=30, ha="right", fontsize=7)
+    ax.set_xticks(x, run_names(runs, short=True), rotation=30, ha="right", fontsize=7)
     money = [r["cost_per_1000_documents"] for r in runs]
     if any(m is not None for m in money):
         right = ax.twinx()
@@ -191,11 +205,10 @@ def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     by_length = [[f"{r['tokens_from']}-{r['tokens_below'] - 1}" if r["tokens_below"] else f"{r['tokens_from']}+",
                   _number(r["documents"]), flops_text(r["flops"]), _percent(r["flops_saved_fraction"]),
                   _number(r["mean_exit_layer"], 2)] for r in summary["by_length"]]
-    ids = Counter(r["run_id"] for r in summary["runs"])  # a run id in two folders: name the folder too
-    runs = [[r["run_id"] if ids[r["run_id"]] == 1 else f"{r['run_id']} ({r['folder']})",
-             (r["started"] or "unknown")[:19].replace("T", " "), _number(r["documents"]), _number(r["dead_letters"]),
-             _percent(r["flops_saved_fraction"]), _number(r["mean_exit_layer"], 2), _number(r["wall_seconds"], 1),
-             money_text(r["cost"]), money_text(r["cost_per_1000_documents"])] for r in summary["runs"]]
+    runs = [[name, (r["started"] or "unknown")[:19].replace("T", " "), _number(r["documents"]),
+             _number(r["dead_letters"]), _percent(r["flops_saved_fraction"]), _number(r["mean_exit_layer"], 2),
+             _number(r["wall_seconds"], 1), money_text(r["cost"]), money_text(r["cost_per_1000_documents"])]
+            for name, r in zip(run_names(summary["runs"]), summary["runs"])]
     return [
         ("By exit layer", ["exit layer", "documents", "share", "FLOPs", "mean confidence"], by_exit),
         ("By predicted label", ["label", "documents", "FLOPs", "FLOPs saved", "mean exit layer"], by_label),

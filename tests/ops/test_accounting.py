@@ -120,7 +120,7 @@ def test_one_run_id_in_two_folders_is_two_runs(tmp_path):
     manifest and wall time, not one run with both's documents and one's time."""
     import shutil
 
-    from ops.report import render_markdown
+    from ops.report import render_markdown, run_names
 
     write_runs(tmp_path / "first")
     shutil.copytree(tmp_path / "first" / "labels" / "run-a", tmp_path / "second" / "labels" / "run-a")
@@ -131,6 +131,8 @@ def test_one_run_id_in_two_folders_is_two_runs(tmp_path):
     assert s["documents"] == 6 and s["wall_seconds"] == 3600 and s["cost"] == pytest.approx(6.0)
     assert s["documents_per_second"] == pytest.approx(6 / 3600)
     assert f"run-a (file://{tmp_path}/second/labels/run-a)" in render_markdown(s, [])
+    first, second = run_names(s["runs"], short=True)  # the trend plot's ticks
+    assert first.startswith("run-a\n…") and first.endswith("/first/labels") and second.endswith("/second/labels")
 
 
 def test_the_same_predictions_written_by_pandas_give_the_same_account(tmp_path):

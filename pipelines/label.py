@@ -272,11 +272,11 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
 def try_model(handler: EarlyExitModelHandler, documents: Sequence[Document]) -> None:
     """Labels ``documents`` here, as a worker would; raises NothingLabelledError when inference fails on every
     one of them, unless only for want of memory (the workers retry that at smaller batches)."""
-    from models.classifier import free_accelerator_memory
-
     if not documents:
         return
     import torch
+
+    from models.classifier import free_accelerator_memory
 
     log.info("trying the model on the input's first %d documents before the job starts", len(documents))
     threads = torch.get_num_threads()  # load_model sets a worker's share; this process may go on after the job

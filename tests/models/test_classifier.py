@@ -223,23 +223,32 @@ def test_the_next_part_is_tokenised_while_batches_run(tokenizer, monkeypatch):
     assert [size for _, size, _ in calls] == [4, 4, 4, 4]
 
 
-def test_concurrent_callers_each_borrow_their_own_tokenizer_copy(tokenizer):
-    """What Beam's multi_threading mode does: threads share one model. Each call has a copy of its own, the pool
-    keeps at most one per caller, and the labels are those of one caller alone."""
+def test_concurrent_callers_each_borrow_their_own_tokenizer_copy(tokenizer, monkeypatch):
+    """What Beam's multi_threading mode does: threads share one model. Three calls tokenising at the same moment
+    hold three different copies, all three go back to the pool, and the labels are those of one caller alone."""
     from concurrent.futures import ThreadPoolExecutor
 
     model = _own_model(tokenizer, temperatures=(0.03,) * 4, threshold=0.8)
     texts = TEXTS * 4
-    alone = [(p.label, p.exit_layer, p.num_tokens) for p in model.predict(texts, batch_size=4)]
-    start = threading.Barrier(3)
+    alone = [(p.label, p.exit_layer, p.num_tokens) for p in model.predict(texts, batch_size=4, tokenize_ahead=True)]
+    assert len(spare_tokenizers(model.tokenizer)) == 1  # the pool is not empty: a copy in it could be lent twice
+    all_tokenizing = threading.Barrier(3, timeout=60)
+    lent = {}  # background thread -> the tokenizer copy it was lent
+
+    def first_part_waits_for_the_others(texts, tokenizer):
+        if threading.current_thread() not in lent:
+            lent[threading.current_thread()] = tokenizer
+            all_tokenizing.wait()  # the three copies are in use at the same time here
+
+    _spy_on_encode(model, monkeypatch, first_part_waits_for_the_others)
 
     def call(_):
-        start.wait()
         return [(p.label, p.exit_layer, p.num_tokens) for p in model.predict(texts, batch_size=4, tokenize_ahead=True)]
 
     with ThreadPoolExecutor(3) as pool:
         assert list(pool.map(call, range(3))) == [alone] * 3
-    assert 1 <= len(spare_tokenizers(model.tokenizer)) <= 3
+    assert len(lent) == 3 and len({id(t) for t in lent.values()}) == 3  # no copy lent twice at once
+    assert len(spare_tokenizers(model.tokenizer)) == 3  # all three came back: the one reused and two new
     assert all(copy_ is not model.tokenizer for copy_ in spare_tokenizers(model.tokenizer))
 
 

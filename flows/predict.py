@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 from dataclasses import dataclass
 from itertools import islice, takewhile
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 
 from models import EarlyExitClassifier
 from models.classifier import Encoding, free_accelerator_memory
+from models.config import check_threshold
 from ops.isolation import run_isolating_failures
 from ops.lookahead import prepared_ahead
 from ops.memory import release_freed_memory
@@ -80,9 +80,10 @@ def predict_file(
     (``EarlyExitClassifier.predict``'s ``tokenize_ahead``)."""
     threshold = model.config.threshold if threshold is None else threshold
     read_ahead = model.device.type == "cuda" if read_ahead is None else read_ahead
-    if not math.isfinite(threshold) or (batch_size is not None and batch_size < 1) or chunk_size < 1:
-        raise ValueError(f"need a numeric threshold, batch_size >= 1 and chunk_size >= 1, got {threshold}, "
-                         f"{batch_size} and {chunk_size}")
+    check_threshold(threshold)
+    if (batch_size is not None and batch_size < 1) or chunk_size < 1:
+        raise ValueError(f"need batch_size >= 1 and chunk_size >= 1, got {batch_size} and {chunk_size}")
+    _check_output(output_url)
     run_id = run_id or new_run_id()
     letters_url = dead_letter_path(output_url)
     ours = {resolved(u) for u in (output_url, letters_url)}
@@ -167,6 +168,22 @@ def predict_file(
         discard(staged_letters)
         discard(letters_url)
     return summary
+
+
+def _check_output(output_url: str) -> None:
+    """Before any work: the output is a file that can be written (not a folder, not under a file), else the
+    whole corpus would be labelled for the swap at the end to fail."""
+    fs, path = fsspec.core.url_to_fs(output_url)
+    if fs.isdir(path):
+        raise ValueError(f"output {output_url!r} is a folder: give a file name, such as "
+                         f"{output_url.rstrip('/')}/predictions.parquet")
+    probe = staging_path(output_url)
+    try:
+        with fsspec.open(probe, "wb") as f:  # creates the folders on the way, as the writer will
+            f.write(b"ok")
+        discard(probe)
+    except OSError as e:
+        raise ValueError(f"output {output_url!r} cannot be written: {e}") from None
 
 
 def _count(summary: PredictSummary, predictions: list, dead_letters: int) -> None:

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from models.config import CONFIG_FILE, WEIGHTS_FILE, ConfigError, EarlyExitConfig, default_exit_layers
+from models.config import CONFIG_FILE, MODEL_FILES, WEIGHTS_FILE, ConfigError, EarlyExitConfig, default_exit_layers
 from models.early_exit import run_early_exit
 from models.layers import LayerContext, LayerRunner
 from models.precision import autocast, resolve_dtype
@@ -196,6 +196,9 @@ class EarlyExitClassifier(nn.Module):
                 model.pooler = None  # the exits have their own pooling dense layer
         hidden = backbone.config.hidden_size
         self.exits = nn.ModuleList(ExitHead(hidden, config.num_labels, dropout, config.pooling) for _ in config.exit_layers)
+        if len(tokenizer) > backbone.config.vocab_size:  # its ids would index past the embedding table
+            raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but config.json's embedding table "
+                              f"{backbone.config.vocab_size}: tokenizer.json is not this model's")
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "right"  # compaction trims trailing columns
         self.shape = EncoderShape.from_config(backbone.config, config.num_labels, config.pooling == "mean")
@@ -662,7 +665,7 @@ def read_model_config(directory: str | Path) -> EarlyExitConfig:
     loading weights: what a job checks before any work starts."""
     base = str(directory).rstrip("/")
     fs, path = fsspec.core.url_to_fs(base)
-    for name in (CONFIG_FILE, WEIGHTS_FILE, "config.json"):
+    for name in MODEL_FILES:
         if not fs.isfile(fsspec.core.url_to_fs(f"{base}/{name}")[1]):
             if not fs.isdir(path):  # a mistyped path: say that, not which file inside it is missing
                 raise ConfigError(f"{directory}: no such model directory ({name} is missing)")
@@ -679,9 +682,11 @@ def calibration_for(directory: str | Path, dtype: str) -> tuple[str, EarlyExitCo
 
 
 def artifact_id(directory: str | Path) -> str:
-    """Content hash of a model directory's weights and settings: "sha256:<16 hex>"."""
+    """Content hash of the files of a model directory that decide its predictions (``MODEL_FILES``: weights,
+    settings, tokenizer): "sha256:<16 hex>"."""
     digest = hashlib.sha256()
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
+    for name in MODEL_FILES:
+        digest.update(f"{name}\0".encode())
         with fsspec.open(f"{str(directory).rstrip('/')}/{name}", "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)

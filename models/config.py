@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 CONFIG_FILE = "rightsize.json"
 WEIGHTS_FILE = "model.safetensors"
+# Every file of a model directory that decides its predictions: loading needs them all, and the model's content id
+# (classifier.artifact_id) hashes them all, so a run's manifest names exactly what labelled it.
+MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, "config.json", "tokenizer.json", "tokenizer_config.json")
 FORMAT_VERSION = 1
 # joint: one backbone, loss = sum of the exits' losses (Schwartz et al., 2020).
 # sweet: one backbone, each exit's loss updates only the layers since the previous exit (Rotem et al., 2023).
@@ -21,6 +25,14 @@ DTYPE_CHOICES = ("auto", *PRECISIONS)
 NEAREST_PRECISIONS = {"float32": ("bfloat16", "float16"), "bfloat16": ("float16", "float32"),
                       "float16": ("bfloat16", "float32")}
 DEFAULT_THRESHOLD = 0.9  # a conservative default until calibration picks one for a target
+
+
+def check_threshold(threshold: float) -> None:
+    """A runtime threshold: a finite number >= 0 (calibrated confidences lie in (0, 1], so 0 sends every
+    document out at the first exit and anything above 1 runs every document to the last layer)."""
+    if not (math.isfinite(threshold) and threshold >= 0):
+        raise ValueError(f"threshold must be a finite number >= 0 (above 1: every document runs to the last "
+                         f"layer), got {threshold}")
 
 
 def default_exit_layers(num_layers: int) -> tuple[int, ...]:
@@ -104,8 +116,11 @@ class EarlyExitConfig:
         if self.exit_layers[0] < 1 or self.exit_layers[-1] != self.num_layers:
             fail("exit_layers", f"must lie in 1..{self.num_layers} and end at the last layer "
                                 f"({self.num_layers}), got {list(self.exit_layers)}")
-        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+        if len(set(self.labels)) < 2:
             fail("labels", f"needs at least two distinct names, got {list(self.labels)}")
+        if len(set(self.labels)) != len(self.labels):
+            repeated = sorted({name for name in self.labels if self.labels.count(name) > 1})
+            fail("labels", f"names each label once, but {repeated} appear more than once in {list(self.labels)}")
         if len(self.temperatures) != len(self.exit_layers):
             fail("temperatures", f"has {len(self.temperatures)} values for {len(self.exit_layers)} exits")
         if any(not t > 0 for t in self.temperatures):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timezone
 from typing import Iterable, Sequence
@@ -28,6 +29,17 @@ PREDICTION_SCHEMA = pa.schema([
     ("model_id", pa.string()),
     ("run_id", pa.string()),
 ])
+
+
+# One plain folder name: a run writes under <output>/<run id>, so "../x" would write outside the output and "."
+# would replace the output folder itself (every other run in it).
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_run_id(run_id: str) -> None:
+    if not RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run id {run_id!r} must be one plain folder name: letters, digits, '.', '_' and '-', "
+                         "starting with a letter or digit, at most 128 characters")
 
 
 def new_run_id() -> str:

@@ -19,7 +19,6 @@ import gc
 import itertools
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -245,6 +244,7 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
     worker processes on this machine, to share its cores between (DirectRunner); None when the workers are
     other machines."""
     from models.classifier import artifact_id, calibration_for
+    from models.config import check_threshold
 
     dtype, model_config, warning = calibration_for(config.model, config.dtype)
     if warning:
@@ -255,8 +255,7 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
     if not files:
         raise FileNotFoundError(f"input {config.input!r} matches only files under the output {config.output!r}")
     threshold = model_config.threshold if config.threshold is None else config.threshold
-    if not math.isfinite(threshold):
-        raise ValueError(f"threshold must be a number, got {threshold}")
+    check_threshold(threshold)
     staging = staging_path(config.run_dir)
     write_probe = FileSystems.join(staging, ".write-probe")
     try:

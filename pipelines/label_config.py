@@ -7,7 +7,7 @@ import argparse
 from dataclasses import dataclass
 
 from models.config import DTYPE_CHOICES
-from ops.predictions import new_run_id
+from ops.predictions import check_run_id, new_run_id
 from ops.records import InputFields
 
 
@@ -41,6 +41,7 @@ class LabelJobConfig:
     tokenize_ahead: bool | None = None
 
     def __post_init__(self):
+        check_run_id(self.run_id)
         if self.dtype not in DTYPE_CHOICES:
             raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
         if self.threads is not None and self.threads < 1:
@@ -65,7 +66,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="glob of .jsonl/.csv/.parquet/.txt files (local or fsspec URL)")
     parser.add_argument("--output", required=True, help="output prefix; the run writes under <output>/<run-id>/")
     parser.add_argument("--threshold", type=float, default=None, help="default: the model's calibrated threshold")
-    parser.add_argument("--run-id", default=None, help="default: time + random suffix; re-using one replaces that run")
+    parser.add_argument("--run-id", default=None, help="one folder name (letters, digits, '.', '_', '-'); default: time + random "
+                        "suffix; re-using one replaces that run")
     parser.add_argument("--text-field", default="text")
     parser.add_argument("--pair-field", default=None)
     parser.add_argument("--id-field", default="id", help="missing ids are derived from file and line")

@@ -159,6 +159,28 @@ def test_user_errors_are_one_line(model_dir, tmp_path, capsys):
     assert "rightsize.json is missing" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag,value,message", [
+    ("--threads", "0", "threads must be >= 1, got 0"),
+    ("--threads", "-3", "threads must be >= 1, got -3"),
+    ("--threshold=-0.5", None, "threshold must be a finite number >= 0"),
+    ("--threshold=nan", None, "threshold must be a finite number >= 0"),
+    ("--output", "{tmp}/a-folder", "is a folder: give a file name"),
+    ("--output", "{tmp}/a-file/out.parquet", "cannot be written"),
+])
+def test_predict_refuses_bad_settings_before_any_work(model_dir, tmp_path, capsys, flag, value, message):
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "in.jsonl").write_text('{"text": "one"}\n')
+    flags = {"--model": str(model_dir), "--input": str(tmp_path / "in.jsonl"), "--output": str(tmp_path / "o.parquet"),
+             flag: None if value is None else value.format(tmp=tmp_path)}
+    argv = ["predict", *(x for item in flags.items() for x in item if x is not None)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-folder", "in.jsonl"]  # nothing written
+    assert list((tmp_path / "a-folder").iterdir()) == []
+
+
 @pytest.mark.parametrize("command", ["train", "predict", "calibrate", "label", "run", "serve", "report", "datamap",
                                      "select"])
 def test_help_has_examples(command, capsys):

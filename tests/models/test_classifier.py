@@ -10,7 +10,8 @@ from safetensors.torch import load_file, save_file
 
 from models import ConfigError, EarlyExitClassifier
 from models.classifier import cut_at_space, spare_tokenizers, truncated_rows
-from models.config import CONFIG_FILE, WEIGHTS_FILE, default_exit_layers
+from models.classifier import artifact_id
+from models.config import CONFIG_FILE, MODEL_FILES, WEIGHTS_FILE, default_exit_layers
 from tests.conftest import TEXTS, tiny_classifier
 
 
@@ -23,8 +24,7 @@ def saved(tokenizer, tmp_path):
 
 def test_round_trip(saved):
     model, path = saved
-    assert sorted(p.name for p in path.iterdir()) == sorted(
-        ["config.json", CONFIG_FILE, WEIGHTS_FILE, "tokenizer.json", "tokenizer_config.json"])
+    assert sorted(p.name for p in path.iterdir()) == sorted(MODEL_FILES)
     loaded = EarlyExitClassifier.from_pretrained(path, device="cpu")
     assert loaded.config == model.config
     assert loaded.model_id == model.model_id and loaded.model_id.startswith("sha256:")
@@ -67,6 +67,34 @@ def test_missing_field_and_missing_file(saved):
         EarlyExitClassifier.from_pretrained(path)
     (path / WEIGHTS_FILE).unlink()
     with pytest.raises(ConfigError, match=f"{WEIGHTS_FILE} is missing"):
+        EarlyExitClassifier.from_pretrained(path)
+
+
+@pytest.mark.parametrize("name", MODEL_FILES)
+def test_every_file_that_decides_predictions_is_required(saved, name):
+    """Without tokenizer.json, transformers would build a 5-token tokenizer from tokenizer_config.json and every
+    word would be [UNK]: a model that labels everything alike, and exits 0."""
+    _, path = saved
+    (path / name).unlink()
+    with pytest.raises(ConfigError, match=f"{name} is missing"):
+        EarlyExitClassifier.from_pretrained(path)
+
+
+def test_the_content_id_changes_with_the_tokenizer(saved):
+    _, path = saved
+    before = artifact_id(path)
+    tokenizer = json.loads((path / "tokenizer.json").read_text())
+    tokenizer["normalizer"] = None  # e.g. no lower-casing: other ids for the same text
+    (path / "tokenizer.json").write_text(json.dumps(tokenizer))
+    assert artifact_id(path) != before
+
+
+def test_a_tokenizer_with_more_tokens_than_the_embedding_table_is_rejected(saved):
+    _, path = saved
+    config = json.loads((path / "config.json").read_text())
+    config["vocab_size"] = 10  # the tiny test tokenizer has ~30k tokens
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="tokenizer.json is not this model's"):
         EarlyExitClassifier.from_pretrained(path)
 
 

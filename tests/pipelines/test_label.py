@@ -194,12 +194,18 @@ def test_memory_filesystem_input(model_dir, tmp_path):
     ({"input": "/nonexistent/*.jsonl"}, "matches no file"),
     ({"output": "/proc/no-such-dir/out"}, "cannot be written"),
     ({"chunk_size": 0, "batch_size": None}, "need 1 <= batch_size <= chunk_size"),
+    ({"threshold": -0.5}, "threshold must be a finite number >= 0"),
+    ({"threshold": float("nan")}, "threshold must be a finite number >= 0"),
+    ({"run_id": "../escape"}, "must be one plain folder name"),
+    ({"run_id": "."}, "must be one plain folder name"),
+    ({"run_id": ""}, "must be one plain folder name"),
 ])
 def test_fails_before_work_with_clear_message(model_dir, tmp_path, change, message):
     write_corpus(tmp_path / "corpus")
     config = _job(model_dir, tmp_path / "corpus", tmp_path / "out")
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         run(LabelJobConfig(**{**config.__dict__, **change}))
+    assert not (tmp_path / "escape").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]
 
 
 def test_length_bucketed_batching(model_dir, tmp_path):

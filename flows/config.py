@@ -147,7 +147,8 @@ def load_config(path: str | Path, workdir: str | Path | None = None) -> RunConfi
         source=str(path.resolve()),
     )
     try:  # the steps' own checks, now rather than after fine-tuning
-        config.label_job(model="<model>", run_id=config.label.run_id or "derived-later")
+        config.label_job(model="<model>", run_id=config.label.run_id or "derived-later").check_runner(
+            config.label.beam_args)
         config.report_config()
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: {e}") from None

@@ -320,6 +320,7 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
     the manifest and swaps the finished run in at ``config.run_dir``; returns the manifest. A run that fails
     (or is killed), or in which inference failed on every document, leaves the previous output of this run id
     as it was."""
+    config.check_runner(beam_args)
     options = PipelineOptions(list(beam_args))
     standard = options.view_as(StandardOptions)
     if not standard.runner:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import Sequence
 
-from models.config import DTYPE_CHOICES
+from models.config import DTYPE_CHOICES, check_threshold
 from ops.predictions import check_run_id, new_run_id
 from ops.records import InputFields
 
@@ -42,6 +43,8 @@ class LabelJobConfig:
 
     def __post_init__(self):
         check_run_id(self.run_id)
+        if self.threshold is not None:
+            check_threshold(self.threshold)
         if self.dtype not in DTYPE_CHOICES:
             raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
         if self.threads is not None and self.threads < 1:
@@ -50,6 +53,20 @@ class LabelJobConfig:
             raise ValueError(f"need 1 <= batch_size <= chunk_size, got {self.batch_size} and {self.chunk_size}")
         if self.model_copies is not None and self.model_copies < 1:
             raise ValueError(f"model_copies must be >= 1, got {self.model_copies}")
+        if self.max_batch_duration_secs is not None and self.max_batch_duration_secs < 1:
+            raise ValueError(f"max_batch_duration_secs must be >= 1, got {self.max_batch_duration_secs}")
+
+    def check_runner(self, beam_args: Sequence[str]) -> None:
+        """The settings that the runner ``beam_args`` picks (the DirectRunner when none is named) cannot run."""
+        from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+        runner = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or "DirectRunner"
+        if self.max_batch_duration_secs is not None and "direct" in str(runner).lower():
+            # Its timers send the DirectRunner to its bundle-based mode, where a GroupByKey after the stateful
+            # BatchElements fails an assertion at the end of the input (apache/beam#28716; Beam 2.77).
+            raise ValueError("max_batch_duration_secs needs a runner with stateful processing (Dataflow, Flink, "
+                             "Spark): Beam's DirectRunner fails on it (apache/beam#28716). A bounded job on one "
+                             "machine does not need it: each chunk is sorted by length anyway")
 
     @property
     def fields(self) -> InputFields:
@@ -77,7 +94,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         help="documents per RunInference batch, sorted by length into --batch-size rows (default 1024)")
     parser.add_argument("--max-batch-duration-secs", type=int, default=None,
                         help="let a partial batch wait at most this long, and batch by length buckets (Beam's "
-                             "stateful BatchElements); for long-running or streaming jobs")
+                             "stateful BatchElements); for long-running or streaming jobs on Dataflow, Flink or "
+                             "Spark (the DirectRunner cannot run it)")
     parser.add_argument("--reshuffle", action=argparse.BooleanOptionalAction, default=None,
                         help="spread each file's documents over all workers after reading (default: on, except on the "
                              "in-process DirectRunner, which has one worker)")

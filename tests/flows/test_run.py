@@ -152,6 +152,9 @@ def test_config_without_calibrate_section_targets_one_point(tmp_path):
     ("[label]\ninput = 'x'\nbeam_args = '--runner=DataflowRunner'\n", "beam_args must be an array"),
     ("[label]\ninput = 'x'\nbeam_args = ['--direct_num_worker=2']\n", "Beam does not know.*--direct_num_worker=2"),
     ("[label]\ninput = 'x'\nmodel_copies = 0\n", "model_copies"),
+    ("[label]\ninput = 'x'\nmax_batch_duration_secs = 10\n", "needs a runner with stateful processing"),
+    ("[label]\ninput = 'x'\nrun_id = '../nightly'\n", "must be one plain folder name"),
+    ("[label]\ninput = 'x'\nthreshold = -1.0\n", "threshold must be a finite number >= 0"),
     ("[label]\ninput = 'x'\n[report]\ndevices = 0\n", "devices"),
 ])
 def test_step_settings_are_checked_when_the_config_is_read(tmp_path, extra, message):

@@ -208,12 +208,22 @@ def test_fails_before_work_with_clear_message(model_dir, tmp_path, change, messa
     assert not (tmp_path / "escape").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]
 
 
-def test_length_bucketed_batching(model_dir, tmp_path):
-    good = write_corpus(tmp_path / "corpus")
-    manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", max_batch_duration_secs=1))
-    _, rows, letters, _ = _outputs(tmp_path / "out" / "r1")
-    assert sorted(r["id"] for r in rows) == sorted(good) and len(letters) == BAD
-    assert manifest["counts"]["labelled"] == GOOD
+def test_length_bucketed_batching_reaches_beam_and_is_refused_on_the_direct_runner(model_dir, tmp_path):
+    """Stateful, length-bucketed BatchElements is for runners with stateful processing; the DirectRunner fails
+    on it at the end of the input (apache/beam#28716), so the job is refused before any work there."""
+    from pipelines.label import EarlyExitModelHandler, Plan, document_length
+
+    write_corpus(tmp_path / "corpus")
+    job = _job(model_dir, tmp_path / "corpus", tmp_path / "out", max_batch_duration_secs=5)
+    plan = Plan(files=[], model_id="m", num_layers=4, threshold=0.8, dtype="float32", threads=None, staging="")
+    batching = EarlyExitModelHandler(job, plan).batch_elements_kwargs()
+    assert batching["max_batch_duration_secs"] == 5 and batching["length_fn"] is document_length
+    assert batching["min_batch_size"] == batching["max_batch_size"] == job.chunk_size
+    job.check_runner(["--runner=DataflowRunner"])  # allowed where the runner has stateful processing
+    for beam_args in ([], ["--runner=DirectRunner"], ["--direct_running_mode=multi_processing"]):
+        with pytest.raises(ValueError, match="needs a runner with stateful processing"):
+            run(job, beam_args)
+    assert not (tmp_path / "out").exists()
 
 
 def test_model_sharing_flags_reach_beam(model_dir, tmp_path):

@@ -246,7 +246,20 @@ def _sniff(url: str) -> tuple[str | None, bool, str]:
     if compression is None:
         return None, False, text_encoding(head)
     with fsspec.open(url, "rb", compression=compression) as f:
-        return compression, False, text_encoding(f.read(SNIFF_BYTES))
+        return compression, False, text_encoding(_readable_head(f))
+
+
+def _readable_head(f) -> bytes:
+    """Up to SNIFF_BYTES of a decompressed stream, or what could be read of them when it breaks off sooner (a
+    truncated gzip): the records before the break are then read as usual, and the break ends the file's records
+    as a dead letter (``read_file``)."""
+    head = b""
+    try:
+        while len(head) < SNIFF_BYTES and (piece := f.read(min(512, SNIFF_BYTES - len(head)))):
+            head += piece
+    except Exception:  # EOFError, LZMAError, ZstdError...: the read that follows meets it again
+        pass
+    return head
 
 
 def _lines(text: io.TextIOWrapper) -> Iterator[tuple[int, str]]:

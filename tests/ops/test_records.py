@@ -9,7 +9,7 @@ import pytest
 
 from ops.records import (DeadLetter, Document, InputFields, dead_letter_line, expand_glob, file_format,
                          read_file, text_encoding)
-from ops.records import MAX_ROW_LINES
+from ops.records import MAX_ROW_LINES, SNIFF_BYTES
 from tests.hostile_corpus import write_hostile_corpus
 
 FIELDS = InputFields()
@@ -184,6 +184,26 @@ def test_prediction_writer_closes_its_file_on_error(tmp_path):
         with writer:
             writer.write([{"id": "x", "label": 3}])  # wrong type and missing columns
     assert writer._file.closed
+
+
+@pytest.mark.parametrize("compress", ["gzip", "lzma", "bz2", "zstandard"])
+def test_a_short_compressed_file_cut_off_keeps_the_records_before_the_cut(compress):
+    """Shorter than the bytes read to detect the encoding (SNIFF_BYTES) once decompressed: the records that
+    can be read are documents, and the cut is one dead letter after them. bzip2 and zstd decompress whole
+    blocks (900 KB, 128 KB), so a file cut inside its only block has no readable record: one dead letter."""
+    import importlib
+
+    lines = [json.dumps({"id": i, "text": f"record {i} " + "word " * 20}) + "\n" for i in range(30)]
+    data = "".join(lines).encode()
+    assert len(data) < SNIFF_BYTES
+    module = importlib.import_module(compress)
+    packed = module.ZstdCompressor().compress(data) if compress == "zstandard" else module.compress(data)
+    url = _write(f"memory://records/cut-{compress}.jsonl", packed[:len(packed) * 3 // 4])
+    *docs, cut = read_file(url, FIELDS)
+    assert all(isinstance(d, Document) for d in docs) and (len(docs) > 10) == (compress in ("gzip", "lzma"))
+    assert [d.text for d in docs] == [json.loads(line)["text"] for line in lines[:len(docs)]]
+    expected = f"file could not be read after record {len(docs)}:" if docs else "file could not be read:"
+    assert isinstance(cut, DeadLetter) and cut.reason.startswith(expected)
 
 
 @pytest.mark.parametrize("compress", ["gzip", "bz2", "lzma", "zstandard"])

@@ -26,7 +26,7 @@ import posixpath
 import re
 import sys
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -198,7 +198,13 @@ def parse_json_line(line: str, source: str, position: int, fields: InputFields) 
     except json.JSONDecodeError as e:
         return DeadLetter(source, position, line, f"invalid JSON: {e.msg} at column {e.colno} (one JSON object "
                                                   f"per line expected)")
-    return parse_record(record, source, position, fields)
+    return _as_read(parse_record(record, source, position, fields), line)
+
+
+def _as_read(result: Document | DeadLetter, raw: str) -> Document | DeadLetter:
+    """A dead letter of a parsed record keeps the record as read (``raw``), not its parsed value written again
+    (which would respell numbers and drop repeated keys)."""
+    return replace(result, raw=raw) if isinstance(result, DeadLetter) else result
 
 
 def parse_text_line(line: str, source: str, position: int, fields: InputFields) -> Document | DeadLetter:
@@ -372,7 +378,7 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields) -> Itera
         if len(row) > len(header):
             yield DeadLetter(url, position, "".join(lines), f"row has {len(row)} fields, the header {len(header)}")
             continue
-        yield parse_record(dict(zip(header, row)), url, position, fields)
+        yield _as_read(parse_record(dict(zip(header, row)), url, position, fields), "".join(lines))
 
 
 def printable(url: str) -> str:

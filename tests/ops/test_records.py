@@ -215,3 +215,15 @@ def test_compressed_files_are_read_whatever_their_name(compress):
     packed = module.ZstdCompressor().compress(data) if compress == "zstandard" else module.compress(data)
     url = _write(f"memory://records/misnamed-{compress}.jsonl", packed)
     assert [(r.id, r.text) for r in read_file(url, FIELDS)] == [("c", "compressed, named .jsonl")]
+
+
+def test_a_dead_letter_keeps_the_record_exactly_as_read():
+    """Not the parsed record written again, which would respell numbers (1e999 -> Infinity) and drop a repeated
+    key; CSV keeps the row's lines."""
+    lines = ['{"id":1.5,"text":"float id"}', '{"id": "a", "text": 1e999}', '{"text": "x", "text": null}', '[1, 2]']
+    url = _write("memory://records/as-read.jsonl", "\n".join(lines).encode())
+    letters = list(read_file(url, FIELDS))
+    assert all(isinstance(r, DeadLetter) for r in letters) and [r.raw for r in letters] == lines
+    url = _write("memory://records/as-read.csv", b'id,text\n7,\n"8","a ""quoted""\nrow"\n')
+    letter, doc = read_file(url, FIELDS)
+    assert letter.raw == "7,\n" and doc.text == 'a "quoted"\nrow'

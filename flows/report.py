@@ -19,6 +19,10 @@ LINK_ARTIFACT_KEY = "rightsize-cost-report-html"
 
 def build_report(config: ReportConfig, out: str | Path) -> dict:
     """summary.json, report.md and report.html in ``out``; returns {summary, paths}."""
+    # before reading the predictions, which may take a while: a file where the folder, or one above it, should be
+    existing = next(p for p in (Path(out).absolute(), *Path(out).absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"report folder {str(out)!r} cannot be made: {existing} is a file")
     summary = summarize(config)
     paths = write_report(summary, out)
     return {"summary": summary, "paths": {k: str(v) for k, v in paths.items()}}

@@ -46,8 +46,9 @@ class CalibrationConfig:
         given = [name for name in ("target_drop", "flops_budget", "threshold") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of target_drop, flops_budget, threshold (got {given or 'none'})")
-        if self.target_drop is not None and not math.isfinite(self.target_drop):
-            raise ValueError(f"CalibrationConfig.target_drop must be a number, got {self.target_drop}")
+        if self.target_drop is not None and not 0 <= self.target_drop < 1:  # also NaN
+            raise ValueError(f"CalibrationConfig.target_drop must be in [0, 1), a share of accuracy (0.01 = one "
+                             f"point), got {self.target_drop}")
         if self.flops_budget is not None and not (self.flops_budget > 0 and math.isfinite(self.flops_budget)):
             raise ValueError(f"CalibrationConfig.flops_budget must be > 0, got {self.flops_budget}")
         if self.threshold is not None and not (self.threshold >= 0 and math.isfinite(self.threshold)):

@@ -43,7 +43,8 @@ def load_examples(
     split: str = "train",
     limit: int | None = None,
 ) -> Examples:
-    """Reads ``source`` into ``Examples``; fails with the file, row and field named on a bad row.
+    """Reads ``source`` into ``Examples``; fails with the file, row (1-based, blank lines not counted) and field
+    named on a bad row, and on a file with no examples.
 
     Local files are prepared in a temporary ``datasets`` cache, removed once they are read: ``datasets``' own
     cache knows a local file by its path, size and modification time, so a file rewritten in place with the
@@ -59,7 +60,13 @@ def _read(source, text_field, pair_field, label_field, split, limit, cache: str)
     if suffix in _BUILDERS:
         if not Path(source).is_file():
             raise FileNotFoundError(f"{source}: no such file")
-        data = datasets.load_dataset(_BUILDERS[suffix], data_files=source, split="train", cache_dir=cache)
+        empty = ValueError(f"{source}: no examples in the file")
+        if _blank(Path(source)):  # datasets' readers fail on one with StopIteration or a generation error
+            raise empty
+        try:
+            data = datasets.load_dataset(_BUILDERS[suffix], data_files=source, split="train", cache_dir=cache)
+        except ValueError as e:  # a CSV header alone: 'Instruction "train" corresponds to no data!'
+            raise empty if "corresponds to no data" in str(e) else e from None
     else:
         name, _, hub_split = source.partition(":")
         if Path(name).expanduser().is_file():
@@ -79,10 +86,16 @@ def _read(source, text_field, pair_field, label_field, split, limit, cache: str)
     labels = [names[v] if names is not None and isinstance(v, int) else v for v in data[label_field]]
     texts = _check_texts(data[text_field], source, text_field)
     pairs = _check_texts(data[pair_field], source, pair_field) if pair_field else None
-    for row, label in enumerate(labels):
+    for row, label in enumerate(labels, start=1):
         if label is None or (isinstance(label, str) and not label.strip()):
             raise ValueError(f"{source}: row {row}: field {label_field!r} is empty")
     return Examples(texts, pairs, [str(v) for v in labels], source, (text_field, pair_field, label_field))
+
+
+def _blank(path: Path) -> bool:
+    """Whether a file holds nothing but whitespace (read until its first other byte)."""
+    with path.open("rb") as f:
+        return not any(chunk.strip() for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
 def _load_hub_dataset(source: str, name: str, split: str):
@@ -106,7 +119,7 @@ def _load_hub_dataset(source: str, name: str, split: str):
 def _check_texts(values, source: str, field: str) -> list[str]:
     """A column's values as a list: ``datasets`` hands a lazy column over its (temporary) Arrow file."""
     values = list(values)
-    for row, value in enumerate(values):
+    for row, value in enumerate(values, start=1):
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{source}: row {row}: field {field!r} must be non-empty text, got {value!r:.60}")
     return values

@@ -207,13 +207,18 @@ def test_help_has_examples(command, capsys):
 def test_report_command_writes_the_report(tmp_path, capsys):
     from tests.ops.test_accounting import write_runs
 
-    assert main(["report", "--predictions", write_runs(tmp_path), "--out", str(tmp_path / "r"),
+    runs = write_runs(tmp_path)
+    assert main(["report", "--predictions", runs, "--out", str(tmp_path / "r"),
                  "--price-per-hour", "3", "--devices", "2"]) == 0
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["documents"] == 4 and summary["cost"] == pytest.approx(3.0)
     printed = capsys.readouterr().out
     assert "documents labelled: 4" in printed and "report.html" in printed
     assert main(["report", "--predictions", str(tmp_path / "none*.parquet"), "--out", str(tmp_path / "x")]) == 2
+    (tmp_path / "a-file").write_text("")
+    for out in ("a-file", "a-file/r"):
+        assert main(["report", "--predictions", runs, "--out", str(tmp_path / out)]) == 2
+        assert "cannot be made: " in capsys.readouterr().err
 
 
 def _labelled_file(tmp_path) -> str:

@@ -104,6 +104,10 @@ def test_each_part_of_the_calibration_data_has_enough_examples(tokenizer, n, fit
         calibrate(tiny_classifier(tokenizer), _examples(n), CalibrationConfig(target_drop=0.01, fit_fraction=fit_fraction))
 
 
-def test_a_target_drop_must_be_a_number():
-    with pytest.raises(ValueError, match="target_drop must be a number"):
-        CalibrationConfig(target_drop=float("nan"))
+@pytest.mark.parametrize("drop", [float("nan"), -0.5, 1.0, 5.0])
+def test_a_target_drop_is_a_share_of_accuracy(drop):
+    """1 would let any threshold through (a user meaning "one point" gives 0.01); a negative drop asks for more
+    accuracy than the full model's."""
+    with pytest.raises(ValueError, match=r"target_drop must be in \[0, 1\), a share of accuracy"):
+        CalibrationConfig(target_drop=drop)
+    assert CalibrationConfig(target_drop=0.0).target_drop == 0.0

@@ -29,3 +29,22 @@ def test_examples_hold_plain_lists_not_columns_of_the_removed_cache(tmp_path):
     examples = load_examples(str(path), pair_field="hypothesis")
     assert all(type(x) is list for x in (examples.texts, examples.pairs, examples.labels))
     assert pickle.loads(pickle.dumps(examples)) == examples
+
+
+@pytest.mark.parametrize("name,content", [("train.jsonl", ""), ("train.jsonl", "\n\n  \n"), ("train.csv", ""),
+                                          ("train.csv", "text,label\n")])
+def test_a_file_without_examples_is_a_clear_error(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ValueError, match=f"{name}: no examples in the file"):
+        load_examples(str(path))
+
+
+def test_a_bad_row_is_named_by_its_1_based_row(tmp_path):
+    path = tmp_path / "dev.jsonl"
+    path.write_text('{"text": "good film", "label": "a"}\n{"text": "", "label": "a"}\n')
+    with pytest.raises(ValueError, match=r"dev.jsonl: row 2: field 'text' must be non-empty text"):
+        load_examples(str(path))
+    path.write_text('{"text": "good film", "label": "a"}\n{"text": "bad film", "label": null}\n')
+    with pytest.raises(ValueError, match=r"dev.jsonl: row 2: field 'label' is empty"):
+        load_examples(str(path))

@@ -171,19 +171,22 @@ def predict_file(
 
 
 def _check_output(output_url: str) -> None:
-    """Before any work: the output is a file that can be written (not a folder, not under a file), else the
-    whole corpus would be labelled for the swap at the end to fail."""
-    fs, path = fsspec.core.url_to_fs(output_url)
-    if fs.isdir(path):
+    """Before any work: the output and its dead-letter file are files that can be written (not folders, not
+    under a file), else the whole corpus would be labelled for the swap at the end to fail."""
+    if output_url.endswith("/"):
         raise ValueError(f"output {output_url!r} is a folder: give a file name, such as "
-                         f"{output_url.rstrip('/')}/predictions.parquet")
-    probe = staging_path(output_url)
-    try:
-        with fsspec.open(probe, "wb") as f:  # creates the folders on the way, as the writer will
-            f.write(b"ok")
-        discard(probe)
-    except OSError as e:
-        raise ValueError(f"output {output_url!r} cannot be written: {e}") from None
+                         f"{output_url}predictions.parquet")
+    for url in (output_url, dead_letter_path(output_url)):
+        fs, path = fsspec.core.url_to_fs(url)
+        if fs.isdir(path):
+            raise ValueError(f"{url!r} is a folder, where this run writes a file: give another --output")
+        probe = staging_path(url)
+        try:
+            with fsspec.open(probe, "wb") as f:  # creates the folders on the way, as the writer will
+                f.write(b"ok")
+            discard(probe)
+        except OSError as e:
+            raise ValueError(f"output {url!r} cannot be written: {e}") from None
 
 
 def _count(summary: PredictSummary, predictions: list, dead_letters: int) -> None:

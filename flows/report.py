@@ -19,9 +19,11 @@ LINK_ARTIFACT_KEY = "rightsize-cost-report-html"
 
 def build_report(config: ReportConfig, out: str | Path) -> dict:
     """summary.json, report.md and report.html in ``out``; returns {summary, paths}."""
-    # before reading the predictions, which may take a while: a file where the folder, or one above it, should be
+    # before reading the predictions, which may take a while
+    if "://" in str(out):
+        raise ValueError(f"report folder {str(out)!r}: the report is written to a local folder, not a URL")
     existing = next(p for p in (Path(out).absolute(), *Path(out).absolute().parents) if p.exists())
-    if not existing.is_dir():
+    if not existing.is_dir():  # a file where the folder, or one above it, should be
         raise ValueError(f"report folder {str(out)!r} cannot be made: {existing} is a file")
     summary = summarize(config)
     paths = write_report(summary, out)

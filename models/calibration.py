@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from models.classifier import EarlyExitClassifier, artifact_id
+from models.config import check_threshold
 from ops import calibration as cal
 from ops.cost import document_flops, full_model_flops
 from ops.examples import Examples
@@ -51,8 +52,8 @@ class CalibrationConfig:
                              f"point), got {self.target_drop}")
         if self.flops_budget is not None and not (self.flops_budget > 0 and math.isfinite(self.flops_budget)):
             raise ValueError(f"CalibrationConfig.flops_budget must be > 0, got {self.flops_budget}")
-        if self.threshold is not None and not (self.threshold >= 0 and math.isfinite(self.threshold)):
-            raise ValueError(f"CalibrationConfig.threshold must be a number >= 0, got {self.threshold}")
+        if self.threshold is not None:
+            check_threshold(self.threshold)
         if not 0 < self.fit_fraction < 1:
             raise ValueError(f"CalibrationConfig.fit_fraction must be in (0, 1), got {self.fit_fraction}")
 

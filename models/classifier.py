@@ -29,7 +29,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from models.config import CONFIG_FILE, MODEL_FILES, WEIGHTS_FILE, ConfigError, EarlyExitConfig, default_exit_layers
+from models.config import (CONFIG_FILE, MODEL_FILES, OPTIONAL_MODEL_FILES, WEIGHTS_FILE, ConfigError, EarlyExitConfig,
+                           default_exit_layers)
 from models.early_exit import run_early_exit
 from models.layers import LayerContext, LayerRunner
 from models.precision import autocast, resolve_dtype
@@ -197,8 +198,8 @@ class EarlyExitClassifier(nn.Module):
         hidden = backbone.config.hidden_size
         self.exits = nn.ModuleList(ExitHead(hidden, config.num_labels, dropout, config.pooling) for _ in config.exit_layers)
         if len(tokenizer) > backbone.config.vocab_size:  # its ids would index past the embedding table
-            raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but config.json's embedding table "
-                              f"{backbone.config.vocab_size}: tokenizer.json is not this model's")
+            raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but config.json's embedding table has "
+                              f"{backbone.config.vocab_size}: the tokenizer is not this model's")
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "right"  # compaction trims trailing columns
         self.shape = EncoderShape.from_config(backbone.config, config.num_labels, config.pooling == "mean")
@@ -683,13 +684,18 @@ def calibration_for(directory: str | Path, dtype: str) -> tuple[str, EarlyExitCo
 
 def artifact_id(directory: str | Path) -> str:
     """Content hash of the files of a model directory that decide its predictions (``MODEL_FILES``: weights,
-    settings, tokenizer): "sha256:<16 hex>"."""
+    settings, tokenizer; and ``OPTIONAL_MODEL_FILES`` that are there): "sha256:<16 hex>" of each file's name and
+    own hash."""
+    base = str(directory).rstrip("/")
+    fs, _ = fsspec.core.url_to_fs(base)
+    present = [n for n in OPTIONAL_MODEL_FILES if fs.isfile(fsspec.core.url_to_fs(f"{base}/{n}")[1])]
     digest = hashlib.sha256()
-    for name in MODEL_FILES:
-        digest.update(f"{name}\0".encode())
-        with fsspec.open(f"{str(directory).rstrip('/')}/{name}", "rb") as f:
+    for name in (*MODEL_FILES, *present):
+        file_digest = hashlib.sha256()
+        with fsspec.open(f"{base}/{name}", "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+                file_digest.update(chunk)
+        digest.update(f"{name}:{file_digest.hexdigest()}\n".encode())
     return "sha256:" + digest.hexdigest()[:16]
 
 

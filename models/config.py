@@ -13,6 +13,9 @@ WEIGHTS_FILE = "model.safetensors"
 # Every file of a model directory that decides its predictions: loading needs them all, and the model's content id
 # (classifier.artifact_id) hashes them all, so a run's manifest names exactly what labelled it.
 MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, "config.json", "tokenizer.json", "tokenizer_config.json")
+# Files the tokenizer loader also reads when they are there (a hub download or an older transformers writes them;
+# a special_tokens_map.json that swaps [CLS] and [SEP] changes the ids): hashed too when present.
+OPTIONAL_MODEL_FILES = ("special_tokens_map.json", "added_tokens.json")
 FORMAT_VERSION = 1
 # joint: one backbone, loss = sum of the exits' losses (Schwartz et al., 2020).
 # sweet: one backbone, each exit's loss updates only the layers since the previous exit (Rotem et al., 2023).
@@ -125,8 +128,8 @@ class EarlyExitConfig:
             fail("temperatures", f"has {len(self.temperatures)} values for {len(self.exit_layers)} exits")
         if any(not t > 0 for t in self.temperatures):
             fail("temperatures", f"must all be > 0, got {list(self.temperatures)}")
-        if not self.threshold >= 0:
-            fail("threshold", f"must be >= 0, got {self.threshold}")
+        if not (math.isfinite(self.threshold) and self.threshold >= 0):
+            fail("threshold", f"must be a finite number >= 0, got {self.threshold}")
         if self.max_length < 2:
             fail("max_length", f"must be >= 2, got {self.max_length}")
         if self.pooling not in POOLINGS:

@@ -6,6 +6,7 @@ taken as a hub dataset name (``name`` or ``name:split``), which needs the networ
 
 from __future__ import annotations
 
+import codecs
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,8 @@ def load_examples(
     split: str = "train",
     limit: int | None = None,
 ) -> Examples:
-    """Reads ``source`` into ``Examples``; fails with the file, row (1-based, blank lines not counted) and field
-    named on a bad row, and on a file with no examples.
+    """Reads ``source`` into ``Examples``; fails with the file, record (1-based, counting records: blank lines
+    and a CSV header are not records) and field named on a bad record, and on a file with no examples.
 
     Local files are prepared in a temporary ``datasets`` cache, removed once they are read: ``datasets``' own
     cache knows a local file by its path, size and modification time, so a file rewritten in place with the
@@ -61,12 +62,14 @@ def _read(source, text_field, pair_field, label_field, split, limit, cache: str)
         if not Path(source).is_file():
             raise FileNotFoundError(f"{source}: no such file")
         empty = ValueError(f"{source}: no examples in the file")
-        if _blank(Path(source)):  # datasets' readers fail on one with StopIteration or a generation error
+        if _empty(Path(source)):
             raise empty
         try:
             data = datasets.load_dataset(_BUILDERS[suffix], data_files=source, split="train", cache_dir=cache)
         except ValueError as e:  # a CSV header alone: 'Instruction "train" corresponds to no data!'
             raise empty if "corresponds to no data" in str(e) else e from None
+        except datasets.exceptions.DatasetGenerationError as e:  # what the builder could not read, in one line
+            raise ValueError(f"{source}: could not be read: {e.__cause__ or e}") from e
     else:
         name, _, hub_split = source.partition(":")
         if Path(name).expanduser().is_file():
@@ -88,14 +91,20 @@ def _read(source, text_field, pair_field, label_field, split, limit, cache: str)
     pairs = _check_texts(data[pair_field], source, pair_field) if pair_field else None
     for row, label in enumerate(labels, start=1):
         if label is None or (isinstance(label, str) and not label.strip()):
-            raise ValueError(f"{source}: row {row}: field {label_field!r} is empty")
+            raise ValueError(f"{source}: record {row}: field {label_field!r} is empty")
     return Examples(texts, pairs, [str(v) for v in labels], source, (text_field, pair_field, label_field))
 
 
-def _blank(path: Path) -> bool:
-    """Whether a file holds nothing but whitespace (read until its first other byte)."""
+def _empty(path: Path) -> bool:
+    """Whether a data file holds no records: a Parquet file of no rows, a text file of nothing but whitespace and
+    a UTF-8 byte-order mark (read until its first other byte). ``datasets`` fails on these with StopIteration or
+    a generation error."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows == 0
     with path.open("rb") as f:
-        return not any(chunk.strip() for chunk in iter(lambda: f.read(1 << 20), b""))
+        return not any(chunk.replace(codecs.BOM_UTF8, b"").strip() for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
 def _load_hub_dataset(source: str, name: str, split: str):
@@ -121,7 +130,7 @@ def _check_texts(values, source: str, field: str) -> list[str]:
     values = list(values)
     for row, value in enumerate(values, start=1):
         if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{source}: row {row}: field {field!r} must be non-empty text, got {value!r:.60}")
+            raise ValueError(f"{source}: record {row}: field {field!r} must be non-empty text, got {value!r:.60}")
     return values
 
 

@@ -42,7 +42,7 @@ from ops.predictions import (PREDICTION_SCHEMA, FirstReasons, NothingLabelledErr
 from ops.records import (DeadLetter, Document, InputFields, dead_letter_line, expand_glob, model_inputs, one_line,
                          read_file, resolved)
 from ops.staging import discard, publish, recover, staging_path
-from pipelines.label_config import LabelJobConfig, add_flags, config_from_args
+from pipelines.label_config import LabelJobConfig, add_flags, config_from_args, is_direct_runner
 
 log = logging.getLogger(__name__)
 NAMESPACE = "rightsize"
@@ -384,7 +384,7 @@ def _local_processes(options: PipelineOptions, runner: str) -> int | None:
     other machines with SDK process counts the launcher cannot see (there, give --threads)."""
     from apache_beam.options.pipeline_options import DirectOptions
 
-    if "direct" not in runner.lower():
+    if not is_direct_runner(runner):
         return None
     direct = options.view_as(DirectOptions)
     if direct.direct_running_mode == "multi_processing":

@@ -54,19 +54,20 @@ class LabelJobConfig:
         if self.model_copies is not None and self.model_copies < 1:
             raise ValueError(f"model_copies must be >= 1, got {self.model_copies}")
         if self.max_batch_duration_secs is not None and self.max_batch_duration_secs < 1:
-            raise ValueError(f"max_batch_duration_secs must be >= 1, got {self.max_batch_duration_secs}")
+            raise ValueError(f"--max-batch-duration-secs (max_batch_duration_secs) must be >= 1, got "
+                             f"{self.max_batch_duration_secs}")
 
     def check_runner(self, beam_args: Sequence[str]) -> None:
         """The settings that the runner ``beam_args`` picks (the DirectRunner when none is named) cannot run."""
         from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
         runner = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or "DirectRunner"
-        if self.max_batch_duration_secs is not None and "direct" in str(runner).lower():
+        if self.max_batch_duration_secs is not None and is_direct_runner(runner):
             # Its timers send the DirectRunner to its bundle-based mode, where a GroupByKey after the stateful
             # BatchElements fails an assertion at the end of the input (apache/beam#28716; Beam 2.77).
-            raise ValueError("max_batch_duration_secs needs a runner with stateful processing (Dataflow, Flink, "
-                             "Spark): Beam's DirectRunner fails on it (apache/beam#28716). A bounded job on one "
-                             "machine does not need it: each chunk is sorted by length anyway")
+            raise ValueError("--max-batch-duration-secs (max_batch_duration_secs) needs a runner with stateful "
+                             "processing (Dataflow, Flink, Spark): Beam's DirectRunner fails on it (apache/beam#28716). "
+                             "A bounded job on one machine does not need it: each chunk is sorted by length anyway")
 
     @property
     def fields(self) -> InputFields:
@@ -75,6 +76,12 @@ class LabelJobConfig:
     @property
     def run_dir(self) -> str:
         return f"{self.output.rstrip('/')}/{self.run_id}"
+
+
+def is_direct_runner(runner: object) -> bool:
+    """Whether a --runner value (a name, a dotted path or a runner object) is Beam's DirectRunner, whose workers
+    run on this machine: DirectRunner, direct, SwitchingDirectRunner, BundleBasedDirectRunner..."""
+    return "direct" in str(runner).lower()
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

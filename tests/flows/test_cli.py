@@ -164,11 +164,14 @@ def test_user_errors_are_one_line(model_dir, tmp_path, capsys):
     ("--threads", "-3", "threads must be >= 1, got -3"),
     ("--threshold=-0.5", None, "threshold must be a finite number >= 0"),
     ("--threshold=nan", None, "threshold must be a finite number >= 0"),
-    ("--output", "{tmp}/a-folder", "is a folder: give a file name"),
+    ("--output", "{tmp}/a-folder", "is a folder, where this run writes a file"),
+    ("--output", "{tmp}/new-folder/", "is a folder: give a file name"),
+    ("--output", "{tmp}/a-folder.parquet", "a-folder.deadletter.jsonl' is a folder"),  # the dead letters' name
     ("--output", "{tmp}/a-file/out.parquet", "cannot be written"),
 ])
 def test_predict_refuses_bad_settings_before_any_work(model_dir, tmp_path, capsys, flag, value, message):
     (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-folder.deadletter.jsonl").mkdir()
     (tmp_path / "a-file").write_text("not a folder")
     (tmp_path / "in.jsonl").write_text('{"text": "one"}\n')
     flags = {"--model": str(model_dir), "--input": str(tmp_path / "in.jsonl"), "--output": str(tmp_path / "o.parquet"),
@@ -177,8 +180,9 @@ def test_predict_refuses_bad_settings_before_any_work(model_dir, tmp_path, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-folder", "in.jsonl"]  # nothing written
-    assert list((tmp_path / "a-folder").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-folder", "a-folder.deadletter.jsonl",
+                                                          "in.jsonl"]  # nothing written
+    assert list((tmp_path / "a-folder").iterdir()) == list((tmp_path / "a-folder.deadletter.jsonl").iterdir()) == []
 
 
 @pytest.mark.parametrize("command", ["train", "predict", "calibrate", "label", "run", "serve", "report", "datamap",
@@ -219,6 +223,8 @@ def test_report_command_writes_the_report(tmp_path, capsys):
     for out in ("a-file", "a-file/r"):
         assert main(["report", "--predictions", runs, "--out", str(tmp_path / out)]) == 2
         assert "cannot be made: " in capsys.readouterr().err
+    assert main(["report", "--predictions", runs, "--out", "gs://bucket/r"]) == 2
+    assert "written to a local folder, not a URL" in capsys.readouterr().err
 
 
 def _labelled_file(tmp_path) -> str:

@@ -50,6 +50,7 @@ def _edit(path, **changes):
     ({"num_layers": 6, "exit_layers": [2, 4, 5, 6]}, "num_layers"),
     ({"max_length": 4096}, "max_length"),
     ({"pooling": "max"}, "pooling"),
+    ({"threshold": float("inf")}, "threshold"),
 ])
 def test_inconsistent_settings_name_file_and_field(saved, changes, field):
     _, path = saved
@@ -80,13 +81,23 @@ def test_every_file_that_decides_predictions_is_required(saved, name):
         EarlyExitClassifier.from_pretrained(path)
 
 
-def test_the_content_id_changes_with_the_tokenizer(saved):
-    _, path = saved
-    before = artifact_id(path)
+def test_the_content_id_changes_with_every_file_the_tokenizer_reads(saved):
+    """Each of these changes the token ids of the same text, so the id must change with it."""
+    model, path = saved
+    ids, tokens = {artifact_id(path)}, {tuple(model.tokenize(["A Good Film"], padding=False)["input_ids"][0])}
+
+    def changed(name: str, text: str):
+        (path / name).write_text(text)
+        loaded = EarlyExitClassifier.from_pretrained(path, device="cpu")
+        ids.add(loaded.model_id)
+        tokens.add(tuple(loaded.tokenize(["A Good Film"], padding=False)["input_ids"][0]))
+
     tokenizer = json.loads((path / "tokenizer.json").read_text())
-    tokenizer["normalizer"] = None  # e.g. no lower-casing: other ids for the same text
-    (path / "tokenizer.json").write_text(json.dumps(tokenizer))
-    assert artifact_id(path) != before
+    vocab = tokenizer["model"]["vocab"]
+    vocab["good"], vocab["film"] = vocab["film"], vocab["good"]
+    changed("tokenizer.json", json.dumps(tokenizer))
+    changed("special_tokens_map.json", json.dumps({"cls_token": "[SEP]", "sep_token": "[CLS]"}))
+    assert len(ids) == 3 and len(tokens) == 3
 
 
 def test_a_tokenizer_with_more_tokens_than_the_embedding_table_is_rejected(saved):
@@ -94,7 +105,7 @@ def test_a_tokenizer_with_more_tokens_than_the_embedding_table_is_rejected(saved
     config = json.loads((path / "config.json").read_text())
     config["vocab_size"] = 10  # the tiny test tokenizer has ~30k tokens
     (path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ConfigError, match="tokenizer.json is not this model's"):
+    with pytest.raises(ConfigError, match="embedding table has 10: the tokenizer is not this model's"):
         EarlyExitClassifier.from_pretrained(path)
 
 

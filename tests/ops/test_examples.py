@@ -31,20 +31,34 @@ def test_examples_hold_plain_lists_not_columns_of_the_removed_cache(tmp_path):
     assert pickle.loads(pickle.dumps(examples)) == examples
 
 
-@pytest.mark.parametrize("name,content", [("train.jsonl", ""), ("train.jsonl", "\n\n  \n"), ("train.csv", ""),
-                                          ("train.csv", "text,label\n")])
+@pytest.mark.parametrize("name,content", [("train.jsonl", ""), ("train.jsonl", "\n\n  \n"), ("train.jsonl", "\ufeff"),
+                                          ("train.csv", ""), ("train.csv", "\ufeff\n"), ("train.csv", "text,label\n"),
+                                          ("train.parquet", None)])
 def test_a_file_without_examples_is_a_clear_error(tmp_path, name, content):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path = tmp_path / name
-    path.write_text(content)
+    if content is None:  # a Parquet file of no rows
+        pq.write_table(pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.string())}), path)
+    else:
+        path.write_text(content, encoding="utf-8")
     with pytest.raises(ValueError, match=f"{name}: no examples in the file"):
         load_examples(str(path))
 
 
-def test_a_bad_row_is_named_by_its_1_based_row(tmp_path):
+def test_a_bad_record_is_named_by_its_1_based_number(tmp_path):
     path = tmp_path / "dev.jsonl"
     path.write_text('{"text": "good film", "label": "a"}\n{"text": "", "label": "a"}\n')
-    with pytest.raises(ValueError, match=r"dev.jsonl: row 2: field 'text' must be non-empty text"):
+    with pytest.raises(ValueError, match=r"dev.jsonl: record 2: field 'text' must be non-empty text"):
         load_examples(str(path))
     path.write_text('{"text": "good film", "label": "a"}\n{"text": "bad film", "label": null}\n')
-    with pytest.raises(ValueError, match=r"dev.jsonl: row 2: field 'label' is empty"):
+    with pytest.raises(ValueError, match=r"dev.jsonl: record 2: field 'label' is empty"):
+        load_examples(str(path))
+
+
+def test_a_file_the_reader_cannot_parse_is_a_one_line_error(tmp_path):
+    path = tmp_path / "dev.jsonl"
+    path.write_text('{"text": "good film", "label": "a"}\n{"text": "bad film", "label": \n')
+    with pytest.raises(ValueError, match=r"dev.jsonl: could not be read: "):
         load_examples(str(path))

@@ -230,16 +230,20 @@ class EarlyExitClassifier(nn.Module):
         backbone = pretrained()
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         num_layers = backbone.config.num_hidden_layers
-        config = EarlyExitConfig(
-            model_type=backbone.config.model_type,
-            num_layers=num_layers,
-            exit_layers=tuple(exit_layers) if exit_layers else default_exit_layers(num_layers),
-            labels=tuple(labels),
-            max_length=max_length,
-            pooling=pooling,
-            training_mode=training_mode,
-            base_model=name_or_dir,
-        )
+        try:
+            config = EarlyExitConfig(
+                model_type=backbone.config.model_type,
+                num_layers=num_layers,
+                exit_layers=tuple(exit_layers) if exit_layers else default_exit_layers(num_layers),
+                labels=tuple(labels),
+                max_length=max_length,
+                pooling=pooling,
+                training_mode=training_mode,
+                base_model=name_or_dir,
+            )
+        except ConfigError as e:  # a setting given here (--exits, the labels in the data), not a file's field
+            raise ValueError(str(e).replace(f"{CONFIG_FILE}: field", f"{name_or_dir} ({num_layers} layers): setting",
+                                            1)) from None
         stages = None
         if training_mode == "multi":
             with quiet("transformers"):  # "weights of layers k.. not used": on purpose

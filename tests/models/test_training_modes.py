@@ -115,6 +115,12 @@ def test_each_stage_equals_an_independent_truncated_model(cascade_dir, backbone_
             torch.testing.assert_close(logits[k], alone, rtol=0, atol=1e-5)
 
 
+def test_a_bad_setting_for_a_new_model_names_the_backbone_not_a_file(backbone_dir):
+    with pytest.raises(ValueError, match=r"^\S+ \(4 layers\): setting 'exit_layers' must lie in 1..4") as error:
+        EarlyExitClassifier.from_backbone(backbone_dir, ["a", "b"], (2, 3))
+    assert "rightsize.json" not in str(error.value)
+
+
 def test_stages_start_from_the_pretrained_layers(backbone_dir):
     cascade = EarlyExitClassifier.from_backbone(backbone_dir, ["a", "b"], EXITS, 32, training_mode="multi")
     full = AutoModel.from_pretrained(backbone_dir).state_dict()

@@ -47,18 +47,13 @@ def test_a_file_without_examples_is_a_clear_error(tmp_path, name, content):
         load_examples(str(path))
 
 
-def test_a_bad_record_is_named_by_its_1_based_number(tmp_path):
+@pytest.mark.parametrize("second,message", [
+    ('{"text": "", "label": "a"}', "record 2: field 'text' must be non-empty text"),  # 1-based
+    ('{"text": "bad film", "label": null}', "record 2: field 'label' is empty"),
+    ('{"text": "bad film", "label": ', "could not be read: "),  # what datasets cannot parse: one line, no traceback
+])
+def test_a_bad_record_is_a_one_line_error_naming_file_and_record(tmp_path, second, message):
     path = tmp_path / "dev.jsonl"
-    path.write_text('{"text": "good film", "label": "a"}\n{"text": "", "label": "a"}\n')
-    with pytest.raises(ValueError, match=r"dev.jsonl: record 2: field 'text' must be non-empty text"):
-        load_examples(str(path))
-    path.write_text('{"text": "good film", "label": "a"}\n{"text": "bad film", "label": null}\n')
-    with pytest.raises(ValueError, match=r"dev.jsonl: record 2: field 'label' is empty"):
-        load_examples(str(path))
-
-
-def test_a_file_the_reader_cannot_parse_is_a_one_line_error(tmp_path):
-    path = tmp_path / "dev.jsonl"
-    path.write_text('{"text": "good film", "label": "a"}\n{"text": "bad film", "label": \n')
-    with pytest.raises(ValueError, match=r"dev.jsonl: could not be read: "):
+    path.write_text('{"text": "good film", "label": "a"}\n' + second + "\n")
+    with pytest.raises(ValueError, match=f"dev.jsonl: {message}"):
         load_examples(str(path))

@@ -27,8 +27,8 @@ from models.config import check_threshold
 from ops.isolation import run_isolating_failures
 from ops.lookahead import prepared_ahead
 from ops.memory import release_freed_memory
-from ops.predictions import (FirstReasons, NothingLabelledError, PredictionWriter, new_run_id, prediction_rows,
-                             split_failures)
+from ops.predictions import (FirstReasons, NothingLabelledError, PredictionWriter, is_predictions_file, new_run_id,
+                             prediction_rows, split_failures)
 from ops.records import (DeadLetter, Document, InputFields, dead_letter_line, expand_glob, model_inputs, read_file,
                          resolved)
 from ops.staging import discard, publish, recover, staging_path
@@ -83,13 +83,13 @@ def predict_file(
     check_threshold(threshold)
     if (batch_size is not None and batch_size < 1) or chunk_size < 1:
         raise ValueError(f"need batch_size >= 1 and chunk_size >= 1, got {batch_size} and {chunk_size}")
-    _check_output(output_url)
     run_id = run_id or new_run_id()
     letters_url = dead_letter_path(output_url)
     ours = {resolved(u) for u in (output_url, letters_url)}
     files = [f for f in expand_glob(input_url) if resolved(f) not in ours]  # not our own output
     if not files:
         raise FileNotFoundError(f"input {input_url!r} matches only this run's own output files")
+    _check_output(output_url)
     for final in (output_url, letters_url):
         recover(final)
     staged_output, staged_letters = staging_path(output_url), staging_path(letters_url)
@@ -172,7 +172,8 @@ def predict_file(
 
 def _check_output(output_url: str) -> None:
     """Before any work: the output and its dead-letter file are files that can be written (not folders, not
-    under a file), else the whole corpus would be labelled for the swap at the end to fail."""
+    under a file), else the whole corpus would be labelled for the swap at the end to fail; and an existing
+    output is an earlier run's predictions, not a file of the user's that the run would replace."""
     if output_url.endswith("/"):
         raise ValueError(f"output {output_url!r} is a folder: give a file name, such as "
                          f"{output_url}predictions.parquet")
@@ -184,9 +185,14 @@ def _check_output(output_url: str) -> None:
         try:
             with fsspec.open(probe, "wb") as f:  # creates the folders on the way, as the writer will
                 f.write(b"ok")
-            discard(probe)
         except OSError as e:
             raise ValueError(f"output {url!r} cannot be written: {e}") from None
+        finally:
+            discard(probe)
+    fs, path = fsspec.core.url_to_fs(output_url)
+    if fs.isfile(path) and not is_predictions_file(output_url):
+        raise ValueError(f"output {output_url!r} exists and is not a rightsize predictions file (a data file the "
+                         "input matches, say): it would be replaced; give another --output")
 
 
 def _count(summary: PredictSummary, predictions: list, dead_letters: int) -> None:

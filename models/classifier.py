@@ -230,7 +230,7 @@ class EarlyExitClassifier(nn.Module):
         backbone = pretrained()
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         num_layers = backbone.config.num_hidden_layers
-        try:
+        try:  # settings given here (--exits, --max-length, the labels in the data), not a file's fields
             config = EarlyExitConfig(
                 model_type=backbone.config.model_type,
                 num_layers=num_layers,
@@ -241,14 +241,14 @@ class EarlyExitClassifier(nn.Module):
                 training_mode=training_mode,
                 base_model=name_or_dir,
             )
-        except ConfigError as e:  # a setting given here (--exits, the labels in the data), not a file's field
+            stages = None
+            if training_mode == "multi":
+                with quiet("transformers"):  # "weights of layers k.. not used": on purpose
+                    stages = [pretrained(num_hidden_layers=layers) for layers in config.exit_layers[:-1]]
+            return cls(backbone, tokenizer, config, dropout, stages)
+        except ConfigError as e:
             raise ValueError(str(e).replace(f"{CONFIG_FILE}: field", f"{name_or_dir} ({num_layers} layers): setting",
                                             1)) from None
-        stages = None
-        if training_mode == "multi":
-            with quiet("transformers"):  # "weights of layers k.. not used": on purpose
-                stages = [pretrained(num_hidden_layers=layers) for layers in config.exit_layers[:-1]]
-        return cls(backbone, tokenizer, config, dropout, stages)
 
     def stage_model(self, exit_index: int) -> "EarlyExitClassifier":
         """Stage ``exit_index`` of a cascade as a one-exit model that shares this model's modules (training

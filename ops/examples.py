@@ -62,7 +62,7 @@ def _read(source, text_field, pair_field, label_field, split, limit, cache: str)
         if not Path(source).is_file():
             raise FileNotFoundError(f"{source}: no such file")
         empty = ValueError(f"{source}: no examples in the file")
-        if _empty(Path(source)):
+        if _empty(source):
             raise empty
         try:
             data = datasets.load_dataset(_BUILDERS[suffix], data_files=source, split="train", cache_dir=cache)
@@ -95,15 +95,19 @@ def _read(source, text_field, pair_field, label_field, split, limit, cache: str)
     return Examples(texts, pairs, [str(v) for v in labels], source, (text_field, pair_field, label_field))
 
 
-def _empty(path: Path) -> bool:
+def _empty(source: str) -> bool:
     """Whether a data file holds no records: a Parquet file of no rows, a text file of nothing but whitespace and
     a UTF-8 byte-order mark (read until its first other byte). ``datasets`` fails on these with StopIteration or
     a generation error."""
-    if path.suffix.lower() == ".parquet":
+    if source.lower().endswith(".parquet"):
+        import pyarrow
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).metadata.num_rows == 0
-    with path.open("rb") as f:
+        try:
+            return pq.ParquetFile(source).metadata.num_rows == 0
+        except pyarrow.ArrowException as e:  # not Parquet, a cut footer
+            raise ValueError(f"{source}: could not be read: {e}") from e
+    with open(source, "rb") as f:
         return not any(chunk.replace(codecs.BOM_UTF8, b"").strip() for chunk in iter(lambda: f.read(1 << 20), b""))
 
 

@@ -74,6 +74,16 @@ def split_failures(documents: Sequence[Document], results: Sequence) -> tuple[li
     return labelled, predictions, letters
 
 
+def is_predictions_file(url: str) -> bool:
+    """Whether ``url`` is a Parquet file with the core columns of PREDICTION_SCHEMA: what a run may replace."""
+    try:
+        with fsspec.open(url, "rb") as f:
+            names = set(pq.read_schema(f).names)
+    except Exception:  # not Parquet, unreadable
+        return False
+    return {"id", "label", "exit_layer", "flops"} <= names
+
+
 class PredictionWriter:
     """Appends row groups to one Parquet file (local path or fsspec URL); use as a context manager. The file is
     closed whatever happens (a failed write leaves an incomplete file: callers write to a staging name)."""

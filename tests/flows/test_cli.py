@@ -169,7 +169,11 @@ def test_user_errors_are_one_line(model_dir, tmp_path, capsys):
     ("--output", "{tmp}/a-folder.parquet", "a-folder.deadletter.jsonl' is a folder"),  # the dead letters' name
     ("--output", "{tmp}/a-file/out.parquet", "cannot be written"),
 ])
-def test_predict_refuses_bad_settings_before_any_work(model_dir, tmp_path, capsys, flag, value, message):
+def test_predict_refuses_bad_settings_before_any_work(model_dir, tmp_path, capsys, monkeypatch, flag, value, message):
+    if flag.startswith(("--threads", "--threshold")):  # refused before the model is loaded
+        from models import EarlyExitClassifier
+
+        monkeypatch.setattr(EarlyExitClassifier, "from_pretrained", pytest.fail)
     (tmp_path / "a-folder").mkdir()
     (tmp_path / "a-folder.deadletter.jsonl").mkdir()
     (tmp_path / "a-file").write_text("not a folder")
@@ -183,6 +187,19 @@ def test_predict_refuses_bad_settings_before_any_work(model_dir, tmp_path, capsy
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-folder", "a-folder.deadletter.jsonl",
                                                           "in.jsonl"]  # nothing written
     assert list((tmp_path / "a-folder").iterdir()) == list((tmp_path / "a-folder.deadletter.jsonl").iterdir()) == []
+
+
+def test_predict_never_replaces_a_file_that_is_not_its_predictions(model_dir, tmp_path, capsys):
+    """An output name that is one of the input's data files (the glob matches it): refused, the file kept; an
+    earlier run's predictions at that name are replaced as before."""
+    for name in ("a.jsonl", "b.jsonl"):
+        (tmp_path / name).write_text('{"text": "one"}\n')
+    argv = ["predict", "--model", str(model_dir), "--input", str(tmp_path / "*.jsonl"), "--output"]
+    assert main([*argv, str(tmp_path / "b.jsonl")]) == 2
+    assert "exists and is not a rightsize predictions file" in capsys.readouterr().err
+    assert (tmp_path / "b.jsonl").read_text() == '{"text": "one"}\n'
+    assert main([*argv, str(tmp_path / "p.parquet")]) == main([*argv, str(tmp_path / "p.parquet")]) == 0
+    assert pq.read_table(tmp_path / "p.parquet").num_rows == 2
 
 
 @pytest.mark.parametrize("command", ["train", "predict", "calibrate", "label", "run", "serve", "report", "datamap",

@@ -2,6 +2,7 @@
 training dynamics each mode records."""
 
 import json
+import re
 from dataclasses import asdict
 
 import numpy as np
@@ -115,9 +116,13 @@ def test_each_stage_equals_an_independent_truncated_model(cascade_dir, backbone_
             torch.testing.assert_close(logits[k], alone, rtol=0, atol=1e-5)
 
 
-def test_a_bad_setting_for_a_new_model_names_the_backbone_not_a_file(backbone_dir):
-    with pytest.raises(ValueError, match=r"^\S+ \(4 layers\): setting 'exit_layers' must lie in 1..4") as error:
-        EarlyExitClassifier.from_backbone(backbone_dir, ["a", "b"], (2, 3))
+@pytest.mark.parametrize("settings,message", [
+    ({"exit_layers": (2, 3)}, "setting 'exit_layers' must lie in 1..4"),  # checked by the settings
+    ({"max_length": 4096}, "setting 'max_length' is 4096 but config.json allows"),  # checked by the model
+])
+def test_a_bad_setting_for_a_new_model_names_the_backbone_not_a_file(backbone_dir, settings, message):
+    with pytest.raises(ValueError, match=re.escape(f"{backbone_dir} (4 layers): {message}")) as error:
+        EarlyExitClassifier.from_backbone(backbone_dir, ["a", "b"], **settings)
     assert "rightsize.json" not in str(error.value)
 
 

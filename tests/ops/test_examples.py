@@ -57,3 +57,10 @@ def test_a_bad_record_is_a_one_line_error_naming_file_and_record(tmp_path, secon
     path.write_text('{"text": "good film", "label": "a"}\n' + second + "\n")
     with pytest.raises(ValueError, match=f"dev.jsonl: {message}"):
         load_examples(str(path))
+
+
+def test_a_corrupt_parquet_file_is_named(tmp_path):
+    path = tmp_path / "train.parquet"
+    path.write_bytes(b"PAR1x")
+    with pytest.raises(ValueError, match=r"train.parquet: could not be read: "):
+        load_examples(str(path))

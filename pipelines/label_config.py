@@ -66,8 +66,9 @@ class LabelJobConfig:
             # Its timers send the DirectRunner to its bundle-based mode, where a GroupByKey after the stateful
             # BatchElements fails an assertion at the end of the input (apache/beam#28716; Beam 2.77).
             raise ValueError("--max-batch-duration-secs (max_batch_duration_secs) needs a runner with stateful "
-                             "processing (Dataflow, Flink, Spark): Beam's DirectRunner fails on it (apache/beam#28716). "
-                             "A bounded job on one machine does not need it: each chunk is sorted by length anyway")
+                             "processing (Dataflow, Flink, Spark): Beam's DirectRunner fails on it "
+                             "(apache/beam#28716). A bounded job on one machine does not need it: each chunk is "
+                             "sorted by length anyway")
 
     @property
     def fields(self) -> InputFields:
@@ -90,8 +91,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="glob of .jsonl/.csv/.parquet/.txt files (local or fsspec URL)")
     parser.add_argument("--output", required=True, help="output prefix; the run writes under <output>/<run-id>/")
     parser.add_argument("--threshold", type=float, default=None, help="default: the model's calibrated threshold")
-    parser.add_argument("--run-id", default=None, help="one folder name (letters, digits, '.', '_', '-'); default: time + random "
-                        "suffix; re-using one replaces that run")
+    parser.add_argument("--run-id", default=None,
+                        help="one folder name (letters, digits, '.', '_', '-'); default: time + random suffix; "
+                             "re-using one replaces that run")
     parser.add_argument("--text-field", default="text")
     parser.add_argument("--pair-field", default=None)
     parser.add_argument("--id-field", default="id", help="missing ids are derived from file and line")

@@ -413,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
     except NothingLabelledError as e:  # a run that failed as a whole; its dead letters' reasons say why
         print(f"rightsize {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a disk full, a permission, a lost connection: the message says it; -v: the traceback
+        if args.verbose:
+            raise
+        print(f"rightsize {args.command}: error: {e} (-v for the traceback)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -21,7 +21,7 @@ from flows.caching import transient_only
 from flows.config import LabelStepConfig, RunConfig
 from models.classifier import artifact_id, calibration_for
 from ops.fingerprint import fingerprint
-from ops.records import expand_glob
+from ops.urls import expand_glob
 from pipelines.label_config import LabelJobConfig
 
 log = logging.getLogger(__name__)
@@ -78,12 +78,12 @@ def label_corpus(job: LabelJobConfig, model_id: str, beam_args: list[str]) -> di
     if manifest is not None:
         log.info("run %s finished before (%s): not labelled again", job.run_id, job.run_dir)
         return manifest | {"skipped": True}
-    return run(job, beam_args) | {"skipped": False}
+    return run(job, beam_args, model_id) | {"skipped": False}
 
 
 @flow(name="rightsize-label")
 def label_flow(model_dir: str, config: RunConfig) -> dict:
-    # hashed once here (a remote model's weights are read to hash them); the Beam job hashes again what it loads
+    # hashed once here (a remote model's weights are read to hash them); each Beam worker checks what it loads
     model_id = artifact_id(model_dir)
     run_id = config.label.run_id or default_run_id(model_dir, model_id, config.label)
     return label_corpus(config.label_job(model_dir, run_id), model_id, list(config.label.beam_args))

@@ -29,9 +29,9 @@ from ops.lookahead import prepared_ahead
 from ops.memory import release_freed_memory
 from ops.predictions import (FirstReasons, NothingLabelledError, PredictionWriter, is_predictions_file, new_run_id,
                              prediction_rows, split_failures)
-from ops.records import (DeadLetter, Document, InputFields, dead_letter_line, expand_glob, model_inputs, read_file,
-                         resolved)
+from ops.records import DeadLetter, Document, InputFields, dead_letter_line, model_inputs, read_file
 from ops.staging import discard, publish, recover, staging_path
+from ops.urls import expand_glob, resolved
 
 CHUNK_DOCUMENTS = 8192  # documents tokenized, sorted by length and labelled together
 # Documents that failed inference even alone, with none labelled yet, after which a run stops at the end of
@@ -162,7 +162,12 @@ def predict_file(
         discard(staged_letters)
         raise
     if summary.dead_letters:
-        publish(staged_letters, letters_url)
+        try:
+            publish(staged_letters, letters_url)
+        except OSError as e:  # kept where they are, not discarded: they are the only copy
+            raise OSError(f"{output_url} was written, but its {summary.dead_letters} dead letters could not be moved "
+                          f"from {staged_letters} to {letters_url} (move them by hand before the next run to this "
+                          f"output, which clears that folder): {e}") from e
         summary.dead_letter_output = letters_url
     else:  # no dead letters this time: an old file beside the new output would belong to another run
         discard(staged_letters)

@@ -12,6 +12,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from ops.accounting import ReportConfig, summarize
 from ops.report import ESTIMATE_NOTE, headline_rows, write_report
+from ops.urls import local_path
 
 ARTIFACT_KEY = "rightsize-cost-report"
 LINK_ARTIFACT_KEY = "rightsize-cost-report-html"
@@ -20,14 +21,24 @@ LINK_ARTIFACT_KEY = "rightsize-cost-report-html"
 def build_report(config: ReportConfig, out: str | Path) -> dict:
     """summary.json, report.md and report.html in ``out``; returns {summary, paths}."""
     # before reading the predictions, which may take a while
-    if "://" in str(out):
-        raise ValueError(f"report folder {str(out)!r}: the report is written to a local folder, not a URL")
-    existing = next(p for p in (Path(out).absolute(), *Path(out).absolute().parents) if p.exists())
+    folder = _local_folder(str(out))
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():  # a file where the folder, or one above it, should be
         raise ValueError(f"report folder {str(out)!r} cannot be made: {existing} is a file")
     summary = summarize(config)
-    paths = write_report(summary, out)
+    paths = write_report(summary, folder)
     return {"summary": summary, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def _local_folder(out: str) -> Path:
+    """The local folder a report is written to: a path or a file:// URL, not a remote URL."""
+    try:
+        local = local_path(out)
+    except ImportError:  # a remote scheme whose fsspec package is not installed (gs:// without gcsfs)
+        local = None
+    if local is None:
+        raise ValueError(f"report folder {out!r}: the report is written to a local folder, not a remote URL")
+    return Path(local).absolute()
 
 
 @task(retries=2, retry_condition_fn=transient_only, retry_delay_seconds=5)

@@ -37,6 +37,7 @@ from models.precision import autocast, resolve_dtype
 from ops.cost import EncoderShape, exit_flops, full_model_flops
 from ops.lookahead import prepared_ahead
 from ops.quiet import quiet
+from ops.urls import local_path
 
 log = logging.getLogger(__name__)
 
@@ -707,10 +708,11 @@ def artifact_id(directory: str | Path) -> str:
 def _localized(directory: str) -> Iterator[Path]:
     """A local path for a model directory; a remote fsspec URL is copied to a temporary folder that is removed
     on exit (the weights are in memory by then)."""
-    fs, path = fsspec.core.url_to_fs(directory)
-    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
-        yield Path(path)
+    local = local_path(directory)
+    if local is not None:
+        yield Path(local)
         return
+    fs, path = fsspec.core.url_to_fs(directory)
     if not fs.isdir(path):
         raise ConfigError(f"{directory}: no such model directory")
     with tempfile.TemporaryDirectory(prefix="rightsize-model-") as local:

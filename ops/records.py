@@ -22,7 +22,6 @@ import codecs
 import csv
 import io
 import json
-import posixpath
 import re
 import sys
 import unicodedata
@@ -436,25 +435,3 @@ def _read_parquet(url: str, source: str, fields: InputFields) -> Iterator[Docume
             for record in batch.to_pylist():
                 position += 1
                 yield parse_record(record, source, position, fields)
-
-
-def resolved(url: str) -> tuple[str, str]:
-    """(protocol, absolute path with "." and ".." steps resolved) of a file or folder URL, so that two spellings
-    of one place compare equal: a relative local path is made absolute, as the matches of a glob are."""
-    fs, path = fsspec.core.url_to_fs(url)
-    return _protocol(fs), posixpath.normpath(path if path.startswith("/") else "/" + path)
-
-
-def _protocol(fs) -> str:
-    """A file system's main protocol name ("file", "gs", "memory"...): fsspec gives a name or a tuple of them."""
-    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-
-
-def expand_glob(pattern: str) -> list[str]:
-    """The file URLs a glob (or a single path/URL) matches, sorted; fails when it matches nothing."""
-    fs, _ = fsspec.core.url_to_fs(pattern)
-    paths = sorted(p for p in fs.glob(pattern) if fs.isfile(p))
-    if not paths:
-        raise FileNotFoundError(f"input {pattern!r} matches no file")
-    protocol = _protocol(fs)
-    return [p if protocol == "file" else f"{protocol}://{p.lstrip('/')}" for p in paths]

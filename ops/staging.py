@@ -21,14 +21,10 @@ from pathlib import PurePosixPath
 
 import fsspec
 
+from ops.urls import local_path
+
 STAGING_DIR = ".staging"
 _REPLACED = ".replaced"
-
-
-def _local_path(url: str) -> str | None:
-    fs, path = fsspec.core.url_to_fs(url)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return path if "file" in protocols else None
 
 
 def _split(url: str) -> tuple[str, str]:
@@ -45,7 +41,7 @@ def staging_path(final: str) -> str:
 
 def publish(staging: str, final: str) -> None:
     """Replaces ``final`` (a file or a directory, which may not exist yet) with ``staging``."""
-    local, target = _local_path(staging), _local_path(final)
+    local, target = local_path(staging), local_path(final)
     if local is None or target is None:
         fs, path = fsspec.core.url_to_fs(final)
         if fs.exists(path):
@@ -68,7 +64,7 @@ def discard(staging: str) -> None:
     fs, path = fsspec.core.url_to_fs(staging)
     if fs.exists(path):
         fs.rm(path, recursive=True)
-    if _local_path(staging) is not None and os.path.basename(os.path.dirname(path)) == STAGING_DIR:
+    if local_path(staging) is not None and os.path.basename(os.path.dirname(path)) == STAGING_DIR:
         _remove_if_empty(os.path.dirname(path))
 
 
@@ -87,7 +83,7 @@ def recover(final: str) -> None:
             fs.mv(path, target, recursive=True)
         else:
             fs.rm(path, recursive=True)
-    if _local_path(final) is not None:
+    if local_path(final) is not None:
         _remove_if_empty(staging_dir)
 
 

@@ -39,9 +39,9 @@ from ops.isolation import run_isolating_failures
 from ops.memory import release_freed_memory
 from ops.predictions import (PREDICTION_SCHEMA, FirstReasons, NothingLabelledError, prediction_rows,
                             split_failures)
-from ops.records import (DeadLetter, Document, InputFields, dead_letter_line, expand_glob, model_inputs, one_line,
-                         read_file, resolved)
+from ops.records import DeadLetter, Document, InputFields, dead_letter_line, model_inputs, one_line, read_file
 from ops.staging import discard, publish, recover, staging_path
+from ops.urls import expand_glob, resolved
 from pipelines.label_config import LabelJobConfig, add_flags, config_from_args, is_direct_runner
 
 log = logging.getLogger(__name__)
@@ -239,10 +239,11 @@ class Plan(NamedTuple):
     staging: str  # the directory this run writes into, swapped in at the end
 
 
-def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
+def prepare_run(config: LabelJobConfig, processes: int | None = 1, model_id: str | None = None) -> Plan:
     """Everything that must hold before work starts; raises with a clear message otherwise. ``processes``:
     worker processes on this machine, to share its cores between (DirectRunner); None when the workers are
-    other machines."""
+    other machines. ``model_id``: the model's content id when the caller has just hashed it (each worker checks
+    what it loads against it), else it is hashed here."""
     from models.classifier import artifact_id, calibration_for
     from models.config import check_threshold
 
@@ -265,7 +266,8 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1) -> Plan:
         FileSystems.delete([write_probe])
     except (OSError, BeamIOError) as e:
         raise ValueError(f"output {config.run_dir!r} cannot be written: {e}") from e
-    return Plan(files, artifact_id(config.model), model_config.num_layers, threshold, dtype, threads, staging)
+    return Plan(files, model_id or artifact_id(config.model), model_config.num_layers, threshold, dtype, threads,
+                staging)
 
 
 def try_model(handler: EarlyExitModelHandler, documents: Sequence[Document]) -> None:
@@ -315,18 +317,18 @@ def first_documents(files: Sequence[str], fields: InputFields) -> list[Document]
     return list(itertools.islice(documents, TRIAL_DOCUMENTS))
 
 
-def run(config: LabelJobConfig, beam_args: Sequence[str] = ()) -> dict:
+def run(config: LabelJobConfig, beam_args: Sequence[str] = (), model_id: str | None = None) -> dict:
     """Checks, runs the job to completion on the runner ``beam_args`` name (DirectRunner by default), writes
     the manifest and swaps the finished run in at ``config.run_dir``; returns the manifest. A run that fails
     (or is killed), or in which inference failed on every document, leaves the previous output of this run id
-    as it was."""
+    as it was. ``model_id``: as for ``prepare_run``."""
     config.check_runner(beam_args)
     options = PipelineOptions(list(beam_args))
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = "DirectRunner"  # explicit, so Beam does not first try to download another runner
     processes = _local_processes(options, str(standard.runner))
-    plan = prepare_run(config, processes)
+    plan = prepare_run(config, processes, model_id)
     files, model_id, threshold, staging = plan.files, plan.model_id, plan.threshold, plan.staging
     # Default: spread documents over workers, except with a single in-process worker, where the shuffle only
     # holds the whole collection in memory (the DirectRunner buffers a GroupByKey's input; bench/label_memory.py)

@@ -48,6 +48,28 @@ def test_predict_writes_design_columns_and_dead_letters(model_dir, tmp_path, cap
     assert f"labelled {len(TEXTS)} documents" in printed and "2 inputs could not be labelled" in printed
 
 
+def test_dead_letters_that_cannot_be_moved_are_kept_and_named(model_dir, tmp_path, monkeypatch, capsys):
+    import flows.predict
+
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"text": TEXTS[0]}) + "\nnot json\n")
+    real_publish = flows.predict.publish
+
+    def publish(staging, final):
+        if final.endswith(".deadletter.jsonl"):
+            raise OSError("disk full")
+        real_publish(staging, final)
+
+    monkeypatch.setattr(flows.predict, "publish", publish)
+    out = tmp_path / "p.parquet"
+    assert main(["predict", "--model", str(model_dir), "--input", str(source), "--output", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert "1 dead letters could not be moved from " in error and "disk full" in error
+    (staged,) = (tmp_path / ".staging").glob("p.deadletter.jsonl.*")
+    assert str(staged) in error and json.loads(staged.read_text())["raw"] == "not json"
+    assert pq.read_table(out).num_rows == 1
+
+
 def test_predict_reads_the_next_chunk_ahead_with_the_same_labels(model_dir, tmp_path, monkeypatch):
     """Chunks of 3: every file is read and every chunk tokenised in the read-ahead thread (none again while
     labelling), rows keep the input order across chunks and files, a bad record is a dead letter, and the file
@@ -240,8 +262,11 @@ def test_report_command_writes_the_report(tmp_path, capsys):
     for out in ("a-file", "a-file/r"):
         assert main(["report", "--predictions", runs, "--out", str(tmp_path / out)]) == 2
         assert "cannot be made: " in capsys.readouterr().err
-    assert main(["report", "--predictions", runs, "--out", "gs://bucket/r"]) == 2
-    assert "written to a local folder, not a URL" in capsys.readouterr().err
+    for url in ("gs://bucket/r", "memory://r"):  # gcsfs is not installed; memory:// is fsspec's own
+        assert main(["report", "--predictions", runs, "--out", url]) == 2
+        assert "written to a local folder, not a remote URL" in capsys.readouterr().err
+    assert main(["report", "--predictions", runs, "--out", f"file://{tmp_path}/u"]) == 0
+    assert (tmp_path / "u" / "summary.json").is_file()
 
 
 def _labelled_file(tmp_path) -> str:

@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ops.records import (DeadLetter, Document, InputFields, dead_letter_line, expand_glob, file_format,
-                         read_file, text_encoding)
+from ops.records import DeadLetter, Document, InputFields, dead_letter_line, file_format, read_file, text_encoding
 from ops.records import MAX_ROW_LINES, SNIFF_BYTES
+from ops.urls import expand_glob
 from tests.hostile_corpus import write_hostile_corpus
 
 FIELDS = InputFields()

@@ -110,6 +110,17 @@ def test_rerun_with_same_run_id_replaces_output(model_dir, tmp_path):
     assert rows[0]["exit_layer"] == 4 and manifest["counts"]["labelled"] == 1
 
 
+def test_a_model_id_given_by_the_caller_is_what_workers_check(model_dir, tmp_path):
+    """The flow hashes the model once and passes the id on; a model that no longer matches it stops the job
+    before any output is replaced."""
+    write_corpus(tmp_path / "corpus")
+    job = _job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="same")
+    first = run(job, model_id=EarlyExitClassifier.from_pretrained(model_dir, device="cpu").model_id)
+    with pytest.raises(RuntimeError, match="changed since the job was submitted"):
+        run(job, model_id="sha256:0000000000000000")
+    assert _outputs(tmp_path / "out" / "same")[3] == first
+
+
 def test_output_under_the_input_glob_is_never_read(model_dir, tmp_path, monkeypatch):
     """Relative paths, as a user types them: the second run's glob matches the first run's output files."""
     monkeypatch.chdir(tmp_path)

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from models.config import DTYPE_CHOICES, TRAINING_MODES
+from models.config import TRAIN_DTYPE_CHOICES, TRAINING_MODES
 from pipelines.label_config import add_flags, add_precision_flags
 from ops.dynamics import REGIONS
 from ops.predictions import NothingLabelledError
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what each exit reads: mean of token states (default) or the first token")
     p.add_argument("--mode", choices=TRAINING_MODES, default="joint",
                    help="joint (default), sweet, or multi (a cascade of separate truncated models)")
-    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
+    p.add_argument("--dtype", choices=TRAIN_DTYPE_CHOICES, default="float32",
                    help="mixed-precision training: bfloat16 or float16 autocast (float16 with loss scaling, for "
                         "GPUs without bfloat16), auto, or float32 (default)")
     p.add_argument("--dynamics", action=argparse.BooleanOptionalAction, default=True,

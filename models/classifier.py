@@ -33,7 +33,7 @@ from models.config import (CONFIG_FILE, MODEL_FILES, OPTIONAL_MODEL_FILES, WEIGH
                            default_exit_layers)
 from models.early_exit import run_early_exit
 from models.layers import LayerContext, LayerRunner
-from models.precision import autocast, resolve_dtype
+from models.precision import autocast, quantize_feed_forward, resolve_dtype
 from ops.cost import EncoderShape, exit_flops, full_model_flops
 from ops.lookahead import prepared_ahead
 from ops.quiet import quiet
@@ -293,6 +293,9 @@ class EarlyExitClassifier(nn.Module):
     # -- save / load --------------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | Path) -> None:
+        if self.dtype_name == "int8":  # its quantised layers have no float32 weights left to save
+            raise ValueError("an int8 model is quantised at load and cannot be saved; save the model loaded in "
+                             "float32, and load it with dtype='int8'")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.backbone.config.save_pretrained(directory)
@@ -305,8 +308,8 @@ class EarlyExitClassifier(nn.Module):
     def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None,
                         dtype: str = "float32") -> "EarlyExitClassifier":
         """Loads a model directory (local path or fsspec URL) onto ``device`` (CUDA when present, else CPU), to
-        run in ``dtype`` (``auto``, float32, bfloat16, float16) with that precision's calibration, or the nearest
-        calibrated precision's (with a warning)."""
+        run in ``dtype`` (``auto``, float32, bfloat16, float16; int8 on the CPU: the feed-forward layers quantised)
+        with that precision's calibration, or the nearest calibrated precision's (with a warning)."""
         device = torch.device(device or pick_device())
         dtype = resolve_dtype(dtype, device)
         config, warning = read_model_config(directory).calibrated_for(dtype)  # fails early, before any copy
@@ -322,6 +325,8 @@ class EarlyExitClassifier(nn.Module):
             except RuntimeError as e:
                 raise ConfigError(f"{local / WEIGHTS_FILE}: weights do not match {CONFIG_FILE}/config.json: {e}") from e
             model.model_id = artifact_id(local)
+        if dtype == "int8":
+            quantize_feed_forward(layer for runner in model.stage_runners for layer in runner.layers)
         model.dtype_name = dtype
         return model.to(device).eval()
 

@@ -22,11 +22,14 @@ FORMAT_VERSION = 1
 # multi: one independently fine-tuned truncated backbone per exit, run as a cascade at prediction.
 TRAINING_MODES = ("joint", "sweet", "multi")
 POOLINGS = ("mean", "cls")
-PRECISIONS = ("float32", "bfloat16", "float16")  # the backbone's compute precision (models/precision.py)
+# The backbone's compute precision (models/precision.py); int8: the feed-forward layers quantised at load, on
+# the CPU, for inference only (training runs in the others).
+PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 DTYPE_CHOICES = ("auto", *PRECISIONS)
+TRAIN_DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 # For a precision with no calibration of its own: the calibrated precisions to use instead, nearest first.
-NEAREST_PRECISIONS = {"float32": ("bfloat16", "float16"), "bfloat16": ("float16", "float32"),
-                      "float16": ("bfloat16", "float32")}
+NEAREST_PRECISIONS = {"float32": ("bfloat16", "float16", "int8"), "bfloat16": ("float16", "float32", "int8"),
+                      "float16": ("bfloat16", "float32", "int8"), "int8": ("float32", "bfloat16", "float16")}
 DEFAULT_THRESHOLD = 0.9  # a conservative default until calibration picks one for a target
 
 

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from models.classifier import EarlyExitClassifier, pick_device
-from models.config import DTYPE_CHOICES, TRAINING_MODES
+from models.config import TRAIN_DTYPE_CHOICES, TRAINING_MODES
 from models.precision import resolve_dtype
 from ops.calibration import softmax
 from ops.dynamics import TrainingDynamics, write_dynamics
@@ -68,8 +68,8 @@ class TrainConfig:
     dynamics: bool = True  # record training dynamics (an evaluation pass over the training set per epoch)
 
     def __post_init__(self):
-        if self.dtype not in DTYPE_CHOICES:
-            raise ValueError(f"TrainConfig.dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
+        if self.dtype not in TRAIN_DTYPE_CHOICES:  # int8 is for inference: quantised layers have no gradients
+            raise ValueError(f"TrainConfig.dtype must be one of {TRAIN_DTYPE_CHOICES}, got {self.dtype!r}")
         if self.mode not in TRAINING_MODES:
             raise ValueError(f"TrainConfig.mode must be one of {TRAINING_MODES}, got {self.mode!r}")
         for name in ("epochs", "max_length", "batch_size"):

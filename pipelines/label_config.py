@@ -126,7 +126,8 @@ def add_precision_flags(parser: argparse.ArgumentParser, threads: bool) -> None:
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
                         help="compute precision of the backbone (default float32); auto: bfloat16 on a CPU with "
                              "native bf16 (AVX512-BF16/AMX) or a CUDA GPU that has it, float16 on older GPUs, "
-                             "else float32. Exit softmax and temperatures stay float32")
+                             "else float32; int8: feed-forward layers quantised to int8 (CPU only; never chosen "
+                             "by auto). Exit softmax and temperatures stay float32")
     if threads:
         parser.add_argument("--threads", type=int, default=None,
                             help="torch threads per labelling process (default: CPU cores / processes)")

@@ -31,9 +31,11 @@ def test_native_bf16_is_read_from_the_cpu_flags(extra, native):
 
 def test_auto_follows_the_cpu_and_names_are_checked():
     assert resolve_dtype("auto", "cpu") == ("bfloat16" if cpu_has_native_bf16() else "float32")
-    assert resolve_dtype("bfloat16", "cpu") == "bfloat16"
+    assert (resolve_dtype("bfloat16", "cpu"), resolve_dtype("int8", "cpu")) == ("bfloat16", "int8")
     with pytest.raises(ValueError, match="dtype must be one of"):
-        resolve_dtype("int8", "cpu")
+        resolve_dtype("int4", "cpu")
+    with pytest.raises(ValueError, match="int8 runs on the CPU only"):  # no device needed to refuse it
+        resolve_dtype("int8", "cuda")
 
 
 def _config(**kw) -> EarlyExitConfig:
@@ -99,6 +101,43 @@ def test_loading_in_a_precision_without_its_calibration_warns(tokenizer, tmp_pat
     assert EarlyExitClassifier.from_pretrained(path, device="cpu", dtype="bfloat16").config.threshold == 0.85
 
 
+def _quantized(model: torch.nn.Module) -> list[str]:
+    """Names of the dynamically quantised int8 Linear modules in ``model``."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    return [name for name, m in model.named_modules() if isinstance(m, DynamicInt8Linear)]
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "mpnet"])
+def test_int8_quantises_the_feed_forward_layers_only(tokenizer, tmp_path, model_type):
+    tiny_classifier(tokenizer, model_type, temperatures=(0.5,) * 4).save_pretrained(tmp_path)
+    f32 = EarlyExitClassifier.from_pretrained(tmp_path, device="cpu")
+    int8 = EarlyExitClassifier.from_pretrained(tmp_path, device="cpu", dtype="int8")
+    names = _quantized(int8)
+    assert len(names) == 2 * 4 and _quantized(f32) == []  # two feed-forward Linears in each of the 4 layers
+    assert not any("attention" in n or n.startswith("exits") for n in names)
+    a, b = f32.predict(TEXTS, threshold=2.0), int8.predict(TEXTS, threshold=2.0)
+    assert [(x.label, x.exit_layer, x.flops) for x in a] == [(y.label, y.exit_layer, y.flops) for y in b]
+    assert max(abs(x.confidence - y.confidence) for x, y in zip(a, b)) < 1e-3  # int8 rounding, not a new model
+    assert int8.dtype_name == "int8" and int8.model_id == f32.model_id  # the same artifact, run otherwise
+    with pytest.raises(ValueError, match="cannot be saved"):
+        int8.save_pretrained(tmp_path / "copy")
+
+
+def test_int8_quantises_every_stage_of_a_cascade_and_is_calibrated_on_its_own(backbone_dir, tmp_path):
+    config = TrainConfig(model=backbone_dir, exits=(2, 4), epochs=1, batch_size=16, lr=1e-3, max_length=32,
+                         mode="multi", dynamics=False)
+    train(config, topic_examples(64, 0), topic_examples(32, 1), out=tmp_path / "m")
+    int8 = EarlyExitClassifier.from_pretrained(tmp_path / "m", device="cpu", dtype="int8")
+    assert len(_quantized(int8)) == 2 * (2 + 4)  # the 2-layer stage and the 4-layer backbone
+    report = calibrate(int8, topic_examples(40, 2), CalibrationConfig(threshold=0.7), out=tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / CONFIG_FILE).read_text())
+    assert report.dtype == "int8" and set(saved["calibrations"]) == {"int8"}
+    assert EarlyExitClassifier.from_pretrained(tmp_path / "m", device="cpu", dtype="int8").config.threshold == 0.7
+    with pytest.raises(ValueError, match="TrainConfig.dtype must be one of"):  # int8 is for inference only
+        TrainConfig(model=backbone_dir, dtype="int8")
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_mixed_precision_training_learns(dtype, backbone_dir, tmp_path):
     """bfloat16 autocast; float16 with the gradient scaler (on a CPU too, where torch supports it)."""
@@ -139,6 +178,20 @@ def test_minilm_in_bfloat16_agrees_with_float32_and_its_calibration_meets_the_ta
     report = calibrate(bf16, dev, CalibrationConfig(target_drop=0.02))
     assert report.dtype == "bfloat16" and report.target_met and report.fit["accuracy_drop"] <= 0.02 + 1e-9
     # judged on the other 300 documents, where one document is a third of a point
+    assert report.held_out["accuracy_drop"] <= 0.02 + 0.01
+
+
+def test_minilm_in_int8_stays_close_to_float32_and_its_calibration_meets_the_target(ag_news_minilm):
+    test = load_examples(str(AG_NEWS / "test.jsonl"), limit=200)
+    f32 = EarlyExitClassifier.from_pretrained(ag_news_minilm, device="cpu")
+    int8 = EarlyExitClassifier.from_pretrained(ag_news_minilm, device="cpu", dtype="int8")
+    for threshold in (0.6, 2.0):
+        a, b = f32.predict(test.texts, threshold=threshold), int8.predict(test.texts, threshold=threshold)
+        agree = np.mean([x.label == y.label for x, y in zip(a, b)])
+        assert agree >= 0.97, (threshold, agree)  # 0.99 at both when written: int8 rounds more than bfloat16
+    dev = load_examples(str(AG_NEWS / "dev.jsonl"), limit=600)
+    report = calibrate(int8, dev, CalibrationConfig(target_drop=0.02))
+    assert report.dtype == "int8" and report.target_met and report.fit["accuracy_drop"] <= 0.02 + 1e-9
     assert report.held_out["accuracy_drop"] <= 0.02 + 0.01
 
 

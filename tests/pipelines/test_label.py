@@ -92,10 +92,12 @@ def test_precision_and_threads_reach_workers_rows_and_manifest(model_dir, tmp_pa
     assert manifest["batch_size"] == {"cpu": 64} and manifest["config"]["batch_size"] is None  # the device default
     manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r2", batch_size=None))
     assert manifest["batch_size"] == {"cpu": 8}  # no batch holds more than a chunk
-    manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r3"),
+    manifest = run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="r3", dtype="int8"),
                    ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
-    assert manifest["threads"] == max(1, len(os.sched_getaffinity(0)) // 2) and manifest["dtype"] == "float32"
+    assert manifest["threads"] == max(1, len(os.sched_getaffinity(0)) // 2) and manifest["dtype"] == "int8"
     assert manifest["reshuffle"] is True
+    _, rows, _, _ = _outputs(tmp_path / "out" / "r3")  # quantised in each worker process at its load
+    assert {r["dtype"] for r in rows} == {"int8"} and len(rows) == manifest["counts"]["labelled"] > 0
 
 
 def test_rerun_with_same_run_id_replaces_output(model_dir, tmp_path):

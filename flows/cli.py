@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from models.config import TRAIN_DTYPE_CHOICES, TRAINING_MODES
+from models.config import CONFIG_FILE, TRAIN_DTYPE_CHOICES, TRAINING_MODES
 from pipelines.label_config import add_flags, add_precision_flags
 from ops.dynamics import REGIONS
 from ops.predictions import NothingLabelledError
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=help, epilog=EXAMPLES[name],
                                    formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
 
-    p = command("train", "fine-tune an encoder with early exits (joint training, loss = sum of exit losses)")
+    p = command("train", "fine-tune an encoder with early exits (modes joint, sweet, multi)")
     p.add_argument("--model", required=True, help="backbone: local dir, hub name, or 'minilm' (packaged all-MiniLM-L6-v2)")
     p.add_argument("--train", required=True, help="training data: .jsonl/.csv/.parquet file or hub dataset name[:split]")
     p.add_argument("--dev", required=True, help="dev data, same format; every exit is evaluated on it each epoch")
@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .jsonl or .parquet file")
     p.add_argument("--exit-layer", type=int, default=None, help="whose dynamics (default: the last exit)")
     p.add_argument("--seed", type=int, default=0, help="seed of --region random (default 0)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (never the training file the examples came from)")
     p.set_defaults(run=_select)
 
     p = command("calibrate", "fit per-exit temperatures and choose the default threshold for a target")
@@ -231,10 +233,19 @@ def _train(args) -> None:
     config = TrainConfig(model=args.model, exits=args.exits, epochs=args.epochs, max_length=args.max_length,
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, pooling=args.pooling,
                          mode=args.mode, dynamics=args.dynamics, dtype=args.dtype)
+    from ops.staging import discard, publish, staging_path
+
+    _check_model_out(Path(args.out))
     fields = dict(text_field=args.text_field, pair_field=args.pair_field, label_field=args.label_field)
     train_set = load_examples(args.train, **fields, split="train")
     dev_set = load_examples(args.dev, **fields, split="validation")
-    model, report = train(config, train_set, dev_set, out=args.out)
+    staging = staging_path(args.out)  # swapped in whole at the end: nothing of an earlier model stays behind
+    try:
+        model, report = train(config, train_set, dev_set, out=staging)
+        publish(staging, args.out)
+    except BaseException:
+        discard(staging)
+        raise
     kept = f"epoch {report.best_epoch}" if report.best_epoch else \
         "best epoch per stage: " + ", ".join(str(stage["best_epoch"]) for stage in report.stages)
     print(f"saved {args.out} (mode {config.mode}, {report.dtype}, {kept}); dev accuracy per exit:")
@@ -243,6 +254,22 @@ def _train(args) -> None:
     if config.dynamics:
         print(f"training dynamics: {args.out}/dynamics/ " + ("(see 'rightsize datamap' and 'rightsize select')"
                                                               if config.epochs >= 2 else "(a data map needs 2+ epochs)"))
+
+
+def _check_model_out(out: Path) -> None:
+    """Before any work: ``train --out`` is a new or empty folder, or an earlier model (which the new one will
+    replace whole), not a file or a folder of other things."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: give a folder for the model")
+    if out.is_dir() and any(out.iterdir()) and not (out / CONFIG_FILE).is_file():
+        raise ValueError(f"--out {out} holds files and is not a rightsize model folder: give a new or empty folder")
+    probe = out.parent / f".{out.name}.write-probe"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"--out {out} cannot be written: {e}") from None
 
 
 def _datamap(args) -> None:
@@ -260,7 +287,7 @@ def _select(args) -> None:
     from ops.dynamics import SelectionConfig, select_training_data
 
     selection = SelectionConfig(args.region, args.fraction, args.exit_layer, args.seed)
-    written, total = select_training_data(args.model, selection, args.out)
+    written, total = select_training_data(args.model, selection, args.out, overwrite=args.overwrite)
     print(f"{written} of {total} training examples ({args.region}, {written / total:.1%}) -> {args.out}")
 
 
@@ -306,9 +333,10 @@ def _label(args) -> None:
 def _run(args) -> None:
     from flows.config import load_config
     from flows.run import rightsize_run
-    from flows.serve import api_url
+    from flows.serve import api_url, check_api
 
     load_config(args.config)  # a bad config fails here in one line, before Prefect starts
+    check_api()
     print(f"Prefect: {api_url() or 'temporary local server (PREFECT_API_URL not set)'}")
     print_outcome(rightsize_run(config_file=str(Path(args.config).resolve()), workdir=str(Path.cwd())))
 
@@ -341,7 +369,7 @@ def _serve(args) -> None:
         serve_schedule(args.config, args.cron, args.name, args.timezone)
     except NoServerError as e:
         print(f"rightsize serve: {e}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
 
 
 def _report(args) -> None:

@@ -19,6 +19,7 @@ from flows.config import RunConfig, load_config
 from flows.label import label_flow
 from flows.report import report_flow
 from flows.train import train_flow
+from ops.urls import expand_glob
 
 log = logging.getLogger(__name__)
 FLOW_NAME = "rightsize-run"
@@ -27,6 +28,7 @@ RUN_FILE = "last_run.json"  # written into the workspace: where everything of th
 
 def run_pipeline(config: RunConfig) -> dict:
     """Train -> calibrate -> label -> report; returns where everything went and what was reused."""
+    expand_glob(config.label.input)  # a corpus that is not there fails now, not after fine-tuning
     cache = str(config.cache_dir)
     trained = train_flow(config.data, config.train, str(config.models_dir), cache, config.select)
     calibrated = calibrate_flow(trained["model_dir"], config.data, config.calibrate, str(config.models_dir), cache,

@@ -26,13 +26,27 @@ creates scheduled runs. Start one (it binds to 127.0.0.1:4200) and point rightsi
 then run this command again in the shell where PREFECT_API_URL is set."""
 
 
-class NoServerError(RuntimeError):
+class NoServerError(ValueError):  # a setting to fix: the CLI's one-line error
     pass
 
 
 def api_url() -> str | None:
     """The configured Prefect API (environment or active profile), or None for the temporary server."""
     return get_current_settings().api.url
+
+
+def check_api() -> None:
+    """A configured Prefect API answers; else a one-line error instead of Prefect's traceback on first use."""
+    import httpx
+
+    url = api_url()
+    if not url:
+        return
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=10).raise_for_status()
+    except httpx.HTTPError as e:
+        raise NoServerError(f"the Prefect API at {url} (PREFECT_API_URL) does not answer ({e}): start it with "
+                            "'prefect server start', or unset PREFECT_API_URL for a temporary local server") from None
 
 
 def build_deployment(config_file: str, cron: str, name: str = DEFAULT_DEPLOYMENT, timezone: str = "UTC",
@@ -55,4 +69,5 @@ def serve_schedule(config_file: str, cron: str, name: str = DEFAULT_DEPLOYMENT, 
 
     if not api_url():
         raise NoServerError(NO_SERVER)
+    check_api()
     serve(build_deployment(config_file, cron, name, timezone))

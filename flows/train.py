@@ -72,7 +72,7 @@ def train_model(data: DataConfig, config: TrainConfig, out: str, cache_key: str)
 def select_data(model_dir: str, selection: SelectionConfig, out: str) -> str:
     """Not cached: a second of work, and the same model and selection write the same bytes, which is what
     the next training's cache key reads."""
-    written, total = select_training_data(model_dir, selection, out)
+    written, total = select_training_data(model_dir, selection, out, overwrite=True)  # a name keyed on its inputs
     log.info("selected %d of %d training examples (%s) -> %s", written, total, selection.region, out)
     return out
 

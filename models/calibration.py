@@ -21,7 +21,7 @@ from models.classifier import EarlyExitClassifier, artifact_id
 from models.config import check_threshold
 from ops import calibration as cal
 from ops.cost import document_flops, full_model_flops
-from ops.examples import Examples
+from ops.examples import Examples, check_seed
 from ops.plots import plot_reliability, plot_speed_accuracy
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class CalibrationConfig:
             check_threshold(self.threshold)
         if not 0 < self.fit_fraction < 1:
             raise ValueError(f"CalibrationConfig.fit_fraction must be in (0, 1), got {self.fit_fraction}")
+        check_seed(self.seed)
 
 
 @dataclass
@@ -100,6 +101,9 @@ def calibrate(model: EarlyExitClassifier, data: Examples, config: CalibrationCon
     labels = np.array(data.label_ids(model.config.labels))
     if len(labels) < 2 * MIN_PART:
         raise ValueError(f"{data.source}: {len(labels)} examples are too few to calibrate on (need >= {2 * MIN_PART})")
+    if len(set(data.labels)) < 2:  # every temperature would shrink towards 0: "always this class, surely"
+        raise ValueError(f"{data.source}: every example is labelled {data.labels[0]!r}; calibration needs dev data "
+                         "with at least two classes, drawn like the documents to be labelled")
     order = np.random.default_rng(config.seed).permutation(len(labels))
     cut = int(round(config.fit_fraction * len(labels)))
     fit, held = np.sort(order[:cut]), np.sort(order[cut:])

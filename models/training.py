@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -40,7 +41,7 @@ from models.config import TRAIN_DTYPE_CHOICES, TRAINING_MODES
 from models.precision import resolve_dtype
 from ops.calibration import softmax
 from ops.dynamics import TrainingDynamics, write_dynamics
-from ops.examples import Examples, label_names
+from ops.examples import Examples, check_seed, label_names
 
 log = logging.getLogger(__name__)
 TRAINING_FILE = "training.json"
@@ -75,8 +76,11 @@ class TrainConfig:
         for name in ("epochs", "max_length", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"TrainConfig.lr must be a finite number > 0, got {self.lr}")
+        if self.exits is not None and not self.exits:  # an empty list is not "the default"
+            raise ValueError("TrainConfig.exits is empty: give exit layers, or leave it out for the default")
+        check_seed(self.seed)
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"TrainConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
@@ -113,6 +117,10 @@ def train(config: TrainConfig, train_set: Examples, dev_set: Examples, out: str 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     labels = label_names(train_set)
+    unseen = sorted(set(dev_set.labels) - set(labels))
+    if unseen:  # before the backbone loads; the model could never predict them
+        raise ValueError(f"{dev_set.source}: labels {unseen[:5]} do not occur in the training data "
+                         f"{train_set.source}, whose labels are {labels[:10]}")
     model = EarlyExitClassifier.from_backbone(config.model, labels, config.exits, config.max_length, config.pooling,
                                               training_mode=config.mode)
     model.to(pick_device())
@@ -192,6 +200,10 @@ def _fit(model: EarlyExitClassifier, config: TrainConfig, data: _Data, checkpoin
             schedule.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        # Checked per epoch, on the weights: with float16 a step's loss may be inf while the scaler skips it
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise ValueError(f"training diverged in {name}epoch {epoch}: the weights are no longer finite (mean loss "
+                             f"{np.mean(losses):.3g}); lower --lr")
         if config.dynamics:
             train_logits, _ = model.encoded_exit_logits(data.train)  # (exits, n, labels)
             gold_probability.append(_gold_probability(train_logits, data.train_ids.numpy()))

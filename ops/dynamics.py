@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ops.examples import Examples
+from ops.examples import Examples, check_seed
 
 DYNAMICS_DIR = "dynamics"
 EXAMPLES_FILE = "examples.parquet"
@@ -50,6 +50,7 @@ class SelectionConfig:
             raise ValueError(f"SelectionConfig.region must be one of {REGIONS}, got {self.region!r}")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"SelectionConfig.fraction must be in (0, 1], got {self.fraction}")
+        check_seed(self.seed)
 
 
 @dataclass
@@ -158,10 +159,17 @@ def read_dynamics(directory: str | Path) -> tuple[TrainingDynamics, pa.Table, di
     return dynamics, examples, fields
 
 
-def select_training_data(directory: str | Path, selection: SelectionConfig, out: str | Path) -> tuple[int, int]:
+def select_training_data(directory: str | Path, selection: SelectionConfig, out: str | Path,
+                         overwrite: bool = False) -> tuple[int, int]:
     """Writes the examples ``selection`` picks from a model directory's dynamics to ``out``; returns (rows
-    written, training set size)."""
+    written, training set size). An existing ``out`` is replaced only with ``overwrite``, and never when it is
+    the training file the examples came from."""
     dynamics, examples, fields = read_dynamics(directory)
+    out, source = Path(out), Path(fields.get("source") or "")
+    if out.exists() and source.exists() and out.samefile(source):
+        raise ValueError(f"{out} is the training file these examples come from: write the selection elsewhere")
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out} exists: give another --out, or --overwrite to replace it")
     stats = data_map(dynamics, selection.exit_layer)
     rows = select_region(stats, selection.region, selection.fraction, selection.seed)
     return write_selection(examples, fields, rows, stats, out), examples.num_rows
@@ -178,6 +186,11 @@ def write_selection(examples: pa.Table, fields: dict, rows: np.ndarray, stats: D
         raise ValueError(f"{out}: give a .jsonl or .parquet file")
     rename = {"text": fields.get("text_field") or "text", "pair": fields.get("pair_field") or "pair",
               "label": fields.get("label_field") or "label"}
+    added = ("example", "confidence", "variability", "correctness")  # written beside the training fields
+    clashes = sorted(set(rename.values()) & set(added))
+    if clashes:
+        raise ValueError(f"the training field(s) {clashes} have the name of a column select adds ({', '.join(added)}): "
+                         "rename the field in the training file and train again")
     chosen = examples.take(pa.array(rows))
     chosen = chosen.rename_columns([rename.get(name, name) for name in chosen.column_names])
     for name, values in (("confidence", stats.confidence), ("variability", stats.variability),

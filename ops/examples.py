@@ -7,6 +7,7 @@ taken as a hub dataset name (``name`` or ``name:split``), which needs the networ
 from __future__ import annotations
 
 import codecs
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,18 +65,32 @@ def _read(source, text_field, pair_field, label_field, split, limit, cache: str)
         empty = ValueError(f"{source}: no examples in the file")
         if _empty(source):
             raise empty
+        # CSV: "NA", "None", "null" are texts and class names here, not pandas' missing values
+        options = {"keep_default_na": False} if _BUILDERS[suffix] == "csv" else {}
         try:
-            data = datasets.load_dataset(_BUILDERS[suffix], data_files=source, split="train", cache_dir=cache)
-        except ValueError as e:  # a CSV header alone: 'Instruction "train" corresponds to no data!'
-            raise empty if "corresponds to no data" in str(e) else e from None
-        except datasets.exceptions.DatasetGenerationError as e:  # what the builder could not read, in one line
-            raise ValueError(f"{source}: could not be read: {e.__cause__ or e}") from e
+            data = datasets.load_dataset(_BUILDERS[suffix], data_files=source, split="train", cache_dir=cache,
+                                         **options)
+        except (ValueError, datasets.exceptions.DatasetGenerationError) as e:
+            if "corresponds to no data" in str(e):  # a CSV header alone
+                raise empty from None
+            # what the builder could not read, in one line, with the line at fault where it can be found
+            builder = _BUILDERS[suffix]
+            where = _first_bad_line(source, json_lines=builder == "json") if builder != "parquet" else None
+            raise ValueError(f"{source}: " + (where or f"could not be read: {e.__cause__ or e}")) from e
     else:
         name, _, hub_split = source.partition(":")
         if Path(name).expanduser().is_file():
             raise ValueError(f"{source}: unknown file type; give a {', '.join(_BUILDERS)} file")
-        if Path(name).expanduser().exists():  # a local folder of data files
-            data = datasets.load_dataset(str(Path(name).expanduser()), split=hub_split or split, cache_dir=cache)
+        folder = Path(name).expanduser()
+        if folder.exists():  # a local folder of data files, all of one kind (datasets would read one kind only)
+            kinds = sorted({p.suffix.lower() for p in folder.rglob("*") if p.suffix.lower() in _BUILDERS})
+            if len(kinds) != 1:
+                raise ValueError(f"{source}: a folder must hold data files of one kind ({', '.join(_BUILDERS)}); "
+                                 f"it holds {' and '.join(kinds) or 'none'}")
+            try:
+                data = datasets.load_dataset(str(folder), split=hub_split or split, cache_dir=cache)
+            except (ValueError, datasets.exceptions.DatasetGenerationError) as e:
+                raise ValueError(f"{source}: could not be read: {e.__cause__ or e}") from e
         else:
             data = _load_hub_dataset(source, name, hub_split or split)
     if limit is not None:
@@ -86,12 +101,24 @@ def _read(source, text_field, pair_field, label_field, split, limit, cache: str)
 
     label_feature = data.features[label_field]
     names = getattr(label_feature, "names", None)  # ClassLabel: ints that stand for names
-    labels = [names[v] if names is not None and isinstance(v, int) else v for v in data[label_field]]
-    texts = _check_texts(data[text_field], source, text_field)
-    pairs = _check_texts(data[pair_field], source, pair_field) if pair_field else None
+    try:  # Arrow keeps bytes that are not UTF-8 as they are, and fails when they become Python strings
+        labels = [names[v] if names is not None and isinstance(v, int) else v for v in data[label_field]]
+        texts = _check_texts(data[text_field], source, text_field)
+        pairs = _check_texts(data[pair_field], source, pair_field) if pair_field else None
+    except UnicodeDecodeError as e:
+        where = _first_bad_line(source, json_lines=False) if _BUILDERS.get(suffix, "parquet") != "parquet" else None
+        raise ValueError(f"{source}: {where or f'text that is not UTF-8: {e}'}") from None
     for row, label in enumerate(labels, start=1):
         if label is None or (isinstance(label, str) and not label.strip()):
             raise ValueError(f"{source}: record {row}: field {label_field!r} is empty")
+        if not isinstance(label, (str, int, float)):  # a list or an object: not a class name
+            raise ValueError(f"{source}: record {row}: field {label_field!r} is {type(label).__name__}, "
+                             f"not a class name: {label!r:.60}")
+    kinds = {isinstance(label, str) for label in labels}
+    if len(kinds) > 1:  # "World" and 0 would be two classes, and 0 and "0" one
+        first = next(row for row, label in enumerate(labels, start=1) if isinstance(label, str) != isinstance(labels[0], str))
+        raise ValueError(f"{source}: field {label_field!r} mixes text and numbers (record 1: {labels[0]!r}, "
+                         f"record {first}: {labels[first - 1]!r}): give every class name one way")
     return Examples(texts, pairs, [str(v) for v in labels], source, (text_field, pair_field, label_field))
 
 
@@ -109,6 +136,29 @@ def _empty(source: str) -> bool:
             raise ValueError(f"{source}: could not be read: {e}") from e
     with open(source, "rb") as f:
         return not any(chunk.replace(codecs.BOM_UTF8, b"").strip() for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def _first_bad_line(source: str, json_lines: bool) -> str | None:
+    """"line N: <why>" for the first line of a text file that is not UTF-8 or, with ``json_lines``, not JSON;
+    None when every line passes or the file is one JSON array (whose lines need not be JSON on their own)."""
+    seen = False
+    with open(source, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            line = raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw
+            if not line.strip():
+                continue
+            if json_lines and not seen and line.lstrip().startswith(b"["):
+                return None
+            seen = True
+            try:
+                text = line.decode("utf-8")
+                if json_lines:
+                    json.loads(text)
+            except UnicodeDecodeError as e:
+                return f"line {number}: invalid UTF-8 (byte {e.object[e.start]:#04x} at position {e.start})"
+            except json.JSONDecodeError as e:
+                return f"line {number}: invalid JSON: {e.msg} at column {e.colno}"
+    return None
 
 
 def _load_hub_dataset(source: str, name: str, split: str):
@@ -136,6 +186,12 @@ def _check_texts(values, source: str, field: str) -> list[str]:
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{source}: record {row}: field {field!r} must be non-empty text, got {value!r:.60}")
     return values
+
+
+def check_seed(seed: int) -> None:
+    """A seed for shuffling and splitting examples: what numpy and torch both take."""
+    if not (isinstance(seed, int) and 0 <= seed < 2**32):
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
 
 
 def label_names(*sets: Examples) -> list[str]:

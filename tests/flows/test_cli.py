@@ -335,3 +335,33 @@ def test_missing_paths_are_one_line_errors(argv, message, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert f"rightsize {argv[0]}: error: {message}" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_train_out_is_checked_first_and_an_earlier_model_is_replaced_whole(backbone_dir, tmp_path, capsys):
+    data = _labelled_file(tmp_path)
+    argv = ["train", "--model", backbone_dir, "--train", data, "--dev", data, "--epochs", "2", "--max-length", "16",
+            "--batch-size", "4", "--out"]
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "config.json").write_text('{"mine": 1}')
+    for out, message in (("a-file", "is a file"), ("project", "is not a rightsize model folder")):
+        assert main([*argv, str(tmp_path / out)]) == 2 and message in capsys.readouterr().err
+    assert (tmp_path / "project" / "config.json").read_text() == '{"mine": 1}'
+
+    model = tmp_path / "model"
+    assert main([*argv, str(model)]) == 0 and (model / "dynamics").is_dir()
+    (model / "calibration.json").write_text("{}")  # what calibrating this model would have added
+    assert main([*argv, str(model), "--no-dynamics", "--epochs", "1"]) == 0
+    assert not (model / "dynamics").exists() and not (model / "calibration.json").exists()
+    assert json.loads((model / "training.json").read_text())["config"]["epochs"] == 1
+    assert not (tmp_path / ".staging").exists()
+
+
+def test_training_that_diverges_fails_instead_of_saving_nan_weights(backbone_dir, tmp_path, capsys):
+    data = _labelled_file(tmp_path)
+    argv = ["train", "--model", backbone_dir, "--train", data, "--dev", data, "--epochs", "1", "--max-length", "16",
+            "--no-dynamics", "--out", str(tmp_path / "m")]
+    assert main([*argv, "--lr", "inf"]) == 2 and "lr must be a finite number > 0" in capsys.readouterr().err
+    assert main([*argv, "--lr", "1e30", "--batch-size", "2"]) == 2
+    assert "training diverged in epoch 1: the weights are no longer finite" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

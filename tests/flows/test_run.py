@@ -194,6 +194,41 @@ def test_the_workspace_must_be_local(tmp_path):
         load_config(path)
 
 
+def test_a_corpus_that_is_not_there_fails_before_fine_tuning(tmp_path):
+    from flows.run import run_pipeline
+
+    path = tmp_path / "c.toml"
+    path.write_text('output = "ws"\n[data]\ntrain = "t.jsonl"\ndev = "d.jsonl"\n[train]\nmodel = "m"\n'
+                    '[label]\ninput = "nomatch/*.jsonl"\n')
+    with pytest.raises(FileNotFoundError, match="nomatch/\\*.jsonl' matches no file"):
+        run_pipeline(load_config(path, str(tmp_path)))  # not a flow run yet: the first subflow would train
+    assert not (tmp_path / "ws" / "models").exists()
+
+
+def test_run_and_serve_say_so_when_the_configured_prefect_server_does_not_answer(tmp_path, capsys):
+    import socket
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.cli import main
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "c.toml"  # a corpus that is not there: should the check miss, the run stops at once
+    config.write_text('output = "ws"\n[data]\ntrain = "t.jsonl"\ndev = "d.jsonl"\n[train]\nmodel = "m"\n'
+                      '[label]\ninput = "nomatch/*.jsonl"\n')
+    with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
+        assert main(["run", "--config", str(config)]) == 2
+        with pytest.raises(SystemExit) as serve:
+            main(["serve", "--config", str(config), "--cron", "0 2 * * *"])
+    assert serve.value.code == 2
+    errors = capsys.readouterr().err.split("rightsize ")[1:]  # run's message, then serve's
+    assert len(errors) == 2
+    for err in errors:
+        assert f"the Prefect API at http://127.0.0.1:{port}/api (PREFECT_API_URL) does not answer" in err, err
+
+
 def test_the_label_section_carries_every_job_setting_with_the_same_default():
     """[label] repeats the Beam job's settings (LabelJobConfig) so that TOML keys and CLI flags stay one to one;
     a setting added to the job, or a default changed on one side only, fails here."""

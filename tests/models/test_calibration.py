@@ -111,3 +111,11 @@ def test_a_target_drop_is_a_share_of_accuracy(drop):
     with pytest.raises(ValueError, match=r"target_drop must be in \[0, 1\), a share of accuracy"):
         CalibrationConfig(target_drop=drop)
     assert CalibrationConfig(target_drop=0.0).target_drop == 0.0
+
+
+def test_dev_data_of_one_class_is_refused(tokenizer):
+    one_class = Examples(_examples(40).texts, None, ["b"] * 40, "dev.jsonl")
+    with pytest.raises(ValueError, match="dev.jsonl: every example is labelled 'b'"):
+        calibrate(tiny_classifier(tokenizer), one_class, CalibrationConfig(target_drop=0.01))
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        CalibrationConfig(target_drop=0.01, seed=-1)

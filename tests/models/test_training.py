@@ -45,13 +45,18 @@ def test_training_is_seeded(backbone_dir, tmp_path):
 
 def test_dev_label_unknown_to_training_is_an_error(backbone_dir):
     dev = Examples(["goal"], None, ["weather"], "dev.jsonl")
-    with pytest.raises(ValueError, match=r"dev.jsonl: labels \['weather'\]"):
+    with pytest.raises(ValueError, match=r"dev.jsonl: labels \['weather'\] do not occur in the training data"):
         train(TrainConfig(model=backbone_dir, exits=(4,), epochs=1), topic_examples(8, 0), dev)
 
 
-def test_config_validation():
-    with pytest.raises(ValueError, match="TrainConfig.epochs"):
-        TrainConfig(model="x", epochs=0)
+@pytest.mark.parametrize("settings, message", [
+    ({"epochs": 0}, "TrainConfig.epochs"), ({"exits": ()}, "TrainConfig.exits is empty"),
+    ({"lr": float("inf")}, "lr must be a finite number > 0"), ({"seed": -1}, "seed must be an integer in"),
+    ({"seed": 2**64}, "seed must be an integer in"), ({"dtype": "int8"}, "TrainConfig.dtype must be one of"),
+])
+def test_config_validation(settings, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(model="x", **settings)
 
 
 _RESUME_CONFIG = dict(exits=(2, 4), epochs=4, batch_size=8, max_length=32, seed=3)

@@ -108,6 +108,32 @@ def test_select_command_writes_a_training_file(suffix, model_dir, tmp_path, caps
         assert first["example"] == 1 and first["confidence"] == pytest.approx(0.4)
 
 
+def test_select_never_writes_over_its_training_file_and_over_others_only_when_asked(model_dir, tmp_path, capsys,
+                                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the dynamics' source, pairs.jsonl, is relative to the current directory
+    source = tmp_path / "pairs.jsonl"
+    source.write_text("the user's training data\n")
+    argv = ["select", "--model", str(model_dir), "--region", "easy", "--fraction", "0.5", "--out"]
+    for extra in ([], ["--overwrite"]):
+        assert main([*argv, str(source), *extra]) == 2
+        assert "is the training file these examples come from" in capsys.readouterr().err
+    assert source.read_text() == "the user's training data\n"
+    other = tmp_path / "other.jsonl"
+    other.write_text("kept\n")
+    assert main([*argv, str(other)]) == 2 and "exists: give another --out, or --overwrite" in capsys.readouterr().err
+    assert other.read_text() == "kept\n"
+    assert main([*argv, str(other), "--overwrite"]) == 0 and len(other.read_text().splitlines()) == 2
+
+
+def test_select_refuses_a_training_field_named_like_a_column_it_adds(tmp_path, capsys):
+    examples = Examples(["a", "b", "c", "d"], None, ["x", "y", "x", "y"], "t.jsonl", ("confidence", None, "label"))
+    write_dynamics(tmp_path / "m", _dynamics(), examples)
+    assert main(["select", "--model", str(tmp_path / "m"), "--region", "easy", "--fraction", "0.5",
+                 "--out", str(tmp_path / "s.parquet")]) == 2
+    assert "['confidence'] have the name of a column select adds" in capsys.readouterr().err
+    assert not (tmp_path / "s.parquet").exists()
+
+
 def test_select_refuses_csv(model_dir, tmp_path, capsys):
     assert main(["select", "--model", str(model_dir), "--region", "easy", "--fraction", "0.5",
                  "--out", str(tmp_path / "s.csv")]) == 2

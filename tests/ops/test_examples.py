@@ -50,7 +50,9 @@ def test_a_file_without_examples_is_a_clear_error(tmp_path, name, content):
 @pytest.mark.parametrize("second,message", [
     ('{"text": "", "label": "a"}', "record 2: field 'text' must be non-empty text"),  # 1-based
     ('{"text": "bad film", "label": null}', "record 2: field 'label' is empty"),
-    ('{"text": "bad film", "label": ', "could not be read: "),  # what datasets cannot parse: one line, no traceback
+    ('{"text": "bad film", "label": ', "line 2: invalid JSON: "),  # what datasets cannot parse: one line
+    ('{"text": "bad film", "label": 0}', r"field 'label' mixes text and numbers \(record 1: 'a', record 2: 0\)"),
+    ('{"text": "bad film", "label": ["a"]}', "record 2: field 'label' is list, not a class name"),
 ])
 def test_a_bad_record_is_a_one_line_error_naming_file_and_record(tmp_path, second, message):
     path = tmp_path / "dev.jsonl"
@@ -64,3 +66,27 @@ def test_a_corrupt_parquet_file_is_named(tmp_path):
     path.write_bytes(b"PAR1x")
     with pytest.raises(ValueError, match=r"train.parquet: could not be read: "):
         load_examples(str(path))
+
+
+def test_text_that_is_not_utf8_names_its_line(tmp_path):
+    for name, content in (("dev.jsonl", b'{"text": "good", "label": "a"}\n{"text": "caf\xe9", "label": "a"}\n'),
+                          ("dev.csv", b'text,label\ngood,a\ncaf\xe9,a\n')):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=f"{name}: line [23]: invalid UTF-8 \\(byte 0xe9"):
+            load_examples(str(tmp_path / name))
+
+
+def test_csv_texts_and_classes_such_as_NA_are_kept(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\nNA,None\nnull,World\n")
+    examples = load_examples(str(path))
+    assert (examples.texts, examples.labels) == (["NA", "null"], ["None", "World"])
+
+
+def test_a_folder_of_two_kinds_of_data_file_is_refused(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"text": "good film", "label": "a"}\n')
+    (tmp_path / "b.csv").write_text("text,label\nbad film,b\n")
+    with pytest.raises(ValueError, match="holds .csv and .jsonl"):
+        load_examples(str(tmp_path))
+    with pytest.raises(ValueError, match="holds none"):
+        load_examples(str(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else ""))

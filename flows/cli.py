@@ -229,12 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args) -> None:
     from models.training import TrainConfig, train
     from ops.examples import load_examples
+    from ops.staging import discard, publish, staging_path
 
     config = TrainConfig(model=args.model, exits=args.exits, epochs=args.epochs, max_length=args.max_length,
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, pooling=args.pooling,
                          mode=args.mode, dynamics=args.dynamics, dtype=args.dtype)
-    from ops.staging import discard, publish, staging_path
-
     _check_model_out(Path(args.out))
     fields = dict(text_field=args.text_field, pair_field=args.pair_field, label_field=args.label_field)
     train_set = load_examples(args.train, **fields, split="train")

@@ -236,10 +236,14 @@ def _train(args) -> None:
                          mode=args.mode, dynamics=args.dynamics, dtype=args.dtype)
     _check_model_out(Path(args.out))
     fields = dict(text_field=args.text_field, pair_field=args.pair_field, label_field=args.label_field)
-    train_set = load_examples(args.train, **fields, split="train")
-    dev_set = load_examples(args.dev, **fields, split="validation")
     staging = staging_path(args.out)  # swapped in whole at the end: nothing of an earlier model stays behind
     try:
+        try:
+            Path(staging).mkdir(parents=True)  # before any work: where the model will be written
+        except OSError as e:
+            raise ValueError(f"--out {args.out} cannot be written: {e}") from None
+        train_set = load_examples(args.train, **fields, split="train")
+        dev_set = load_examples(args.dev, **fields, split="validation")
         model, report = train(config, train_set, dev_set, out=staging)
         publish(staging, args.out)
     except BaseException:
@@ -262,13 +266,6 @@ def _check_model_out(out: Path) -> None:
         raise ValueError(f"--out {out} is a file: give a folder for the model")
     if out.is_dir() and any(out.iterdir()) and not (out / CONFIG_FILE).is_file():
         raise ValueError(f"--out {out} holds files and is not a rightsize model folder: give a new or empty folder")
-    probe = out.parent / f".{out.name}.write-probe"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as e:
-        raise ValueError(f"--out {out} cannot be written: {e}") from None
 
 
 def _datamap(args) -> None:

@@ -6,10 +6,10 @@ Parts (--parts, default all):
   train     fine-tune every model the other parts need (they train on first use anyway): run it alone to
             keep training off the cores while something is being timed
   accuracy  accuracy vs FLOPs fraction and vs measured documents/second: the full model, each exit alone,
-            early exit (joint, SWEET) over the threshold range, the Multi-Model cascade, the oracle; float32
-            and bfloat16 (bfloat16 for joint models only)
+            early exit (joint, SWEET) over the threshold range, the Multi-Model cascade, the oracle; float32,
+            and bfloat16 or int8 (feed-forward layers only, CPU only) for joint models
   batching  early exit one document at a time vs batched, at batch sizes 1, 8, 32, 128, vs the full model
-  peers     transformers pipeline (in each of --dtypes) and ONNX Runtime on the same fine-tuned backbone
+  peers     transformers pipeline (in each float --dtypes) and ONNX Runtime on the same fine-tuned backbone
   path      rightsize label (DirectRunner, in-process and 2 processes) vs predict; rightsize report on 1M rows
 
 Models are fine-tuned on first use and kept under bench/work/ (MiniLM shares bench/training_modes.py's).
@@ -125,7 +125,8 @@ def run_peers(args, results: dict) -> None:
     test = splits(args.data[0], args.models[0], args.documents).test
     gold = np.array(test.label_ids(model.config.labels))
     sizes = args.peer_batch_sizes
-    rows = [pipeline_peer(model, getattr(torch, dtype), test, gold, sizes, args.repeats) for dtype in args.dtypes]
+    rows = [pipeline_peer(model, getattr(torch, dtype), test, gold, sizes, args.repeats)
+            for dtype in args.dtypes if dtype != "int8"]  # the pipeline has no int8 of rightsize's kind
     rows.append(onnx_peer(model, test, gold, sizes, args.repeats, torch.get_num_threads()) if args.device == "cpu"
                 else {"peer": "ONNX Runtime, float32", "error": "measured on CPU only (CPU execution provider)"})
     for dtype in args.dtypes:  # rightsize at its best batch size of the same set, in each precision
@@ -184,8 +185,9 @@ def parse_args(argv=None):
     parser.add_argument("--models", type=csv(str), default=MODELS, help=f"from {','.join(MODELS)}")
     parser.add_argument("--data", type=csv(str), default=DATA_SETS, help=f"from {','.join(DATA_SETS)}")
     parser.add_argument("--modes", type=csv(str), default=TRAINING_MODES, help=f"from {','.join(TRAINING_MODES)}")
-    parser.add_argument("--dtypes", type=csv(str), default=("float32", "bfloat16"),
-                        help="precisions (part accuracy: bfloat16 for joint models only)")
+    parser.add_argument("--dtypes", type=csv(str), default=None,
+                        help="precisions (default: float32,bfloat16, and int8 on CPU; part accuracy: other than float32 "
+                             "for joint models only)")
     parser.add_argument("--documents", type=int, default=1000, help="test documents per data set (first N)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement, after a warm-up")
     parser.add_argument("--batch-size", type=int, default=64, help="rightsize's batch size in parts accuracy, peers")
@@ -208,6 +210,8 @@ def parse_args(argv=None):
     parser.add_argument("--readme", default=str(README), help="README whose performance section is rewritten")
     parser.add_argument("--readme-only", action="store_true", help="only rewrite the README section")
     args = parser.parse_args(argv)
+    if args.dtypes is None:
+        args.dtypes = ("float32", "bfloat16") + (("int8",) if args.device == "cpu" else ())
     if args.quick:
         args.models, args.data, args.modes, args.dtypes = args.models[:1], args.data[:1], args.modes[:1], args.dtypes[:1]
         args.documents, args.path_documents, args.report_rows, args.peer_batch_sizes = 200, 1000, 100_000, (32,)
@@ -220,6 +224,8 @@ def parse_args(argv=None):
         parser.error("--batch-sizes must start at 1 (one document at a time is the reference)")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
+    if args.device == "cuda" and "int8" in args.dtypes:
+        parser.error("--dtypes int8: rightsize's int8 runs on CPU only")
     if args.results and args.quick:
         parser.error("--quick writes a file of its own, which the README never shows: leave out --results")
     if args.results and not Path(args.results).is_file():

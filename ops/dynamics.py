@@ -122,7 +122,10 @@ def write_dynamics(directory: str | Path, dynamics: TrainingDynamics, examples: 
     if examples.pairs is not None:
         columns["pair"] = pa.array(examples.pairs, pa.string())
     columns["label"] = pa.array(examples.labels, pa.string())
-    fields = dict(zip(("text_field", "pair_field", "label_field"), examples.fields), source=examples.source)
+    # a local file by its absolute path: select recognises it (and refuses to write over it) from any directory
+    source = Path(examples.source).expanduser()
+    fields = dict(zip(("text_field", "pair_field", "label_field"), examples.fields),
+                  source=str(source.resolve()) if source.is_file() else examples.source)
     table = pa.table(columns).replace_schema_metadata({_FIELDS_KEY: json.dumps(fields).encode()})
     pq.write_table(table, folder / EXAMPLES_FILE)
     # long format, ordered by (epoch, exit, example): one row per example, epoch and exit

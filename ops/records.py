@@ -4,7 +4,8 @@ bytes are; nothing in here raises on a record or on a file that breaks off part-
 
 Formats, chosen by file extension, except that content wins where it is unambiguous (a gzip, zstd, bzip2 or
 xz stream or a Parquet file is read as such whatever its name):
-    .jsonl .ndjson .json   one JSON object per line
+    .jsonl .ndjson .json   one JSON object per line, or one JSON array of objects (a file whose first
+                           visible character is "["), read an element at a time
     .csv                   header row, RFC 4180 quoting (quoted newlines are fine), no field size limit
     .parquet               columns
     .txt (anything else)   one document per line, the line is the text
@@ -54,7 +55,7 @@ class Document:
     text: str
     pair: str | None
     source: str  # file URL
-    position: int  # 1-based line/row in the file
+    position: int  # 1-based line (JSON Lines, text), element (a JSON array) or row (CSV, Parquet) in the file
 
     def dead_letter(self, reason: str) -> "DeadLetter":
         """For a document that parsed but then failed (e.g. in inference)."""
@@ -71,7 +72,7 @@ def model_inputs(docs: Sequence[Document]) -> tuple[list[str], list[str] | None]
 @dataclass(frozen=True)
 class DeadLetter:
     source: str  # file URL
-    position: int  # 1-based line (JSONL, text), row (CSV, Parquet) in the file; 0: a CSV file's header
+    position: int  # 1-based line (JSONL, text), element (JSON array), row (CSV, Parquet); 0: a CSV file's header
     raw: str  # the record as read, whole; invalid bytes as lone surrogates
     reason: str
 
@@ -240,18 +241,28 @@ def text_encoding(head: bytes) -> str:
     return "utf-8"
 
 
-def _sniff(url: str) -> tuple[str | None, bool, str]:
-    """(compression, is Parquet, text encoding) from the first bytes: a gzip, zstd, bzip2, xz or Parquet file
-    is read as such whatever its name, and the text encoding is detected (``text_encoding``)."""
+@dataclass(frozen=True)
+class _Sniffed:
+    compression: str | None
+    parquet: bool
+    encoding: str
+    array: bool  # the text's first visible character is "[": a JSON file holding one array
+
+
+def _sniff(url: str) -> _Sniffed:
+    """What the first bytes say: a gzip, zstd, bzip2, xz or Parquet file is read as such whatever its name, the
+    text encoding is detected (``text_encoding``), and so is a text that opens a JSON array."""
     with fsspec.open(url, "rb") as f:
         head = f.read(SNIFF_BYTES)
     if head[:4] == b"PAR1":
-        return None, True, "utf-8"
+        return _Sniffed(None, True, "utf-8", False)
     compression = next((name for magic, name in _MAGIC if magic.match(head)), None)
-    if compression is None:
-        return None, False, text_encoding(head)
-    with fsspec.open(url, "rb", compression=compression) as f:
-        return compression, False, text_encoding(_readable_head(f))
+    if compression is not None:
+        with fsspec.open(url, "rb", compression=compression) as f:
+            head = _readable_head(f)
+    encoding = text_encoding(head)
+    start = head.decode(encoding, errors="ignore").lstrip(_JSON_SPACE + "\ufeff")[:1]
+    return _Sniffed(compression, False, encoding, start == "[")
 
 
 def _readable_head(f) -> bytes:
@@ -380,6 +391,92 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields) -> Itera
         yield _as_read(parse_record(dict(zip(header, row)), url, position, fields), "".join(lines))
 
 
+_JSON_SPACE = " \t\r\n"
+_VISIBLE_JSON = re.compile(r"[^ \t\r\n]")
+ARRAY_CHUNK = 1 << 20  # characters read at a time from a JSON array
+MAX_ELEMENT = 64 << 20  # characters one element of a JSON array may span
+
+
+class _JsonText:
+    """A text stream read a chunk at a time, with a cursor, to decode one JSON value after another without
+    holding the whole text."""
+
+    def __init__(self, text: io.TextIOBase):
+        self._text, self.buffer, self.at, self.eof = text, "", 0, False
+
+    def _fill(self) -> None:
+        """Reads on; at least as much again as is unread, so that decoding one long value costs linear time."""
+        chunk = self._text.read(max(ARRAY_CHUNK, len(self.buffer) - self.at))
+        self.buffer, self.at, self.eof = self.buffer[self.at:] + chunk, 0, not chunk
+
+    def peek(self) -> str:
+        """The next visible character, not consumed ("" at the end of the text)."""
+        while not (found := _VISIBLE_JSON.search(self.buffer, self.at)):
+            self.at = len(self.buffer)
+            if self.eof:
+                return ""
+            self._fill()
+        self.at = found.start()
+        return found.group()
+
+    def take(self) -> None:
+        self.at += 1
+
+    def value(self) -> tuple[Any, str]:
+        """Decodes the JSON value at the cursor: (the value, its text as written). A value that ends where the
+        text read so far ends may go on (a number cut in two): it is decoded again with more text."""
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.buffer, self.at)
+                if end < len(self.buffer) or self.eof:
+                    text, self.at = self.buffer[self.at:end], end
+                    return value, text
+            except json.JSONDecodeError as e:
+                if self.eof:
+                    raise ValueError(f"invalid JSON: {e.msg} at character {e.pos - self.at + 1} of the element") from None
+            if len(self.buffer) - self.at > MAX_ELEMENT:
+                raise ValueError(f"an element runs over {MAX_ELEMENT:,} characters without ending")
+            self._fill()
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _json_array_records(text: io.TextIOBase, source: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
+    """The elements of a file holding one JSON array (what ``json.dump(records)`` writes, which ``datasets``
+    and so ``rightsize train`` read too): element N is record N, decoded one at a time. An element that is not
+    an object, or not a document, is a dead letter holding its text. JSON that does not parse ends the file's
+    records with an error (``read_file`` turns it into a dead letter saying after which record): inside an
+    array there is no next line to resume at."""
+    stream = _JsonText(text)
+    if stream.peek() != "[":
+        raise ValueError("a JSON array was expected")
+    stream.take()
+    position = 0
+    while True:
+        if stream.peek() == "]" and position == 0:  # [] (peek also moves to the element: values start visibly)
+            stream.take()
+            break
+        try:
+            value, raw = stream.value()
+        except ValueError as e:
+            raise ValueError(f"element {position + 1}: {e}") from None
+        except RecursionError:  # nesting deeper than Python's recursion limit
+            raise ValueError(f"element {position + 1}: JSON nested too deep to read") from None
+        position += 1
+        yield _as_read(parse_record(value, source, position, fields), raw)
+        separator = stream.peek()
+        stream.take()
+        if separator == "]":
+            break
+        if not separator:
+            raise ValueError(f"the array is not closed: the text ends after element {position}")
+        if separator != ",":
+            raise ValueError(f"expected ',' or ']' after element {position}, found {separator!r}")
+    if stream.peek():
+        raise ValueError("text after the JSON array's closing ']'")
+
+
 def printable(url: str) -> str:
     """A file URL as valid UTF-8 for ids and dead letters: bytes of a file name that are not UTF-8 (lone
     surrogates after os.fsdecode) become \\xNN escapes."""
@@ -387,20 +484,26 @@ def printable(url: str) -> str:
 
 
 def _records(url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
-    compression, is_parquet, encoding = _sniff(url)
-    kind = "parquet" if is_parquet else file_format(url)
+    sniffed = _sniff(url)
+    kind = "parquet" if sniffed.parquet else file_format(url)
     source = printable(url)
     if kind == "parquet":
         yield from _read_parquet(url, source, fields)
         return
-    with fsspec.open(url, "rb", compression=compression) as raw:
+    array = kind == "json" and sniffed.array
+    with fsspec.open(url, "rb", compression=sniffed.compression) as raw:
         # surrogateescape keeps undecodable bytes (as lone surrogates) for the record's dead letter. CSV needs
-        # newline="" to see quoted line breaks; lines are split on LF, CRLF and CR alike.
+        # newline="" to see quoted line breaks, and an array's elements keep their line ends as written; lines
+        # are split on LF, CRLF and CR alike.
         # UTF-16/32: a lone surrogate code unit decodes as itself (surrogatepass) and fails only its record
-        errors = "surrogateescape" if encoding.startswith("utf-8") else "surrogatepass"
-        text = io.TextIOWrapper(raw, encoding=encoding, errors=errors, newline="" if kind == "csv" else None)
+        errors = "surrogateescape" if sniffed.encoding.startswith("utf-8") else "surrogatepass"
+        text = io.TextIOWrapper(raw, encoding=sniffed.encoding, errors=errors,
+                                newline="" if kind == "csv" or array else None)
         if kind == "csv":
             yield from _csv_records(text, source, fields)
+            return
+        if array:
+            yield from _json_array_records(text, source, fields)
             return
         parse: Callable = parse_json_line if kind == "json" else parse_text_line
         for position, line in _lines(text):

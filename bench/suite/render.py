@@ -10,7 +10,7 @@ from ops.plots import plt
 
 BEGIN, END = "<!-- bench:begin (bench/run.py writes this section) -->", "<!-- bench:end -->"
 COLOURS = {"joint": "tab:blue", "sweet": "tab:orange", "multi": "tab:green"}
-STYLES = {"float32": "-", "bfloat16": "--"}
+STYLES = {"float32": "-", "bfloat16": "--", "int8": ":"}
 
 
 def _groups(results: dict) -> dict[tuple[str, str], list[dict]]:

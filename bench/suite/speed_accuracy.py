@@ -19,6 +19,7 @@ from torch import nn
 from models import EarlyExitClassifier
 from models.calibration import exit_costs
 from models.classifier import truncated_backbone
+from models.precision import quantize_feed_forward
 from ops import calibration as cal
 from ops.cost import full_model_flops
 from ops.examples import Examples
@@ -35,12 +36,14 @@ def exit_alone(model: EarlyExitClassifier, k: int) -> EarlyExitClassifier:
         return model.stage_model(k)
     layers = model.config.exit_layers[k]
     backbone = truncated_backbone(model.backbone.config, layers)
-    missing, _ = backbone.load_state_dict(model.backbone.state_dict(), strict=False)  # the deeper layers are unused
-    if [key for key in missing if not key.startswith("pooler")]:
-        raise RuntimeError(f"truncated backbone left weights unset: {missing[:3]}")
     config = model.config.with_updates(num_layers=layers, exit_layers=(layers,), calibrations={},
                                        temperatures=(model.config.temperatures[k],))
     view = EarlyExitClassifier(backbone, model.tokenizer, config)
+    if model.dtype_name == "int8":  # int8 weights load only into int8 layers
+        quantize_feed_forward(view.runner.layers)
+    missing, _ = backbone.load_state_dict(model.backbone.state_dict(), strict=False)  # the deeper layers are unused
+    if [key for key in missing if not key.startswith("pooler")]:
+        raise RuntimeError(f"truncated backbone left weights unset: {missing[:3]}")
     view.exits = nn.ModuleList([model.exits[k]])
     view.dtype_name = model.dtype_name
     return view.to(model.device).eval()

@@ -36,6 +36,28 @@ def test_exit_alone_is_the_truncated_model(tokenizer, model_type):
         np.testing.assert_allclose([p.confidence for p in predictions], expected, atol=1e-5)
 
 
+
+def test_exit_alone_of_an_int8_model_is_int8_and_labels_as_that_exit(tokenizer, tmp_path):
+    """int8 weights cannot load into a float32 truncated backbone: the truncated model is quantised first and
+    then gives exit k's labels, exit layer and (int8) confidence."""
+    from models import EarlyExitClassifier
+
+    tiny_classifier(tokenizer, exit_layers=(1, 2, 4)).save_pretrained(tmp_path)
+    model = EarlyExitClassifier.from_pretrained(tmp_path, device="cpu", dtype="int8")
+    logits, _ = model.exit_logits(TEXTS)  # (exits, n, labels), int8 feed-forward layers
+    alone = exit_alone(model, 1)
+    assert alone.dtype_name == "int8"
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    quantised = [m for m in alone.backbone.modules() if isinstance(m, DynamicInt8Linear)]
+    assert len(quantised) == 2 * 2  # the two feed-forward Linears of each of its 2 layers
+    predictions = alone.predict(TEXTS, threshold=2.0)
+    assert [p.label for p in predictions] == [model.config.labels[i] for i in logits[1].argmax(-1)]
+    assert all(p.exit_layer == 2 for p in predictions)
+    expected = np.exp(logits[1] / model.config.temperatures[1])
+    np.testing.assert_allclose([p.confidence for p in predictions], (expected / expected.sum(-1, keepdims=True)).max(-1),
+                               atol=1e-5)
+
 def _examples(n=24):
     texts = [TEXTS[i % len(TEXTS)] + f" {i}" for i in range(n)]
     return Examples(texts=texts, pairs=None, labels=[("a", "b", "c")[i % 3] for i in range(n)], source="tiny")

@@ -48,6 +48,22 @@ def test_predict_writes_design_columns_and_dead_letters(model_dir, tmp_path, cap
     assert f"labelled {len(TEXTS)} documents" in printed and "2 inputs could not be labelled" in printed
 
 
+
+def test_predict_labels_a_json_array_the_way_train_reads_it(model_dir, tmp_path):
+    """A .json file holding one array (json.dump of the records): each object element is a prediction with the
+    labels JSON Lines would give; other elements are dead letters, nothing else is lost."""
+    rows = [{"id": f"d{i}", "text": t} for i, t in enumerate(TEXTS)]
+    (tmp_path / "lines.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "array.json").write_text(json.dumps(rows + ["a string"], indent=2))
+    labels = {}
+    for name in ("lines.jsonl", "array.json"):
+        out = tmp_path / f"{name}.parquet"
+        assert main(["predict", "--model", str(model_dir), "--input", str(tmp_path / name), "--output", str(out)]) == 0
+        labels[name] = pq.read_table(out, columns=["id", "label", "exit_layer"]).to_pylist()
+    assert labels["array.json"] == labels["lines.jsonl"] and len(labels["array.json"]) == len(TEXTS)
+    (letter,) = [json.loads(line) for line in (tmp_path / "array.json.deadletter.jsonl").read_text().splitlines()]
+    assert (letter["position"], letter["raw"]) == (len(TEXTS) + 1, '"a string"')
+
 def test_dead_letters_that_cannot_be_moved_are_kept_and_named(model_dir, tmp_path, monkeypatch, capsys):
     import flows.predict
 

@@ -125,6 +125,20 @@ def test_select_never_writes_over_its_training_file_and_over_others_only_when_as
     assert main([*argv, str(other), "--overwrite"]) == 0 and len(other.read_text().splitlines()) == 2
 
 
+
+def test_select_knows_its_training_file_given_relatively_from_another_directory(tmp_path, monkeypatch, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text("the user's training data\n")
+    monkeypatch.chdir(tmp_path / "data")
+    examples = Examples(["a", "b", "c", "d"], None, ["x", "y", "x", "y"], "train.jsonl")
+    write_dynamics(tmp_path / "m", _dynamics(), examples)
+    assert read_dynamics(tmp_path / "m")[2]["source"] == str(tmp_path / "data" / "train.jsonl")
+    monkeypatch.chdir(tmp_path)  # "train.jsonl" here would name nothing
+    assert main(["select", "--model", "m", "--region", "easy", "--fraction", "0.5", "--out", "data/train.jsonl",
+                 "--overwrite"]) == 2
+    assert "is the training file these examples come from" in capsys.readouterr().err
+    assert (tmp_path / "data" / "train.jsonl").read_text() == "the user's training data\n"
+
 def test_select_refuses_a_training_field_named_like_a_column_it_adds(tmp_path, capsys):
     examples = Examples(["a", "b", "c", "d"], None, ["x", "y", "x", "y"], "t.jsonl", ("confidence", None, "label"))
     write_dynamics(tmp_path / "m", _dynamics(), examples)

@@ -227,3 +227,59 @@ def test_a_dead_letter_keeps_the_record_exactly_as_read():
     url = _write("memory://records/as-read.csv", b'id,text\n7,\n"8","a ""quoted""\nrow"\n')
     letter, doc = read_file(url, FIELDS)
     assert letter.raw == "7,\n" and doc.text == 'a "quoted"\nrow'
+
+
+def _array_records(url: str) -> list:
+    return list(read_file(url, FIELDS))
+
+
+@pytest.mark.parametrize("chunk", [5, 1 << 20])
+def test_a_json_array_is_read_an_element_at_a_time(monkeypatch, chunk):
+    """What json.dump(records, indent=2) writes: element N is record N, whatever the chunk boundaries cut
+    (5 characters cuts every number, key and string in two); a bad element costs itself only, kept as written."""
+    import ops.records
+
+    monkeypatch.setattr(ops.records, "ARRAY_CHUNK", chunk)
+    records = [{"id": 12345, "text": "first"}, {"text": "no id"}, [1, 2], {"id": "d", "text": ""}, 7.25,
+               {"id": "f", "text": "caf\u00e9 \u2028 \"quoted\"", "pair": None}]
+    written = "\r\n" + json.dumps(records, indent=2, ensure_ascii=False).replace("\n", "\r\n") + "\r\n"
+    url = _write("memory://records/array.json", written.encode())
+    out = _array_records(url)
+    assert [r.position for r in out] == [1, 2, 3, 4, 5, 6]  # one record per element, in order
+    assert [(r.id, r.text) for r in out if isinstance(r, Document)] == [
+        ("12345", "first"), (f"{url}:2", "no id"), ("f", "caf\u00e9 \u2028 \"quoted\"")]
+    letters = {r.position: r for r in out if isinstance(r, DeadLetter)}
+    assert letters[3].raw == "[\r\n    1,\r\n    2\r\n  ]" and "not an object" in letters[3].reason  # as written
+    assert letters[4].reason == "field 'text' is empty" and letters[5].raw == "7.25"
+
+
+@pytest.mark.parametrize("body, kept, reason", [
+    ('[{"text": "a"}, {"text": "b", }, {"text": "c"}]', 1, "after record 1: ValueError: element 2: invalid JSON"),
+    ('[{"text": "a"} {"text": "b"}]', 1, "expected ',' or ']' after element 1, found '{'"),
+    ('[{"text": "a"}, {"text": "b"}', 2, "the array is not closed: the text ends after element 2"),
+    ('[{"text": "a"}]\n{"text": "b"}', 1, "text after the JSON array's closing ']'"),
+    ('[{"text": "a"}, ' + "[" * 100_000 + "]" * 100_000 + "]", 1, "element 2: JSON nested too deep to read"),
+])
+def test_json_that_breaks_an_array_ends_its_records_with_a_dead_letter_saying_where(body, kept, reason):
+    """Inside an array there is no next line to resume at: the elements before the break are read, and one
+    dead letter says after which record the file could not be read, and why."""
+    *docs, letter = _array_records(_write("memory://records/broken.json", body.encode()))
+    assert [d.text for d in docs] == ["a", "b"][:kept] and all(isinstance(d, Document) for d in docs)
+    assert isinstance(letter, DeadLetter) and reason in letter.reason and letter.position == kept + 1
+
+
+def test_json_arrays_empty_compressed_wide_and_with_a_bom_and_an_element_over_the_limit(monkeypatch):
+    import gzip
+
+    import ops.records
+
+    assert _array_records(_write("memory://records/empty.json", b" [ ] \n")) == []
+    data = json.dumps([{"id": i, "text": f"doc {i}"} for i in range(3)])
+    for name, raw in (("gz.json", gzip.compress(data.encode())), ("utf16.json", data.encode("utf-16")),
+                      ("bom.json", b"\xef\xbb\xbf" + data.encode()), ("as.jsonl", data.encode())):
+        assert [r.id for r in _array_records(_write(f"memory://records/{name}", raw))] == ["0", "1", "2"], name
+    monkeypatch.setattr(ops.records, "MAX_ELEMENT", 50)
+    monkeypatch.setattr(ops.records, "ARRAY_CHUNK", 16)
+    *docs, letter = _array_records(_write("memory://records/long.json",
+                                          json.dumps([{"text": "short"}, {"text": "x" * 200}]).encode()))
+    assert [d.text for d in docs] == ["short"] and "element 2: an element runs over 50 characters" in letter.reason

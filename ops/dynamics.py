@@ -123,7 +123,7 @@ def write_dynamics(directory: str | Path, dynamics: TrainingDynamics, examples: 
         columns["pair"] = pa.array(examples.pairs, pa.string())
     columns["label"] = pa.array(examples.labels, pa.string())
     # a local file by its absolute path: select recognises it (and refuses to write over it) from any directory
-    source = Path(examples.source).expanduser()
+    source = Path(examples.source)  # as train read it: no ~ expansion
     fields = dict(zip(("text_field", "pair_field", "label_field"), examples.fields),
                   source=str(source.resolve()) if source.is_file() else examples.source)
     table = pa.table(columns).replace_schema_metadata({_FIELDS_KEY: json.dumps(fields).encode()})

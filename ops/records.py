@@ -5,7 +5,7 @@ bytes are; nothing in here raises on a record or on a file that breaks off part-
 Formats, chosen by file extension, except that content wins where it is unambiguous (a gzip, zstd, bzip2 or
 xz stream or a Parquet file is read as such whatever its name):
     .jsonl .ndjson .json   one JSON object per line, or one JSON array of objects (a file whose first
-                           visible character is "["), read an element at a time
+                           visible character, in its first SNIFF_BYTES, is "["), read an element at a time
     .csv                   header row, RFC 4180 quoting (quoted newlines are fine), no field size limit
     .parquet               columns
     .txt (anything else)   one document per line, the line is the text
@@ -197,7 +197,7 @@ def parse_json_line(line: str, source: str, position: int, fields: InputFields) 
         record = json.loads(line)
     except json.JSONDecodeError as e:
         return DeadLetter(source, position, line, f"invalid JSON: {e.msg} at column {e.colno} (one JSON object "
-                                                  f"per line expected)")
+                                                  f"per line, or per element of an array, expected)")
     return _as_read(parse_record(record, source, position, fields), line)
 
 
@@ -261,7 +261,7 @@ def _sniff(url: str) -> _Sniffed:
         with fsspec.open(url, "rb", compression=compression) as f:
             head = _readable_head(f)
     encoding = text_encoding(head)
-    start = head.decode(encoding, errors="ignore").lstrip(_JSON_SPACE + "\ufeff")[:1]
+    start = head.decode(encoding, errors="replace").lstrip(_JSON_SPACE)[:1]  # as _JsonArray will see it
     return _Sniffed(compression, False, encoding, start == "[")
 
 
@@ -393,88 +393,115 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields) -> Itera
 
 _JSON_SPACE = " \t\r\n"
 _VISIBLE_JSON = re.compile(r"[^ \t\r\n]")
-ARRAY_CHUNK = 1 << 20  # characters read at a time from a JSON array
-MAX_ELEMENT = 64 << 20  # characters one element of a JSON array may span
+# What a lenient scan of a JSON array looks at: whole strings (whose brackets and commas do not count), and
+# brackets, braces, commas and the quote of a string the text read so far breaks off in.
+_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|["\[\]{},]', re.DOTALL)
+ARRAY_CHUNK = 1 << 20  # characters a JSON array's buffer grows by, at least
+READ_PIECE = 8192  # characters read at once: what a stream that breaks off can take with it, as for lines
+MAX_ELEMENT = 1 << 26  # characters one element of a JSON array may span
 
 
-class _JsonText:
-    """A text stream read a chunk at a time, with a cursor, to decode one JSON value after another without
-    holding the whole text."""
+class _JsonArray:
+    """The texts of one JSON array's elements, found by a lenient scan (strings, brackets, braces and commas
+    only) and decoded afterwards one by one as records (``_records``): JSON that is wrong inside an element
+    costs that element only. Read in pieces, without holding the whole text."""
 
     def __init__(self, text: io.TextIOBase):
-        self._text, self.buffer, self.at, self.eof = text, "", 0, False
+        self._text, self._buffer, self._at = text, "", 0  # _at: the cursor in _buffer
+        self._eof, self._error = False, None  # _error: raised once what was read before it is used
 
-    def _fill(self) -> None:
-        """Reads on; at least as much again as is unread, so that decoding one long value costs linear time."""
-        chunk = self._text.read(max(ARRAY_CHUNK, len(self.buffer) - self.at))
-        self.buffer, self.at, self.eof = self.buffer[self.at:] + chunk, 0, not chunk
+    def _fill(self) -> bool:
+        """Appends at least ARRAY_CHUNK characters, and at least as many as are unread (so that scanning one
+        long element costs linear time); False at the end of the text."""
+        if self._error is not None:
+            raise self._error
+        pieces, size, wanted = [], 0, max(ARRAY_CHUNK, len(self._buffer) - self._at)
+        try:
+            while size < wanted and (piece := self._text.read(READ_PIECE)):
+                pieces.append(piece)
+                size += len(piece)
+            self._eof = size < wanted
+        except Exception as e:  # a truncated gzip, a file deleted while read: keep what came before
+            self._error = e
+        if not pieces:
+            if self._error is not None:
+                raise self._error
+            return False
+        self._buffer, self._at = self._buffer[self._at:] + "".join(pieces), 0
+        return True
 
-    def peek(self) -> str:
-        """The next visible character, not consumed ("" at the end of the text)."""
-        while not (found := _VISIBLE_JSON.search(self.buffer, self.at)):
-            self.at = len(self.buffer)
-            if self.eof:
+    def _peek(self) -> str:
+        """The next visible character, not consumed, the cursor on it ("" at the end of the text)."""
+        while not (found := _VISIBLE_JSON.search(self._buffer, self._at)):
+            self._at = len(self._buffer)
+            if self._eof or not self._fill():
                 return ""
-            self._fill()
-        self.at = found.start()
+        self._at = found.start()
         return found.group()
 
-    def take(self) -> None:
-        self.at += 1
-
-    def value(self) -> tuple[Any, str]:
-        """Decodes the JSON value at the cursor: (the value, its text as written). A value that ends where the
-        text read so far ends may go on (a number cut in two): it is decoded again with more text."""
+    def _element(self) -> tuple[str, bool]:
+        """(the text from the cursor to the ',' or ']' that ends this element outside any bracket or string,
+        not consumed; whether the text ended first)."""
+        depth, scan = 0, self._at
         while True:
-            try:
-                value, end = _DECODER.raw_decode(self.buffer, self.at)
-                if end < len(self.buffer) or self.eof:
-                    text, self.at = self.buffer[self.at:end], end
-                    return value, text
-            except json.JSONDecodeError as e:
-                if self.eof:
-                    raise ValueError(f"invalid JSON: {e.msg} at character {e.pos - self.at + 1} of the element") from None
-            if len(self.buffer) - self.at > MAX_ELEMENT:
-                raise ValueError(f"an element runs over {MAX_ELEMENT:,} characters without ending")
-            self._fill()
+            token = _STRUCTURE.search(self._buffer, scan)
+            if token is None or token.group() == '"':  # more text needed: the buffer ends in this element
+                resume = (token.start() if token else len(self._buffer)) - self._at
+                if len(self._buffer) - self._at > MAX_ELEMENT:
+                    raise ValueError(f"an element runs over {MAX_ELEMENT:,} characters without ending (an unclosed "
+                                     "bracket or string?)")
+                if self._eof or not self._fill():
+                    text, self._at = self._buffer[self._at:], len(self._buffer)
+                    return text.rstrip(_JSON_SPACE), True
+                scan = self._at + resume
+                continue
+            mark, scan = token.group(), token.end()
+            if mark in ("[", "{"):
+                depth += 1
+            elif mark in ("]", "}") and depth:
+                depth -= 1
+            elif mark in (",", "]") and not depth:
+                text, self._at = self._buffer[self._at:token.start()], token.start()
+                return text.rstrip(_JSON_SPACE), False
 
+    def records(self) -> Iterator[str]:
+        """Each element's text, then the non-blank lines after the array's closing ']' (a JSON Lines file whose
+        first line is an array goes on as JSON Lines). Raises when the text ends inside the array."""
+        if self._peek() != "[":
+            raise ValueError("a JSON array was expected")
+        self._at += 1
+        end = ","
+        if self._peek() == "]":  # []
+            end, self._at = "]", self._at + 1
+        while end == ",":
+            if not self._peek():
+                break
+            text, ended = self._element()
+            yield text
+            if ended:
+                break
+            end = self._peek()
+            self._at += 1
+        if end != "]":
+            raise ValueError("the JSON array is not closed: the file ends before its ']' (cut short?)")
+        for line in self._lines_after():
+            if line.strip():
+                yield line.rstrip("\r\n")
 
-_DECODER = json.JSONDecoder()
-
-
-def _json_array_records(text: io.TextIOBase, source: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
-    """The elements of a file holding one JSON array (what ``json.dump(records)`` writes, which ``datasets``
-    and so ``rightsize train`` read too): element N is record N, decoded one at a time. An element that is not
-    an object, or not a document, is a dead letter holding its text. JSON that does not parse ends the file's
-    records with an error (``read_file`` turns it into a dead letter saying after which record): inside an
-    array there is no next line to resume at."""
-    stream = _JsonText(text)
-    if stream.peek() != "[":
-        raise ValueError("a JSON array was expected")
-    stream.take()
-    position = 0
-    while True:
-        if stream.peek() == "]" and position == 0:  # [] (peek also moves to the element: values start visibly)
-            stream.take()
-            break
-        try:
-            value, raw = stream.value()
-        except ValueError as e:
-            raise ValueError(f"element {position + 1}: {e}") from None
-        except RecursionError:  # nesting deeper than Python's recursion limit
-            raise ValueError(f"element {position + 1}: JSON nested too deep to read") from None
-        position += 1
-        yield _as_read(parse_record(value, source, position, fields), raw)
-        separator = stream.peek()
-        stream.take()
-        if separator == "]":
-            break
-        if not separator:
-            raise ValueError(f"the array is not closed: the text ends after element {position}")
-        if separator != ",":
-            raise ValueError(f"expected ',' or ']' after element {position}, found {separator!r}")
-    if stream.peek():
-        raise ValueError("text after the JSON array's closing ']'")
+    def _lines_after(self) -> Iterator[str]:
+        """The lines after the cursor: the buffer's, then the stream's (the buffer's last line, cut off where
+        the buffer ends, joined to the stream's first)."""
+        lines = io.StringIO(self._buffer[self._at:], newline="").readlines()
+        if self._error is not None:  # the stream broke: what was read is all there is
+            yield from lines
+            raise self._error
+        cut = lines.pop() if lines and not lines[-1].endswith(("\n", "\r")) else ""
+        yield from lines
+        for line in self._text:
+            yield cut + line
+            cut = ""
+        if cut:
+            yield cut
 
 
 def printable(url: str) -> str:
@@ -502,11 +529,9 @@ def _records(url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
         if kind == "csv":
             yield from _csv_records(text, source, fields)
             return
-        if array:
-            yield from _json_array_records(text, source, fields)
-            return
         parse: Callable = parse_json_line if kind == "json" else parse_text_line
-        for position, line in _lines(text):
+        numbered = enumerate(_JsonArray(text).records(), start=1) if array else _lines(text)
+        for position, line in numbered:
             try:
                 yield parse(line, source, position, fields)
             except Exception as e:  # e.g. RecursionError on JSON nested 100,000 deep

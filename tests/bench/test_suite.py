@@ -36,7 +36,6 @@ def test_exit_alone_is_the_truncated_model(tokenizer, model_type):
         np.testing.assert_allclose([p.confidence for p in predictions], expected, atol=1e-5)
 
 
-
 def test_exit_alone_of_an_int8_model_is_int8_and_labels_as_that_exit(tokenizer, tmp_path):
     """int8 weights cannot load into a float32 truncated backbone: the truncated model is quantised first and
     then gives exit k's labels, exit layer and (int8) confidence."""
@@ -57,6 +56,7 @@ def test_exit_alone_of_an_int8_model_is_int8_and_labels_as_that_exit(tokenizer, 
     expected = np.exp(logits[1] / model.config.temperatures[1])
     np.testing.assert_allclose([p.confidence for p in predictions], (expected / expected.sum(-1, keepdims=True)).max(-1),
                                atol=1e-5)
+
 
 def _examples(n=24):
     texts = [TEXTS[i % len(TEXTS)] + f" {i}" for i in range(n)]

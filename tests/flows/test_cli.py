@@ -48,7 +48,6 @@ def test_predict_writes_design_columns_and_dead_letters(model_dir, tmp_path, cap
     assert f"labelled {len(TEXTS)} documents" in printed and "2 inputs could not be labelled" in printed
 
 
-
 def test_predict_labels_a_json_array_the_way_train_reads_it(model_dir, tmp_path):
     """A .json file holding one array (json.dump of the records): each object element is a prediction with the
     labels JSON Lines would give; other elements are dead letters, nothing else is lost."""
@@ -63,6 +62,7 @@ def test_predict_labels_a_json_array_the_way_train_reads_it(model_dir, tmp_path)
     assert labels["array.json"] == labels["lines.jsonl"] and len(labels["array.json"]) == len(TEXTS)
     (letter,) = [json.loads(line) for line in (tmp_path / "array.json.deadletter.jsonl").read_text().splitlines()]
     assert (letter["position"], letter["raw"]) == (len(TEXTS) + 1, '"a string"')
+
 
 def test_dead_letters_that_cannot_be_moved_are_kept_and_named(model_dir, tmp_path, monkeypatch, capsys):
     import flows.predict

@@ -125,7 +125,6 @@ def test_select_never_writes_over_its_training_file_and_over_others_only_when_as
     assert main([*argv, str(other), "--overwrite"]) == 0 and len(other.read_text().splitlines()) == 2
 
 
-
 def test_select_knows_its_training_file_given_relatively_from_another_directory(tmp_path, monkeypatch, capsys):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "train.jsonl").write_text("the user's training data\n")
@@ -138,6 +137,7 @@ def test_select_knows_its_training_file_given_relatively_from_another_directory(
                  "--overwrite"]) == 2
     assert "is the training file these examples come from" in capsys.readouterr().err
     assert (tmp_path / "data" / "train.jsonl").read_text() == "the user's training data\n"
+
 
 def test_select_refuses_a_training_field_named_like_a_column_it_adds(tmp_path, capsys):
     examples = Examples(["a", "b", "c", "d"], None, ["x", "y", "x", "y"], "t.jsonl", ("confidence", None, "label"))

@@ -233,39 +233,86 @@ def _array_records(url: str) -> list:
     return list(read_file(url, FIELDS))
 
 
-@pytest.mark.parametrize("chunk", [5, 1 << 20])
-def test_a_json_array_is_read_an_element_at_a_time(monkeypatch, chunk):
-    """What json.dump(records, indent=2) writes: element N is record N, whatever the chunk boundaries cut
-    (5 characters cuts every number, key and string in two); a bad element costs itself only, kept as written."""
+def _small_pieces(monkeypatch, size: int) -> None:
     import ops.records
 
-    monkeypatch.setattr(ops.records, "ARRAY_CHUNK", chunk)
-    records = [{"id": 12345, "text": "first"}, {"text": "no id"}, [1, 2], {"id": "d", "text": ""}, 7.25,
-               {"id": "f", "text": "caf\u00e9 \u2028 \"quoted\"", "pair": None}]
-    written = "\r\n" + json.dumps(records, indent=2, ensure_ascii=False).replace("\n", "\r\n") + "\r\n"
+    monkeypatch.setattr(ops.records, "ARRAY_CHUNK", size)
+    monkeypatch.setattr(ops.records, "READ_PIECE", size)
+
+
+ARRAY = [{"id": 12345, "text": "first"}, {"text": "no id, a [bracket] and a, comma"}, [1, {"a": "]"}],
+         {"id": "d", "text": ""}, -0.25e+3, {"id": "f", "text": "caf\u00e9 \u2028 \"quoted\" \\", "pair": None}]
+
+
+@pytest.mark.parametrize("piece", [*range(1, 12), 40, 1 << 20])
+def test_a_json_array_is_read_an_element_at_a_time(monkeypatch, piece):
+    """What json.dump(records, indent=2) writes, with CRLF line ends: element N is record N, whatever the
+    buffer boundaries cut (pieces of 1 to 11 characters cut every number, key, string and escape); an element
+    that is not a document is a dead letter holding its text as written."""
+    _small_pieces(monkeypatch, piece)
+    written = "\r\n" + json.dumps(ARRAY, indent=2, ensure_ascii=False).replace("\n", "\r\n") + "\r\n"
     url = _write("memory://records/array.json", written.encode())
     out = _array_records(url)
     assert [r.position for r in out] == [1, 2, 3, 4, 5, 6]  # one record per element, in order
     assert [(r.id, r.text) for r in out if isinstance(r, Document)] == [
-        ("12345", "first"), (f"{url}:2", "no id"), ("f", "caf\u00e9 \u2028 \"quoted\"")]
+        ("12345", "first"), (f"{url}:2", ARRAY[1]["text"]), ("f", ARRAY[5]["text"])]
     letters = {r.position: r for r in out if isinstance(r, DeadLetter)}
-    assert letters[3].raw == "[\r\n    1,\r\n    2\r\n  ]" and "not an object" in letters[3].reason  # as written
-    assert letters[4].reason == "field 'text' is empty" and letters[5].raw == "7.25"
+    assert letters[3].raw == '[\r\n    1,\r\n    {\r\n      "a": "]"\r\n    }\r\n  ]'  # as written
+    assert "not an object" in letters[3].reason
+    assert letters[4].reason == "field 'text' is empty" and letters[5].raw == "-250.0"
 
 
-@pytest.mark.parametrize("body, kept, reason", [
-    ('[{"text": "a"}, {"text": "b", }, {"text": "c"}]', 1, "after record 1: ValueError: element 2: invalid JSON"),
-    ('[{"text": "a"} {"text": "b"}]', 1, "expected ',' or ']' after element 1, found '{'"),
-    ('[{"text": "a"}, {"text": "b"}', 2, "the array is not closed: the text ends after element 2"),
-    ('[{"text": "a"}]\n{"text": "b"}', 1, "text after the JSON array's closing ']'"),
-    ('[{"text": "a"}, ' + "[" * 100_000 + "]" * 100_000 + "]", 1, "element 2: JSON nested too deep to read"),
+@pytest.mark.parametrize("piece", [3, 1 << 20])
+def test_a_bad_element_costs_itself_only(monkeypatch, piece):
+    """What JSON Lines makes one dead letter of is one dead letter in an array too, and the elements after it
+    are read: invalid JSON, a missing comma (two elements in one letter), a raw TAB in a string, an integer
+    over Python's 4,300 digits, nesting deeper than the recursion limit or just under it, invalid UTF-8 in any
+    field."""
+    _small_pieces(monkeypatch, piece)
+    bad = ['{"text": "b", }', '{"text": "c"} {"text": "d"}', '{"text": "a\tb"}',
+           '{"id": %s, "text": "e"}' % ("9" * 5000), "[" * 100_000 + "]" * 100_000, '{"text": "f", "m": "\xff"}',
+           '{"text": "g", "m": %s}' % ("[" * 990 + "]" * 990)]
+    elements = [b'{"text": "first"}'] + [b.encode("latin-1") for b in bad] + [b'{"text": "last"}']
+    data = b"[" + b",\n".join(elements) + b"]"
+    out = _array_records(_write("memory://records/bad-elements.json", data))
+    assert [r.position for r in out] == list(range(1, len(bad) + 3))
+    assert [r.text for r in out if isinstance(r, Document)] == ["first", "last"]
+    letters = out[1:-1]
+    assert all(isinstance(r, DeadLetter) for r in letters)
+    assert [r.raw.encode("utf-8", "surrogateescape") for r in letters] == [b.encode("latin-1") for b in bad]
+    assert "invalid JSON" in letters[0].reason and "Extra data" in letters[1].reason
+    assert "Invalid control character" in letters[2].reason and "invalid UTF-8" in letters[5].reason
+
+
+@pytest.mark.parametrize("body, texts, reason", [
+    ('[{"text": "a"}, {"text": "b"}', ["a", "b"], "after record 2: ValueError: the JSON array is not closed"),
+    ('[{"text": "a"}, {"text": "b', ["a"], "after record 2: ValueError: the JSON array is not closed"),
+    ("[ \n ", [], "file could not be read: ValueError: the JSON array is not closed"),
 ])
-def test_json_that_breaks_an_array_ends_its_records_with_a_dead_letter_saying_where(body, kept, reason):
-    """Inside an array there is no next line to resume at: the elements before the break are read, and one
-    dead letter says after which record the file could not be read, and why."""
-    *docs, letter = _array_records(_write("memory://records/broken.json", body.encode()))
-    assert [d.text for d in docs] == ["a", "b"][:kept] and all(isinstance(d, Document) for d in docs)
-    assert isinstance(letter, DeadLetter) and reason in letter.reason and letter.position == kept + 1
+def test_an_array_cut_short_keeps_every_element_and_says_so(body, texts, reason):
+    *records, letter = _array_records(_write("memory://records/cut.json", body.encode()))
+    assert [r.text for r in records if isinstance(r, Document)] == texts
+    assert isinstance(letter, DeadLetter) and reason in letter.reason
+
+
+def test_lines_after_an_array_are_read_as_json_lines(monkeypatch):
+    """A JSON Lines file whose first line happens to be an array (jsonlines.org's example) loses nothing: the
+    array's elements are records, then each line after it, numbered on."""
+    _small_pieces(monkeypatch, 4)
+    data = '["Name", "Session"]\r\n{"text": "a"}\r\n\r\n{"text": "b"}\r\n[1]\n{"text": "c"}'
+    out = _array_records(_write("memory://records/lines.jsonl", data.encode()))
+    assert [(r.position, r.raw if isinstance(r, DeadLetter) else r.text) for r in out] == [
+        (1, '"Name"'), (2, '"Session"'), (3, "a"), (4, "b"), (5, "[1]"), (6, "c")]
+
+
+def test_a_broken_stream_keeps_the_elements_before_the_break():
+    import gzip
+
+    data = json.dumps([{"text": f"doc {i}"} for i in range(20_000)]).encode()
+    packed = gzip.compress(data)
+    *docs, cut = _array_records(_write("memory://records/cut.json.gz", packed[:len(packed) * 9 // 10]))
+    assert len(docs) > 17_000 and [d.text for d in docs] == [f"doc {i}" for i in range(len(docs))]
+    assert isinstance(cut, DeadLetter) and cut.reason.startswith(f"file could not be read after record {len(docs)}:")
 
 
 def test_json_arrays_empty_compressed_wide_and_with_a_bom_and_an_element_over_the_limit(monkeypatch):
@@ -276,10 +323,47 @@ def test_json_arrays_empty_compressed_wide_and_with_a_bom_and_an_element_over_th
     assert _array_records(_write("memory://records/empty.json", b" [ ] \n")) == []
     data = json.dumps([{"id": i, "text": f"doc {i}"} for i in range(3)])
     for name, raw in (("gz.json", gzip.compress(data.encode())), ("utf16.json", data.encode("utf-16")),
-                      ("bom.json", b"\xef\xbb\xbf" + data.encode()), ("as.jsonl", data.encode())):
+                      ("utf16le.json", data.encode("utf-16-le")), ("bom.json", b"\xef\xbb\xbf" + data.encode()),
+                      ("as.jsonl", data.encode())):
         assert [r.id for r in _array_records(_write(f"memory://records/{name}", raw))] == ["0", "1", "2"], name
+    # not an array: a doubled BOM, or a stray byte before the bracket, is a line that is not JSON
+    for raw in (b"\xef\xbb\xbf\xef\xbb\xbf" + data.encode(), b"\xff" + data.encode()):
+        (letter,) = _array_records(_write("memory://records/not-array.json", raw))
+        assert isinstance(letter, DeadLetter) and letter.raw.encode("utf-8", "surrogateescape").endswith(data.encode())
+    _small_pieces(monkeypatch, 16)
     monkeypatch.setattr(ops.records, "MAX_ELEMENT", 50)
-    monkeypatch.setattr(ops.records, "ARRAY_CHUNK", 16)
     *docs, letter = _array_records(_write("memory://records/long.json",
                                           json.dumps([{"text": "short"}, {"text": "x" * 200}]).encode()))
-    assert [d.text for d in docs] == ["short"] and "element 2: an element runs over 50 characters" in letter.reason
+    assert [d.text for d in docs] == ["short"] and "an element runs over 50 characters" in letter.reason
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_an_array_gives_what_the_same_records_give_as_json_lines(monkeypatch, indent):
+    """300 records with strings full of brackets, commas, quotes, backslashes and line separators, numbers,
+    lists and nested objects: as a JSON array, read in pieces of 1 to 4096 characters, each is the same Document
+    or dead letter (same reason; the same raw text when written on one line) as on its own line."""
+    import random
+
+    rng = random.Random(0)
+    records, alphabet = [], 'ab ,[]{}"\\\u00e9\u2028\n\t'
+    for i in range(300):
+        kind = rng.random()
+        if kind < 0.6:
+            records.append({"id": i, "text": "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30)))})
+        elif kind < 0.8:
+            records.append(rng.choice([1.5e-7, -3, "str,]", [1, [2, {"x": "]"}]], None, True]))
+        else:
+            records.append({"text": "ok", "nested": {"a": [{"b": "}"}]}})
+    lines = _write("memory://records/as-lines.jsonl", "\n".join(json.dumps(r) for r in records).encode())
+    array = _write("memory://records/as-array.json", json.dumps(records, indent=indent).encode())
+
+    def seen(url: str) -> list[tuple]:  # derived ids name the file: compared without it
+        return [(r.position, getattr(r, "id", "").replace(url, "<file>"), getattr(r, "text", None),
+                 getattr(r, "reason", None), getattr(r, "raw", None) if indent is None else None)
+                for r in read_file(url, FIELDS)]
+
+    expected = seen(lines)
+    assert sum(isinstance(r, DeadLetter) for r in read_file(lines, FIELDS)) > 50  # both kinds are compared
+    for piece in (1, 2, 3, 5, 7, 13, 64, 4096):
+        _small_pieces(monkeypatch, piece)
+        assert seen(array) == expected, piece

@@ -212,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("predict", "label one file in-process with early exit and write Parquet")
     p.add_argument("--model", required=True, help="model directory written by 'rightsize train'")
-    p.add_argument("--input", required=True, help="input file or glob: .jsonl/.csv/.parquet, or text with one "
-                                                  "document per line (gzip etc. by extension)")
+    p.add_argument("--input", required=True, help="input file or glob: .jsonl (or a .json array)/.csv/.parquet, or "
+                                                  "text with one document per line (gzip, zstd, bzip2, xz recognised)")
     p.add_argument("--output", required=True, help="output .parquet file, replaced atomically when the run "
                                                    "succeeds; dead letters go to <output stem>.deadletter.jsonl")
     p.add_argument("--threshold", type=float, default=None,

@@ -4,8 +4,8 @@ bytes are; nothing in here raises on a record or on a file that breaks off part-
 
 Formats, chosen by file extension, except that content wins where it is unambiguous (a gzip, zstd, bzip2 or
 xz stream or a Parquet file is read as such whatever its name):
-    .jsonl .ndjson .json   one JSON object per line, or one JSON array of objects (a file whose first
-                           visible character, in its first SNIFF_BYTES, is "["), read an element at a time
+    .jsonl .ndjson .json   one JSON object per line; a .json file whose first visible character (in its first
+                           SNIFF_BYTES) is "[" is one JSON array of objects, read an element at a time
     .csv                   header row, RFC 4180 quoting (quoted newlines are fine), no field size limit
     .parquet               columns
     .txt (anything else)   one document per line, the line is the text
@@ -99,12 +99,17 @@ def one_line(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def file_format(url: str) -> str:
-    """"json", "csv", "parquet" or "text" from the file name."""
+def _suffix(url: str) -> str:
+    """The file name's last suffix that does not name a compression, lower-cased (".jsonl" of "a.JSONL.gz")."""
     suffixes = [s.lower() for s in PurePosixPath(url).suffixes]
     while suffixes and suffixes[-1] in _COMPRESSIONS:
         suffixes.pop()
-    last = suffixes[-1] if suffixes else ""
+    return suffixes[-1] if suffixes else ""
+
+
+def file_format(url: str) -> str:
+    """"json", "csv", "parquet" or "text" from the file name."""
+    last = _suffix(url)
     if last in JSON_SUFFIXES:
         return "json"
     if last in (".csv", ".parquet"):
@@ -278,6 +283,19 @@ def _readable_head(f) -> bytes:
     return head
 
 
+def _string_end(text: str, start: int) -> int:
+    """The index just past the JSON string that opens at ``text[start]``, or -1 when ``text`` ends inside it
+    (str.find per quote, not a regex: a regex keeps state for every escape of a long string)."""
+    quote = start
+    while (quote := text.find('"', quote + 1)) != -1:
+        escapes = 0
+        while text[quote - 1 - escapes] == "\\":
+            escapes += 1
+        if escapes % 2 == 0:  # not itself escaped
+            return quote + 1
+    return -1
+
+
 def _lines(text: io.TextIOWrapper) -> Iterator[tuple[int, str]]:
     for position, line in enumerate(text, start=1):
         line = line.rstrip("\n")
@@ -393,11 +411,9 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields) -> Itera
 
 _JSON_SPACE = " \t\r\n"
 _VISIBLE_JSON = re.compile(r"[^ \t\r\n]")
-# What a lenient scan of a JSON array looks at: whole strings (whose brackets and commas do not count), and
-# brackets, braces, commas and the quote of a string the text read so far breaks off in.
-_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|["\[\]{},]', re.DOTALL)
+_STRUCTURE = re.compile(r'["\[\]{},]')  # what a lenient scan of a JSON array looks at
 ARRAY_CHUNK = 1 << 20  # characters a JSON array's buffer grows by, at least
-READ_PIECE = 8192  # characters read at once: what a stream that breaks off can take with it, as for lines
+READ_PIECE = 1024  # characters read at once, up to a line end: what a stream that breaks off loses with it
 MAX_ELEMENT = 1 << 26  # characters one element of a JSON array may span
 
 
@@ -417,7 +433,7 @@ class _JsonArray:
             raise self._error
         pieces, size, wanted = [], 0, max(ARRAY_CHUNK, len(self._buffer) - self._at)
         try:
-            while size < wanted and (piece := self._text.read(READ_PIECE)):
+            while size < wanted and (piece := self._text.readline(READ_PIECE)):
                 pieces.append(piece)
                 size += len(piece)
             self._eof = size < wanted
@@ -445,7 +461,8 @@ class _JsonArray:
         depth, scan = 0, self._at
         while True:
             token = _STRUCTURE.search(self._buffer, scan)
-            if token is None or token.group() == '"':  # more text needed: the buffer ends in this element
+            string_end = _string_end(self._buffer, token.start()) if token and token.group() == '"' else None
+            if token is None or string_end == -1:  # more text needed: the buffer ends in this element
                 resume = (token.start() if token else len(self._buffer)) - self._at
                 if len(self._buffer) - self._at > MAX_ELEMENT:
                     raise ValueError(f"an element runs over {MAX_ELEMENT:,} characters without ending (an unclosed "
@@ -455,7 +472,7 @@ class _JsonArray:
                     return text.rstrip(_JSON_SPACE), True
                 scan = self._at + resume
                 continue
-            mark, scan = token.group(), token.end()
+            mark, scan = token.group(), string_end or token.end()
             if mark in ("[", "{"):
                 depth += 1
             elif mark in ("]", "}") and depth:
@@ -465,8 +482,8 @@ class _JsonArray:
                 return text.rstrip(_JSON_SPACE), False
 
     def records(self) -> Iterator[str]:
-        """Each element's text, then the non-blank lines after the array's closing ']' (a JSON Lines file whose
-        first line is an array goes on as JSON Lines). Raises when the text ends inside the array."""
+        """Each element's text, then the non-blank lines after the array's closing ']' (a .json file of JSON
+        Lines whose first line is an array loses nothing). Raises when the text ends inside the array."""
         if self._peek() != "[":
             raise ValueError("a JSON array was expected")
         self._at += 1
@@ -477,7 +494,8 @@ class _JsonArray:
             if not self._peek():
                 break
             text, ended = self._element()
-            yield text
+            if text or self._peek() != "]":  # [a, b,]: a trailing comma is not an empty element
+                yield text
             if ended:
                 break
             end = self._peek()
@@ -517,7 +535,7 @@ def _records(url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
     if kind == "parquet":
         yield from _read_parquet(url, source, fields)
         return
-    array = kind == "json" and sniffed.array
+    array = sniffed.array and _suffix(url) == ".json"  # .jsonl and .ndjson are lines, always
     with fsspec.open(url, "rb", compression=sniffed.compression) as raw:
         # surrogateescape keeps undecodable bytes (as lone surrogates) for the record's dead letter. CSV needs
         # newline="" to see quoted line breaks, and an array's elements keep their line ends as written; lines

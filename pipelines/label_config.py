@@ -88,7 +88,8 @@ def is_direct_runner(runner: object) -> bool:
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """The job's own flags (one per LabelJobConfig field); everything else goes to Beam."""
     parser.add_argument("--model", required=True, help="model directory (local, or gs://, s3://... readable by workers)")
-    parser.add_argument("--input", required=True, help="glob of .jsonl/.csv/.parquet/.txt files (local or fsspec URL)")
+    parser.add_argument("--input", required=True,
+                        help="glob of .jsonl (or .json array)/.csv/.parquet/.txt files (local or fsspec URL)")
     parser.add_argument("--output", required=True, help="output prefix; the run writes under <output>/<run-id>/")
     parser.add_argument("--threshold", type=float, default=None, help="default: the model's calibrated threshold")
     parser.add_argument("--run-id", default=None,

@@ -697,8 +697,8 @@ def artifact_id(directory: str | Path) -> str:
     settings, tokenizer; and ``OPTIONAL_MODEL_FILES`` that are there): "sha256:<16 hex>" of each file's name and
     own hash."""
     base = str(directory).rstrip("/")
-    fs, _ = fsspec.core.url_to_fs(base)
-    present = [n for n in OPTIONAL_MODEL_FILES if fs.isfile(fsspec.core.url_to_fs(f"{base}/{n}")[1])]
+    fs, path = fsspec.core.url_to_fs(base)
+    present = [n for n in OPTIONAL_MODEL_FILES if fs.isfile(f"{path}/{n}")]
     digest = hashlib.sha256()
     for name in (*MODEL_FILES, *present):
         file_digest = hashlib.sha256()

@@ -26,7 +26,7 @@ POOLINGS = ("mean", "cls")
 # the CPU, for inference only (training runs in the others).
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 DTYPE_CHOICES = ("auto", *PRECISIONS)
-TRAIN_DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+TRAIN_DTYPE_CHOICES = tuple(d for d in DTYPE_CHOICES if d != "int8")  # quantised layers have no gradients
 # For a precision with no calibration of its own: the calibrated precisions to use instead, nearest first.
 NEAREST_PRECISIONS = {"float32": ("bfloat16", "float16", "int8"), "bfloat16": ("float16", "float32", "int8"),
                       "float16": ("bfloat16", "float32", "int8"), "int8": ("float32", "bfloat16", "float16")}

@@ -201,7 +201,7 @@ def _fit(model: EarlyExitClassifier, config: TrainConfig, data: _Data, checkpoin
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         # Checked per epoch, on the weights: with float16 a step's loss may be inf while the scaler skips it
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
+        if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all():  # one host sync
             raise ValueError(f"training diverged in {name}epoch {epoch}: the weights are no longer finite (mean loss "
                              f"{np.mean(losses):.3g}); lower --lr")
         if config.dynamics:

@@ -3,9 +3,15 @@ feed-forward layers quantised at load), each for the full model and for early ex
 in that precision, on AG News test with the calibrated MiniLM. Medians of --repeats runs after a warm-up, all in
 one process, threads fixed.
 
-The model is trained and calibrated in each precision (target drop 0.01 on dev) into --model if missing.
+A missing --model is fine-tuned first with the benchmark suite's MiniLM recipe (bench/suite/common.py: 2,000
+seeded AG News training examples, 3 epochs, 64 tokens) and the exits of --exits; then it is calibrated in each
+precision it has no calibration for (target drop 0.01 on dev). Results go to
+bench/results/precision-<machine>-exits-<exit layers>.{json,md}: a file per machine, since bfloat16's speed
+depends on whether the CPU has it natively (the older precision.{json,md} are an AMD EPYC's, which has not),
+and per exit layout.
 
-  python bench/precision.py                                   # 1,000 test documents, 3 repeats
+  python bench/precision.py                                   # 1,000 test documents, 3 repeats, exits 2,4,6
+  python bench/precision.py --model bench/work/ag_minilm_precision_1-6 --exits 1,2,3,4,5,6
   python bench/precision.py --documents 300 --repeats 3       # where bfloat16 is emulated (no AVX512-BF16)
 """
 
@@ -13,18 +19,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from models import EarlyExitClassifier
 from models.calibration import CalibrationConfig, calibrate
-from models.precision import cpu_has_native_bf16
-from models.training import TrainConfig, train
+from models.training import train
 from ops.examples import load_examples
+from suite.common import machine as describe_machine
+from suite.common import machine_slug, recipe, splits
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ag_news"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -32,11 +40,12 @@ FULL = 2.0  # a threshold no confidence reaches: every document runs every layer
 PRECISIONS = ("float32", "bfloat16", "int8")  # float16 is emulated on a CPU, and slower than bfloat16
 
 
-def prepared_model(directory: Path) -> None:
-    """Fine-tunes MiniLM on AG News train and calibrates it in each of PRECISIONS, unless already done."""
+def prepared_model(directory: Path, exits: tuple[int, ...]) -> None:
+    """Fine-tunes MiniLM on AG News with ``exits`` (unless ``directory`` holds a model already) and calibrates
+    it in each of PRECISIONS it has no calibration for."""
     if not (directory / "training.json").is_file():
-        config = TrainConfig(model="minilm", epochs=2, max_length=128, batch_size=32, lr=1e-4, seed=13, dynamics=False)
-        train(config, load_examples(str(DATA / "train.jsonl")), load_examples(str(DATA / "dev.jsonl")), out=directory)
+        parts = splits("ag_news", "minilm", None)
+        train(replace(recipe("minilm", "joint"), exits=exits, dynamics=False), parts.train, parts.dev, out=directory)
     calibrations = json.loads((directory / "rightsize.json").read_text()).get("calibrations", {})
     for dtype in PRECISIONS:
         if dtype not in calibrations:
@@ -60,13 +69,14 @@ def measure(model: EarlyExitClassifier, texts, gold, threshold: float, repeats: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="bench/work/ag_minilm_precision")
+    parser.add_argument("--exits", default="2,4,6", help="exit layers of a model trained now (a missing --model)")
     parser.add_argument("--documents", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     directory = Path(args.model)
-    prepared_model(directory)
+    prepared_model(directory, tuple(int(x) for x in args.exits.split(",")))
     test = load_examples(str(DATA / "test.jsonl"), limit=args.documents)
 
     rows = []
@@ -79,14 +89,17 @@ def main() -> None:
             print(rows[-1]["precision"], mode, f"{rows[-1]['docs_per_s']:.1f} docs/s",
                   f"accuracy {rows[-1]['accuracy']:.4f}", flush=True)
     base = rows[0]
-    machine = {"cpu": platform.processor() or platform.machine(), "native_bf16": cpu_has_native_bf16(),
-               "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": args.threads,
-               "torch": torch.__version__}
-    results = {"machine": machine, "documents": len(test), "repeats": args.repeats, "rows": rows}
+    machine = describe_machine("cpu", args.threads)
+    exit_layers = model.config.exit_layers  # the model's own, whatever --exits says
+    results = {"machine": machine, "documents": len(test), "repeats": args.repeats, "exit_layers": list(exit_layers),
+               "training": json.loads((directory / "training.json").read_text()).get("config"), "rows": rows,
+               "command": "python bench/precision.py " + " ".join(sys.argv[1:])}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "precision.json").write_text(json.dumps(results, indent=1) + "\n")
-    lines = [f"AG News test ({len(test)} documents), MiniLM fine-tuned on AG News train and calibrated per precision "
-             f"(target drop 0.01 on dev); CPU capability {machine['torch_cpu_capability']}, native bfloat16: "
+    stem = RESULTS / f"precision-{machine_slug(machine)}-exits-{'-'.join(map(str, exit_layers))}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    lines = [f"AG News test ({len(test)} documents), MiniLM with exits after layers {', '.join(map(str, exit_layers))}, "
+             "fine-tuned on AG News train and calibrated per precision "
+             f"(target drop 0.01 on dev); {machine['cpu']}, CPU capability {machine['torch_cpu_capability']}, native bfloat16: "
              f"{machine['native_bf16']}; {args.threads} threads; median of {args.repeats} after a warm-up, one process.",
              "", "| precision | mode | threshold | accuracy | mean exit layer | FLOPs | docs/s | vs float32 full |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -95,7 +108,7 @@ def main() -> None:
         lines.append(f"| {r['precision']} | {r['mode']} | {threshold} | {r['accuracy']:.4f} | "
                      f"{r['mean_exit_layer']:.2f} | {r['flops_fraction']:.1%} | {r['docs_per_s']:.1f} | "
                      f"{r['docs_per_s'] / base['docs_per_s']:.2f}x |")
-    (RESULTS / "precision.md").write_text("\n".join(lines) + "\n")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -7,7 +7,8 @@ evaluation) are divided by its steps. Precisions alternate within each repeat, a
 the median of --repeats is reported, with the ratio to float32 and the training loss (the same data and seed,
 so the losses should agree closely).
 
-Results go to bench/results/train_precision.{json,md}.
+Results go to bench/results/train_precision-<machine>.{json,md} (a file per machine: the saving depends on
+whether the CPU has native bfloat16; the older train_precision.{json,md} are an AMD EPYC's, which has none).
 
 examples:
   python bench/train_precision.py                                  # MiniLM, 256 examples, 3 repeats
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from suite.common import DATA, machine, sample  # noqa: E402
+from suite.common import DATA, machine, machine_slug, sample  # noqa: E402
 
 from models.training import TrainConfig, train  # noqa: E402
 from ops.examples import load_examples  # noqa: E402
@@ -79,8 +80,9 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "train_precision.md").write_text(table + "\n")
-    (RESULTS / "train_precision.json").write_text(json.dumps(
+    stem = RESULTS / f"train_precision-{machine_slug(info)}"
+    stem.with_suffix(".md").write_text(table + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(
         {"machine": info, "examples": args.examples, "repeats": args.repeats, "rows": rows,
          "command": "python bench/train_precision.py " + " ".join(sys.argv[1:])}, indent=2) + "\n")
 

@@ -1,5 +1,5 @@
 """Results -> PNG plots beside the results file, and the README's performance section (between the markers
-below), written from the newest results file only: no number enters the README any other way."""
+below), written from the newest results file of each machine only: no number enters the README any other way."""
 
 from __future__ import annotations
 
@@ -77,14 +77,12 @@ def _hardware(machine: dict) -> str:
             f"{machine['torch_cpu_capability']}, native bfloat16: {machine['native_bf16']}, torch {machine['torch']}")
 
 
-def render(results: dict, results_file: Path, all_files: list[Path]) -> str:
-    """The README section (Markdown) for one results file."""
+def render(results: dict, results_file: Path) -> str:
+    """The README's part (Markdown) for one results file."""
     rel = f"bench/results/{results_file.name}"
-    lines = [BEGIN, "", f"Numbers from `{rel}` ({_hardware(results['machine'])}). Commands that produced it: "
+    lines = [f"### {_hardware(results['machine'])}", "",
+             f"Numbers from `{rel}`. Commands that produced it: "
              + ", ".join(f"`{c}`" for c in results.get("commands", [])) + ".", ""]
-    gpu_files = [f.name for f in all_files if (json.loads(f.read_text()).get("machine") or {}).get("gpu")]
-    lines += [("GPU results: " + ", ".join(f"`bench/results/{n}`" for n in gpu_files)) if gpu_files else
-              "**No GPU numbers exist yet**: no GPU machine was available when the suite ran.", ""]
     groups = _groups(results)
     if groups:
         lines += ["**Speedup at <= 1 point of accuracy lost.** *Best*: the fastest timed early-exit threshold whose "
@@ -167,20 +165,35 @@ def render(results: dict, results_file: Path, all_files: list[Path]) -> str:
             lines += ["", f"`rightsize report` on {r['rows']:,} prediction rows: {r['seconds']:.2f} s "
                       f"(peak RSS {r['peak_rss_mib']:.0f} MiB, fresh process, imports excluded)."]
         lines.append("")
-    return "\n".join(lines + [END])
+    return "\n".join(lines)
 
 
-def write_readme(results_dir: Path, readme: Path) -> Path:
-    """Replaces the section between the markers in ``readme`` with ``render`` of the newest results file
-    (by name: <date>-<machine>.json); returns that file."""
+def shown_files(results_dir: Path) -> list[Path]:
+    """The results files the README shows: the newest (by the date in its name <date>-<machine>.json, then by
+    modification time) of each machine, newest first; --quick files never."""
     files = sorted(f for f in results_dir.glob("20*.json") if not f.stem.endswith("-quick"))
     if not files:
         raise SystemExit(f"{results_dir}: no results file (<date>-<machine>.json); run bench/run.py first")
-    newest = max(files, key=lambda f: (f.name[:10], f.stat().st_mtime))
+    newest: dict[str, Path] = {}
+    for f in sorted(files, key=lambda f: (f.name[:10], f.stat().st_mtime)):
+        newest[f.stem[11:]] = f  # a later file of the same machine replaces an earlier one
+    return sorted(newest.values(), key=lambda f: (f.name[:10], f.stat().st_mtime), reverse=True)
+
+
+def write_readme(results_dir: Path, readme: Path) -> list[Path]:
+    """Replaces the section between the markers in ``readme`` with ``render`` of each of ``shown_files``;
+    returns those files."""
     text = readme.read_text()
     if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
         raise SystemExit(f"{readme}: needs exactly one {BEGIN!r} ... {END!r} pair")
+    files = shown_files(results_dir)
+    results = [json.loads(f.read_text()) for f in files]
+    gpu_files = [f.name for f, r in zip(files, results) if (r.get("machine") or {}).get("gpu")]
+    lines = [BEGIN, "", ("GPU results: " + ", ".join(f"`bench/results/{n}`" for n in gpu_files)) if gpu_files else
+             "**No GPU numbers exist yet**: no GPU machine was available when the suite ran.", "",
+             "One part per machine, the newest results file of each, newest first.", ""]
+    lines += [render(r, f) for f, r in zip(files, results)] + [END]
     head, rest = text.split(BEGIN)
     tail = rest.split(END, 1)[1]
-    readme.write_text(head + render(json.loads(newest.read_text()), newest, files) + tail)
-    return newest
+    readme.write_text(head + "\n".join(lines) + tail)
+    return files

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from ops.examples import Examples  # noqa: E402
 from suite.batching import measure_batching  # noqa: E402
 from suite.common import Splits  # noqa: E402
-from suite.render import BEGIN, END, render, write_readme  # noqa: E402
+from suite.render import BEGIN, END, write_readme  # noqa: E402
 from suite.speed_accuracy import exit_alone, headline, measure_system  # noqa: E402
 
 
@@ -117,33 +117,40 @@ def test_headline_is_the_fastest_point_within_one_point():
     assert headline(_system([("early exit, budget", 0.85, 400.0, 0.3)])) is None
 
 
-def _results(gpu=None, rate=123.4):
-    machine = {"cpu": "Test CPU", "cores": 2, "threads": 2, "torch_cpu_capability": "AVX2", "native_bf16": False,
+def _results(gpu=None, rate=123.4, cpu="Test CPU"):
+    machine = {"cpu": cpu, "cores": 2, "threads": 2, "torch_cpu_capability": "AVX2", "native_bf16": False,
                "torch": "2.13.0", "gpu": gpu}
     return {"machine": machine, "commands": ["python bench/run.py --parts path"],
             "path": {"documents": 10, "threshold": 0.5, "rows": [{"path": "rightsize predict (in-process)", "docs_per_s": rate,
                                                 "vs_predict": 1.0}]}}
 
 
-def test_readme_section_comes_from_the_newest_results_file(tmp_path):
+def test_readme_section_shows_the_newest_results_file_of_each_machine(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     (results / "2026-11-20-test-cpu-2t.json").write_text(json.dumps(_results(rate=111.1)))
     (results / "2026-11-21-test-cpu-2t.json").write_text(json.dumps(_results(rate=222.2)))
+    (results / "2026-11-21-test-cpu-2t-quick.json").write_text(json.dumps(_results(rate=555.5)))
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\nbefore\n\n{BEGIN}\nstale 999.9\n{END}\n\nafter\n")
 
-    assert write_readme(results, readme).name == "2026-11-21-test-cpu-2t.json"
+    assert [f.name for f in write_readme(results, readme)] == ["2026-11-21-test-cpu-2t.json"]
     text = readme.read_text()
     assert text.startswith("# title\n\nbefore\n\n") and text.endswith(f"{END}\n\nafter\n")
-    assert "222.2" in text and "111.1" not in text and "stale" not in text
+    assert "222.2" in text and "111.1" not in text and "555.5" not in text and "stale" not in text
     assert "No GPU numbers exist yet" in text and "CPU only (Test CPU)" in text
     write_readme(results, readme)
     assert readme.read_text() == text  # idempotent
 
-    (results / "2026-11-19-h100.json").write_text(json.dumps(_results(gpu="NVIDIA H100")))
-    assert "GPU results: `bench/results/2026-11-19-h100.json`" in render(_results(), results / "x.json",
-                                                                         sorted(results.glob("*.json")))
+    # another machine's file, older or newer, gets a part of its own; the newest file comes first
+    (results / "2026-11-19-h100.json").write_text(json.dumps(_results(gpu="NVIDIA H100", rate=333.3)))
+    (results / "2026-11-22-other-cpu-2t.json").write_text(json.dumps(_results(rate=444.4, cpu="Other CPU")))
+    assert [f.name for f in write_readme(results, readme)] == [
+        "2026-11-22-other-cpu-2t.json", "2026-11-21-test-cpu-2t.json", "2026-11-19-h100.json"]
+    text = readme.read_text()
+    assert "GPU results: `bench/results/2026-11-19-h100.json`" in text and "No GPU numbers" not in text
+    assert text.index("444.4") < text.index("222.2") < text.index("333.3") and "111.1" not in text
+    assert "### GPU NVIDIA H100" in text and "### CPU only (Other CPU)" in text
 
 
 def test_readme_without_markers_is_refused(tmp_path):

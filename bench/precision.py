@@ -29,6 +29,7 @@ import torch
 
 from models import EarlyExitClassifier
 from models.calibration import CalibrationConfig, calibrate
+from models.classifier import read_model_config
 from models.training import train
 from ops.examples import load_examples
 from suite.common import machine as describe_machine
@@ -40,17 +41,22 @@ FULL = 2.0  # a threshold no confidence reaches: every document runs every layer
 PRECISIONS = ("float32", "bfloat16", "int8")  # float16 is emulated on a CPU, and slower than bfloat16
 
 
-def prepared_model(directory: Path, exits: tuple[int, ...]) -> None:
-    """Fine-tunes MiniLM on AG News with ``exits`` (unless ``directory`` holds a model already) and calibrates
-    it in each of PRECISIONS it has no calibration for."""
+def prepared_model(directory: Path, exits: tuple[int, ...] | None) -> tuple[int, ...]:
+    """Fine-tunes MiniLM on AG News with ``exits`` (default: the recipe's) unless ``directory`` holds a model
+    already, and calibrates it in each of PRECISIONS it has no calibration for; returns its exit layers."""
     if not (directory / "training.json").is_file():
         parts = splits("ag_news", "minilm", None)
-        train(replace(recipe("minilm", "joint"), exits=exits, dynamics=False), parts.train, parts.dev, out=directory)
+        config = replace(recipe("minilm", "joint"), dynamics=False)
+        train(replace(config, exits=exits) if exits else config, parts.train, parts.dev, out=directory)
+    exit_layers = tuple(read_model_config(directory).exit_layers)
+    if exits and exits != exit_layers:
+        raise SystemExit(f"{directory} has exits {exit_layers}, not --exits {exits}: name another --model")
     calibrations = json.loads((directory / "rightsize.json").read_text()).get("calibrations", {})
     for dtype in PRECISIONS:
         if dtype not in calibrations:
             model = EarlyExitClassifier.from_pretrained(directory, device="cpu", dtype=dtype)
             calibrate(model, load_examples(str(DATA / "dev.jsonl")), CalibrationConfig(target_drop=0.01), out=directory)
+    return exit_layers
 
 
 def measure(model: EarlyExitClassifier, texts, gold, threshold: float, repeats: int) -> dict:
@@ -69,14 +75,16 @@ def measure(model: EarlyExitClassifier, texts, gold, threshold: float, repeats: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="bench/work/ag_minilm_precision")
-    parser.add_argument("--exits", default="2,4,6", help="exit layers of a model trained now (a missing --model)")
+    parser.add_argument("--exits", default=None,
+                        help="exit layers of a model trained now (a missing --model; default 2,4,6); an existing "
+                             "--model with other exits is refused")
     parser.add_argument("--documents", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     directory = Path(args.model)
-    prepared_model(directory, tuple(int(x) for x in args.exits.split(",")))
+    exit_layers = prepared_model(directory, tuple(int(x) for x in args.exits.split(",")) if args.exits else None)
     test = load_examples(str(DATA / "test.jsonl"), limit=args.documents)
 
     rows = []
@@ -90,7 +98,6 @@ def main() -> None:
                   f"accuracy {rows[-1]['accuracy']:.4f}", flush=True)
     base = rows[0]
     machine = describe_machine("cpu", args.threads)
-    exit_layers = model.config.exit_layers  # the model's own, whatever --exits says
     results = {"machine": machine, "documents": len(test), "repeats": args.repeats, "exit_layers": list(exit_layers),
                "training": json.loads((directory / "training.json").read_text()).get("config"), "rows": rows,
                "command": "python bench/precision.py " + " ".join(sys.argv[1:])}

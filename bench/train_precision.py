@@ -83,7 +83,7 @@ def main() -> None:
     stem = RESULTS / f"train_precision-{machine_slug(info)}"
     stem.with_suffix(".md").write_text(table + "\n")
     stem.with_suffix(".json").write_text(json.dumps(
-        {"machine": info, "examples": args.examples, "repeats": args.repeats, "rows": rows,
+        {"machine": info, "examples": args.examples, "dev": args.dev, "repeats": args.repeats, "rows": rows,
          "command": "python bench/train_precision.py " + " ".join(sys.argv[1:])}, indent=2) + "\n")
 
 

@@ -4,6 +4,7 @@ below), written from the newest results file of each machine only: no number ent
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ops.plots import plt
@@ -11,6 +12,18 @@ from ops.plots import plt
 BEGIN, END = "<!-- bench:begin (bench/run.py writes this section) -->", "<!-- bench:end -->"
 COLOURS = {"joint": "tab:blue", "sweet": "tab:orange", "multi": "tab:green"}
 STYLES = {"float32": "-", "bfloat16": "--", "int8": ":"}
+RESULTS_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})-(.+)")  # a results file's stem: <date>-<machine>
+LEGEND = (
+    "**How to read the tables.** *Best*: the fastest timed early-exit threshold whose test accuracy is within 1 "
+    "point of the same model's full depth (read off the test curve, as the papers read theirs). *Calibrated*: the "
+    "threshold chosen on dev for at most 1 point lost, as a user would deploy it. The oracle sends each document "
+    "to its first correct exit (the last when none is right), so it needs the gold label and is not timed: its "
+    "speedup is in FLOPs, and *share of oracle* compares FLOPs with FLOPs. This oracle "
+    "(`ops/calibration.oracle_point`, the one `rightsize calibrate` plots) sends documents that no exit gets right "
+    "to the last exit, so it is the most accurate limit, not the cheapest one: a threshold that lets such documents "
+    "leave early can spend fewer FLOPs than it, and the share then exceeds 100%. Speedups are over the same model's "
+    "full depth in the same precision (in a cascade: its last stage alone, a plain fine-tuned model). `exit alone` "
+    "is a model truncated after that exit (the truncated-model baseline); FLOPs are against the full model.")
 
 
 def _groups(results: dict) -> dict[tuple[str, str], list[dict]]:
@@ -85,16 +98,7 @@ def render(results: dict, results_file: Path) -> str:
              + ", ".join(f"`{c}`" for c in results.get("commands", [])) + ".", ""]
     groups = _groups(results)
     if groups:
-        lines += ["**Speedup at <= 1 point of accuracy lost.** *Best*: the fastest timed early-exit threshold whose "
-                  "test accuracy is within 1 point of the same model's full depth (read off the test curve, as the "
-                  "papers read theirs). *Calibrated*: the threshold chosen on dev for at most 1 point lost, as a "
-                  "user would deploy it. The oracle sends each document to its first correct exit (the last when "
-                  "none is right), so it needs the gold label and is not timed: its speedup is in FLOPs, and *share "
-                  "of oracle* compares FLOPs with FLOPs. This oracle (`ops/calibration.oracle_point`, the one `rightsize "
-                  "calibrate` plots) sends documents that no exit gets right to the last exit, so it is the most "
-                  "accurate limit, not the cheapest one: a threshold that lets such documents leave early can spend "
-                  "fewer FLOPs than it, and the share then exceeds 100%. Speedups are over the same model's full depth in the same "
-                  "precision (in a cascade: its last stage alone, a plain fine-tuned model).", "",
+        lines += ["**Speedup at <= 1 point of accuracy lost:**", "",
                   "| model | data | mode | precision | test docs | full-model accuracy | docs/s full | best: speedup "
                   "(measured) | best: accuracy lost | best: FLOPs speedup | oracle FLOPs speedup | share of oracle "
                   "| calibrated: speedup / accuracy lost |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -108,8 +112,7 @@ def render(results: dict, results_file: Path) -> str:
                 lines.append(f"| {model} | {data} | {s['mode']} | {s['dtype']} | {s['test_documents']} | "
                              f"{full['accuracy']:.4f} | {full['docs_per_s']:.1f} | " + " | ".join(cells) +
                              f" | {calibrated['speedup']:.2f}x / {100 * (full['accuracy'] - calibrated['accuracy']):.2f} pt |")
-        lines += ["", "Every timed point (`exit alone` = a model truncated after that exit, the truncated-model "
-                  "baseline; FLOPs against the full model):", "",
+        lines += ["", "Every timed point:", "",
                   "| model | data | mode | precision | batch | point | threshold | accuracy | mean exit layer | FLOPs "
                   "| docs/s | vs full |", "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
         for (model, data), systems in groups.items():
@@ -169,15 +172,16 @@ def render(results: dict, results_file: Path) -> str:
 
 
 def shown_files(results_dir: Path) -> list[Path]:
-    """The results files the README shows: the newest (by the date in its name <date>-<machine>.json, then by
-    modification time) of each machine, newest first; --quick files never."""
-    files = sorted(f for f in results_dir.glob("20*.json") if not f.stem.endswith("-quick"))
-    if not files:
-        raise SystemExit(f"{results_dir}: no results file (<date>-<machine>.json); run bench/run.py first")
+    """The results files the README shows: of each machine, the one with the newest date in its name
+    (<date>-<machine>.json); newest first, by date and then by name. --quick files and other names never."""
     newest: dict[str, Path] = {}
-    for f in sorted(files, key=lambda f: (f.name[:10], f.stat().st_mtime)):
-        newest[f.stem[11:]] = f  # a later file of the same machine replaces an earlier one
-    return sorted(newest.values(), key=lambda f: (f.name[:10], f.stat().st_mtime), reverse=True)
+    for f in sorted(results_dir.glob("*.json")):  # by name: date order within a machine
+        match = RESULTS_NAME.fullmatch(f.stem)
+        if match and not f.stem.endswith("-quick"):
+            newest[match[2]] = f  # a later date of the same machine replaces an earlier one
+    if not newest:
+        raise SystemExit(f"{results_dir}: no results file (<date>-<machine>.json); run bench/run.py first")
+    return sorted(newest.values(), key=lambda f: (f.name[:10], f.name), reverse=True)
 
 
 def write_readme(results_dir: Path, readme: Path) -> list[Path]:
@@ -191,7 +195,7 @@ def write_readme(results_dir: Path, readme: Path) -> list[Path]:
     gpu_files = [f.name for f, r in zip(files, results) if (r.get("machine") or {}).get("gpu")]
     lines = [BEGIN, "", ("GPU results: " + ", ".join(f"`bench/results/{n}`" for n in gpu_files)) if gpu_files else
              "**No GPU numbers exist yet**: no GPU machine was available when the suite ran.", "",
-             "One part per machine, the newest results file of each, newest first.", ""]
+             "One part per machine, the newest results file of each, newest first.", "", LEGEND, ""]
     lines += [render(r, f) for f, r in zip(files, results)] + [END]
     head, rest = text.split(BEGIN)
     tail = rest.split(END, 1)[1]

@@ -142,14 +142,19 @@ def test_readme_section_shows_the_newest_results_file_of_each_machine(tmp_path):
     write_readme(results, readme)
     assert readme.read_text() == text  # idempotent
 
-    # another machine's file, older or newer, gets a part of its own; the newest file comes first
-    (results / "2026-11-19-h100.json").write_text(json.dumps(_results(gpu="NVIDIA H100", rate=333.3)))
+    # another machine's file, older or newer, gets a part of its own; the newest date comes first, then the
+    # name, whatever order the files were written in; a file not named <date>-<machine>.json is not shown
     (results / "2026-11-22-other-cpu-2t.json").write_text(json.dumps(_results(rate=444.4, cpu="Other CPU")))
+    (results / "2026-11-21-another-cpu-2t.json").write_text(json.dumps(_results(rate=666.6, cpu="Another CPU")))
+    (results / "2026-11-19-h100.json").write_text(json.dumps(_results(gpu="NVIDIA H100", rate=333.3)))
+    (results / "2026-notes.json").write_text("{}")
     assert [f.name for f in write_readme(results, readme)] == [
-        "2026-11-22-other-cpu-2t.json", "2026-11-21-test-cpu-2t.json", "2026-11-19-h100.json"]
+        "2026-11-22-other-cpu-2t.json", "2026-11-21-test-cpu-2t.json", "2026-11-21-another-cpu-2t.json",
+        "2026-11-19-h100.json"]
     text = readme.read_text()
     assert "GPU results: `bench/results/2026-11-19-h100.json`" in text and "No GPU numbers" not in text
-    assert text.index("444.4") < text.index("222.2") < text.index("333.3") and "111.1" not in text
+    assert text.index("444.4") < text.index("222.2") < text.index("666.6") < text.index("333.3")
+    assert "111.1" not in text and text.count("How to read the tables") == 1
     assert "### GPU NVIDIA H100" in text and "### CPU only (Other CPU)" in text
 
 

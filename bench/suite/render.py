@@ -22,7 +22,9 @@ LEGEND = (
     "(`ops/calibration.oracle_point`, the one `rightsize calibrate` plots) sends documents that no exit gets right "
     "to the last exit, so it is the most accurate limit, not the cheapest one: a threshold that lets such documents "
     "leave early can spend fewer FLOPs than it, and the share then exceeds 100%. Speedups are over the same model's "
-    "full depth in the same precision (in a cascade: its last stage alone, a plain fine-tuned model). `exit alone` "
+    "full depth in the same precision (in a cascade: its last stage alone, a plain fine-tuned model); *calibrated vs "
+    "float32 full model* compares the calibrated threshold with the float32 full model of the same model, data and "
+    "mode in the same file, a ratio across processes where the file's commands measured the two apart. `exit alone` "
     "is a model truncated after that exit (the truncated-model baseline); FLOPs are against the full model.")
 
 
@@ -101,17 +103,23 @@ def render(results: dict, results_file: Path) -> str:
         lines += ["**Speedup at <= 1 point of accuracy lost:**", "",
                   "| model | data | mode | precision | test docs | full-model accuracy | docs/s full | best: speedup "
                   "(measured) | best: accuracy lost | best: FLOPs speedup | oracle FLOPs speedup | share of oracle "
-                  "| calibrated: speedup / accuracy lost |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| calibrated: speedup / accuracy lost | calibrated vs float32 full model |",
+                  "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        float32_full = {(s["model"], s["data"], s["mode"]): s["timed"][0]
+                        for s in results["accuracy"].values() if s["dtype"] == "float32"}
         for (model, data), systems in groups.items():
             for s in systems:
                 full, h = s["timed"][0], s["headline"]
+                base = float32_full.get((model, data, s["mode"]))
                 cells = (["none within 1 point", "", "", "", ""] if h is None else
                          [f"{h['speedup']:.2f}x", f"{100 * h['accuracy_drop']:.2f} pt", f"{h['flops_speedup']:.2f}x",
                           f"{h['oracle_flops_speedup']:.2f}x", f"{h['share_of_oracle']:.0%}"])
                 calibrated = next(r for r in s["timed"] if r["kind"] == "early exit, calibrated")
                 lines.append(f"| {model} | {data} | {s['mode']} | {s['dtype']} | {s['test_documents']} | "
                              f"{full['accuracy']:.4f} | {full['docs_per_s']:.1f} | " + " | ".join(cells) +
-                             f" | {calibrated['speedup']:.2f}x / {100 * (full['accuracy'] - calibrated['accuracy']):.2f} pt |")
+                             f" | {calibrated['speedup']:.2f}x / {100 * (full['accuracy'] - calibrated['accuracy']):.2f} pt | "
+                             + ("-" if base is None else f"{calibrated['docs_per_s'] / base['docs_per_s']:.2f}x / "
+                                f"{100 * (base['accuracy'] - calibrated['accuracy']):.2f} pt") + " |")
         lines += ["", "Every timed point:", "",
                   "| model | data | mode | precision | batch | point | threshold | accuracy | mean exit layer | FLOPs "
                   "| docs/s | vs full |", "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
@@ -181,7 +189,7 @@ def shown_files(results_dir: Path) -> list[Path]:
             newest[match[2]] = f  # a later date of the same machine replaces an earlier one
     if not newest:
         raise SystemExit(f"{results_dir}: no results file (<date>-<machine>.json); run bench/run.py first")
-    return sorted(newest.values(), key=lambda f: (f.name[:10], f.name), reverse=True)
+    return sorted(newest.values(), key=lambda f: f.name, reverse=True)  # names start with the date
 
 
 def write_readme(results_dir: Path, readme: Path) -> list[Path]:

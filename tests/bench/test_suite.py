@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from ops.examples import Examples  # noqa: E402
 from suite.batching import measure_batching  # noqa: E402
 from suite.common import Splits  # noqa: E402
-from suite.render import BEGIN, END, write_readme  # noqa: E402
+from suite.render import BEGIN, END, render, write_readme  # noqa: E402
 from suite.speed_accuracy import exit_alone, headline, measure_system  # noqa: E402
 
 
@@ -156,6 +156,24 @@ def test_readme_section_shows_the_newest_results_file_of_each_machine(tmp_path):
     assert text.index("444.4") < text.index("222.2") < text.index("666.6") < text.index("333.3")
     assert "111.1" not in text and text.count("How to read the tables") == 1
     assert "### GPU NVIDIA H100" in text and "### CPU only (Other CPU)" in text
+
+
+def test_headline_table_compares_each_precision_with_the_float32_full_model():
+    systems = {}
+    for dtype, rate in (("float32", 100.0), ("bfloat16", 250.0)):
+        system = _system([("early exit, calibrated", 0.895, rate * 2.5, 0.4)])
+        system["timed"][0]["docs_per_s"] = rate
+        for row in system["timed"]:
+            row.update(mean_exit_layer=2.0, speedup=row["docs_per_s"] / rate)
+        system.update(model="m", data="d", mode="joint", dtype=dtype, test_documents=10, batch_size=64,
+                      headline=headline(system))
+        systems[f"m/d/joint/{dtype}"] = system
+    text = render({**_results(), "accuracy": systems}, Path("2026-11-22-x.json"))
+    rows = {line.split(" | ")[3]: line for line in text.splitlines() if line.startswith("| m | d | joint")
+            and line.split(" | ")[4] == "10"}  # the headline table's rows (test documents), not every timed point
+    # bfloat16's calibrated threshold: 625 docs/s, 2.5x its own full model and 6.25x the float32 one
+    assert rows["bfloat16"].endswith("| 2.50x / 0.50 pt | 6.25x / 0.50 pt |")
+    assert rows["float32"].endswith("| 2.50x / 0.50 pt | 2.50x / 0.50 pt |")
 
 
 def test_readme_without_markers_is_refused(tmp_path):

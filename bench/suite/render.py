@@ -23,8 +23,9 @@ LEGEND = (
     "to the last exit, so it is the most accurate limit, not the cheapest one: a threshold that lets such documents "
     "leave early can spend fewer FLOPs than it, and the share then exceeds 100%. Speedups are over the same model's "
     "full depth in the same precision (in a cascade: its last stage alone, a plain fine-tuned model); *calibrated vs "
-    "float32 full model* compares the calibrated threshold with the float32 full model of the same model, data and "
-    "mode in the same file, a ratio across processes where the file's commands measured the two apart. `exit alone` "
+    "float32 full model* compares another precision's calibrated threshold with the float32 full model of the same "
+    "model, data, mode and test documents in the same file (`-` where there is none), a ratio across processes where "
+    "the file's commands measured the two apart. `exit alone` "
     "is a model truncated after that exit (the truncated-model baseline); FLOPs are against the full model.")
 
 
@@ -105,12 +106,13 @@ def render(results: dict, results_file: Path) -> str:
                   "(measured) | best: accuracy lost | best: FLOPs speedup | oracle FLOPs speedup | share of oracle "
                   "| calibrated: speedup / accuracy lost | calibrated vs float32 full model |",
                   "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        float32_full = {(s["model"], s["data"], s["mode"]): s["timed"][0]
+        # the float32 full model of the same model, data, mode and test documents, for the other precisions' rows
+        float32_full = {(s["model"], s["data"], s["mode"], s["test_source"]): s["timed"][0]
                         for s in results["accuracy"].values() if s["dtype"] == "float32"}
         for (model, data), systems in groups.items():
             for s in systems:
                 full, h = s["timed"][0], s["headline"]
-                base = float32_full.get((model, data, s["mode"]))
+                base = None if s["dtype"] == "float32" else float32_full.get((model, data, s["mode"], s["test_source"]))
                 cells = (["none within 1 point", "", "", "", ""] if h is None else
                          [f"{h['speedup']:.2f}x", f"{100 * h['accuracy_drop']:.2f} pt", f"{h['flops_speedup']:.2f}x",
                           f"{h['oracle_flops_speedup']:.2f}x", f"{h['share_of_oracle']:.0%}"])

@@ -160,20 +160,26 @@ def test_readme_section_shows_the_newest_results_file_of_each_machine(tmp_path):
 
 def test_headline_table_compares_each_precision_with_the_float32_full_model():
     systems = {}
-    for dtype, rate in (("float32", 100.0), ("bfloat16", 250.0)):
+    for mode, dtype, rate, accuracy, source in (("joint", "float32", 100.0, 0.90, "test"),
+                                                ("joint", "bfloat16", 250.0, 0.91, "test"),
+                                                ("sweet", "float32", 50.0, 0.90, "test"),  # another mode: no baseline
+                                                ("sweet", "bfloat16", 250.0, 0.90, "test (first 200)")):
         system = _system([("early exit, calibrated", 0.895, rate * 2.5, 0.4)])
-        system["timed"][0]["docs_per_s"] = rate
+        system["timed"][0].update(docs_per_s=rate, accuracy=accuracy)
         for row in system["timed"]:
             row.update(mean_exit_layer=2.0, speedup=row["docs_per_s"] / rate)
-        system.update(model="m", data="d", mode="joint", dtype=dtype, test_documents=10, batch_size=64,
-                      headline=headline(system))
-        systems[f"m/d/joint/{dtype}"] = system
+        system.update(model="m", data="d", mode=mode, dtype=dtype, test_documents=10, batch_size=64,
+                      test_source=source, headline=headline(system))
+        systems[f"m/d/{mode}/{dtype}"] = system
     text = render({**_results(), "accuracy": systems}, Path("2026-11-22-x.json"))
-    rows = {line.split(" | ")[3]: line for line in text.splitlines() if line.startswith("| m | d | joint")
+    rows = {tuple(line.split(" | ")[2:4]): line for line in text.splitlines() if line.startswith("| m | d |")
             and line.split(" | ")[4] == "10"}  # the headline table's rows (test documents), not every timed point
-    # bfloat16's calibrated threshold: 625 docs/s, 2.5x its own full model and 6.25x the float32 one
-    assert rows["bfloat16"].endswith("| 2.50x / 0.50 pt | 6.25x / 0.50 pt |")
-    assert rows["float32"].endswith("| 2.50x / 0.50 pt | 2.50x / 0.50 pt |")
+    # bfloat16's calibrated threshold: 625 docs/s, 2.5x its own full model and 6.25x the float32 one, 0.5 points
+    # below float32's full model (1.5 below its own)
+    assert rows["joint", "bfloat16"].endswith("| 2.50x / 1.50 pt | 6.25x / 0.50 pt |")
+    assert rows["joint", "float32"].endswith("| 2.50x / 0.50 pt | - |")
+    # the sweet float32 model was measured on other test documents: no comparison
+    assert rows["sweet", "bfloat16"].endswith("| 2.50x / 0.50 pt | - |")
 
 
 def test_readme_without_markers_is_refused(tmp_path):

@@ -17,12 +17,18 @@ CACHED_TASK = dict(cache_key_fn=lambda context, parameters: parameters["cache_ke
                    result_serializer="json")
 
 
+# Failures that would happen the same way again: bad settings or input, a missing or unwritable file, a model
+# that changed, a bug in the code, a run that labelled nothing. Anything else (storage, network, the runner, a
+# worker machine lost) may pass on a retry.
+PERMANENT = (ValueError, LookupError, TypeError, AttributeError, AssertionError, ImportError, NotImplementedError,
+             FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, NothingLabelledError)
+
+
 def transient_only(task, task_run, state: State) -> bool:
-    """Retry condition: failures of storage, the runner or the machine are retried; bad settings, missing
-    files and a run that labelled nothing are not, since they would fail the same way again."""
+    """Retry condition: only failures that may pass on a retry are retried (not those in PERMANENT)."""
     try:
         state.result()
-    except (ValueError, FileNotFoundError, NothingLabelledError):
+    except PERMANENT:
         return False
     except Exception:
         return True

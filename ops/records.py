@@ -92,11 +92,10 @@ def dead_letter_line(letter: dict) -> str:
 
 
 def one_line(text: str) -> str:
-    """A reason as one readable line: whitespace runs collapsed, cut at REASON_LIMIT, UTF-8 safe."""
-    text = re.sub(r"\s+", " ", text).strip()
-    if len(text) > REASON_LIMIT:
-        text = text[: REASON_LIMIT - 3] + "..."
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """A reason as one readable line: whitespace runs collapsed, UTF-8 safe (lone surrogates as ``\\udcXX``), and
+    then cut at REASON_LIMIT characters."""
+    text = re.sub(r"\s+", " ", text).strip().encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= REASON_LIMIT else text[: REASON_LIMIT - 3] + "..."
 
 
 def _suffix(url: str) -> str:
@@ -256,7 +255,8 @@ class _Sniffed:
 
 def _sniff(url: str) -> _Sniffed:
     """What the first bytes say: a gzip, zstd, bzip2, xz or Parquet file is read as such whatever its name, the
-    text encoding is detected (``text_encoding``), and so is a text that opens a JSON array."""
+    text encoding is detected (``text_encoding``), and so is a text that opens a JSON array. Raises on a zip
+    archive and on binary data (NUL bytes in UTF-8), which ``read_file`` turns into the file's one dead letter."""
     with fsspec.open(url, "rb") as f:
         head = f.read(SNIFF_BYTES)
     if head[:4] == b"PAR1":
@@ -265,7 +265,13 @@ def _sniff(url: str) -> _Sniffed:
     if compression is not None:
         with fsspec.open(url, "rb", compression=compression) as f:
             head = _readable_head(f)
+    if head.startswith(b"PK\x03\x04"):
+        raise ValueError("a zip archive (.zip, .xlsx, .docx...), which is not read: unzip it, or export the text "
+                         "as JSON Lines, CSV or Parquet (gzip, zstd, bzip2 or xz compression is read)")
     encoding = text_encoding(head)
+    if encoding.startswith("utf-8") and b"\x00" in head:  # as git and grep tell binary from text
+        raise ValueError(f"binary data (NUL bytes in the first {len(head):,} bytes), not text, JSON Lines, CSV or "
+                         "Parquet")
     start = head.decode(encoding, errors="replace").lstrip(_JSON_SPACE)[:1]  # as _JsonArray will see it
     return _Sniffed(compression, False, encoding, start == "[")
 

@@ -4,8 +4,8 @@ beside the final one, and the result is swapped in only once it is complete.
 On a local (POSIX) file system a reader of the final path sees the previous complete output, the new
 complete output, or - only when a process is killed between the two renames of a directory swap - nothing;
 ``recover`` then puts the previous output back at the next start. Never a mix. Object stores (gs://, s3://)
-have no rename: there the swap is delete-then-copy, and the run's ``manifest.json``, written last, is what
-marks it complete.
+have no rename: there the swap is delete-then-copy, and the run's ``manifest.json``, deleted first and copied
+last, is what marks it complete.
 
 Staging names live in a ``.staging`` folder beside the final path, so a glob one level deep
 (``<output>/*/predictions-*.parquet``) never sees half-written output.
@@ -14,6 +14,7 @@ Staging names live in a ``.staging`` folder beside the final path, so a glob one
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import shutil
 import uuid
@@ -39,14 +40,12 @@ def staging_path(final: str) -> str:
     return f"{parent}/{STAGING_DIR}/{name}.{uuid.uuid4().hex[:12]}"
 
 
-def publish(staging: str, final: str) -> None:
-    """Replaces ``final`` (a file or a directory, which may not exist yet) with ``staging``."""
+def publish(staging: str, final: str, mark: str | None = None) -> None:
+    """Replaces ``final`` (a file or a directory, which may not exist yet) with ``staging``. ``mark``: the name
+    of the file that marks a directory complete (a run's manifest), for object stores (``_copy_swap``)."""
     local, target = local_path(staging), local_path(final)
     if local is None or target is None:
-        fs, path = fsspec.core.url_to_fs(final)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-        fs.mv(fsspec.core.url_to_fs(staging)[1], path, recursive=True)
+        _copy_swap(staging, final, mark)
         return
     if not os.path.isdir(local):
         os.replace(local, target)  # one atomic rename
@@ -57,6 +56,26 @@ def publish(staging: str, final: str) -> None:
         os.rename(local, target)
         shutil.rmtree(old, ignore_errors=True)
     _remove_if_empty(os.path.dirname(local))
+
+
+def _copy_swap(staging: str, final: str, mark: str | None) -> None:
+    """An object store's swap, which has no rename: delete the old output, then move the new one in, file by
+    file. The ``mark`` file goes first out of the old output and last into the new, so a swap cut short (a
+    killed process, a lost connection) never leaves a mark over an incomplete output."""
+    fs, path = fsspec.core.url_to_fs(final)
+    source = fsspec.core.url_to_fs(staging)[1].rstrip("/")
+    if mark and fs.isfile(f"{path}/{mark}"):
+        fs.rm(f"{path}/{mark}")
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+    if not (mark and fs.isfile(f"{source}/{mark}")):
+        fs.mv(source, path, recursive=True)
+        return
+    files = [f for f in fs.find(source) if f != f"{source}/{mark}"]
+    if files:
+        fs.copy(files, [f"{path}/{posixpath.relpath(f, source)}" for f in files])
+    fs.copy(f"{source}/{mark}", f"{path}/{mark}")
+    fs.rm(source, recursive=True)
 
 
 def discard(staging: str) -> None:

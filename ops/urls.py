@@ -3,9 +3,12 @@ spelling of it that two ways of writing the same place share."""
 
 from __future__ import annotations
 
+import logging
 import posixpath
 
 import fsspec
+
+log = logging.getLogger(__name__)
 
 
 def protocol(url: str) -> str:
@@ -27,9 +30,22 @@ def resolved(url: str) -> tuple[str, str]:
 
 
 def expand_glob(pattern: str) -> list[str]:
-    """The file URLs a glob (or a single path/URL) matches, sorted; fails when it matches nothing."""
-    fs, _ = fsspec.core.url_to_fs(pattern)
-    paths = sorted(p for p in fs.glob(pattern) if fs.isfile(p))
+    """The file URLs a glob (or a single path/URL) matches, sorted; fails when it matches nothing. A path that
+    names an existing file is that file, glob characters in its name or not ("report[2024].jsonl"). As in a
+    shell, a wildcard does not match hidden names (a folder or file starting with ".": .DS_Store, .git/): those
+    matches are skipped with a warning, unless the pattern spells the hidden name out."""
+    fs, path = fsspec.core.url_to_fs(pattern)
+    if fs.isfile(path):
+        paths = [path]
+    else:
+        matched = sorted(p for p in fs.glob(pattern) if fs.isfile(p))
+        spelled = {part for part in path.split("/") if part.startswith(".")}
+        hidden = lambda p: any(part.startswith(".") and part not in spelled for part in p.split("/"))  # noqa: E731
+        paths = [p for p in matched if not hidden(p)]
+        if len(paths) < len(matched):
+            log.warning("input %r: skipped %d hidden file(s), such as %s (spell the hidden name out in the pattern "
+                        "to read them)", pattern, len(matched) - len(paths),
+                        ", ".join([p for p in matched if hidden(p)][:3]))
     if not paths:
         raise FileNotFoundError(f"input {pattern!r} matches no file")
     name = protocol(pattern)

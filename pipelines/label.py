@@ -111,7 +111,7 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
             torch.set_num_threads(self.threads)
         model = EarlyExitClassifier.from_pretrained(self.model_dir, dtype=self.dtype)
         if model.model_id != self.model_id:
-            raise RuntimeError(f"{self.model_dir} changed since the job was submitted "
+            raise ValueError(f"{self.model_dir} changed since the job was submitted "
                                f"(model id {model.model_id}, expected {self.model_id})")
         log.info("loaded %s (%s) on %s in %s, %d threads", self.model_dir, model.model_id, model.device_type(),
                  self.dtype, torch.get_num_threads())
@@ -252,9 +252,13 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1, model_id: str
         log.warning("%s: %s", config.model, warning)
     # several processes on this machine: a share of the cores each; one: torch's own default (physical cores)
     threads = config.threads or (max(1, _usable_cores() // processes) if processes and processes > 1 else None)
-    files = [f for f in expand_glob(config.input) if not _inside(f, config.output)]  # never read our own output
+    matched = expand_glob(config.input)
+    files = [f for f in matched if not _inside(f, config.output)]  # never read our own output
     if not files:
         raise FileNotFoundError(f"input {config.input!r} matches only files under the output {config.output!r}")
+    if len(files) < len(matched):
+        log.warning("input %r: skipped %d file(s) under the output folder %r, which the job writes", config.input,
+                    len(matched) - len(files), config.output)
     threshold = model_config.threshold if config.threshold is None else config.threshold
     check_threshold(threshold)
     staging = staging_path(config.run_dir)
@@ -367,12 +371,12 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = (), model_id: str | N
             kept = f"the previous output of run {config.run_id} is kept"
             raise NothingLabelledError.of(f"all {counts['dead_letters']} inputs are dead letters",
                                           _first_reasons(staging), kept)
-        if metrics.get("documents_in") != counts["documents_in"]:
+        if metrics.get("documents_in", 0) != counts["documents_in"]:  # a counter never incremented is not reported
             log.warning("runner metrics report %s inputs but the output files hold %d; the manifest counts the files",
                         metrics.get("documents_in"), counts["documents_in"])
         with FileSystems.create(FileSystems.join(staging, MANIFEST_FILE)) as f:
             f.write((json.dumps(manifest, indent=2) + "\n").encode())
-        publish(staging, config.run_dir)
+        publish(staging, config.run_dir, mark=MANIFEST_FILE)
     except BaseException:
         discard(staging)
         raise

@@ -30,6 +30,10 @@ def test_fingerprints_follow_content_not_paths(tmp_path):
 
 @pytest.mark.parametrize("error, retried", [(ValueError("bad config"), False), (FileNotFoundError("x"), False),
                                             (OSError("disk full"), True), (RuntimeError("CUDA out of memory"), True),
+                                            (ConnectionResetError("peer"), True), (TimeoutError("slow"), True),
+                                            (TypeError("a bug"), False), (KeyError("field"), False),
+                                            (PermissionError("read-only"), False),
+                                            (ImportError("no module"), False),
                                             (NothingLabelledError.of("all 3 inputs are dead letters",
                                                                      ["field 'body' is missing"], "kept"), False)])
 def test_only_transient_failures_are_retried(error, retried):

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ops.records import DeadLetter, Document, InputFields, dead_letter_line, file_format, read_file, text_encoding
-from ops.records import MAX_ROW_LINES, SNIFF_BYTES
+from ops.records import MAX_ROW_LINES, REASON_LIMIT, SNIFF_BYTES, one_line
 from ops.urls import expand_glob
 from tests.hostile_corpus import write_hostile_corpus
 
@@ -144,6 +144,38 @@ def test_empty_file_and_globs():
     assert expand_glob("memory://glob/*.jsonl") == ["memory://glob/empty.jsonl", "memory://glob/one.jsonl"]
     with pytest.raises(FileNotFoundError, match="matches no file"):
         expand_glob("memory://glob/*.csv")
+
+
+def test_globs_skip_hidden_files_with_a_warning_and_take_a_file_name_literally(tmp_path, caplog):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config.jsonl").write_text('{"text": "not a document"}\n')
+    (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / "a.jsonl").write_text('{"text": "x"}\n')
+    (tmp_path / "report[2024].jsonl").write_text('{"text": "y"}\n')
+    with caplog.at_level("WARNING", logger="ops.urls"):
+        assert expand_glob(f"{tmp_path}/**") == [f"{tmp_path}/a.jsonl", f"{tmp_path}/report[2024].jsonl"]
+    assert "skipped 2 hidden file(s)" in caplog.text and ".DS_Store" in caplog.text
+    assert expand_glob(f"{tmp_path}/.git/*.jsonl") == [f"{tmp_path}/.git/config.jsonl"]  # spelled out: read
+    # "[2024]" would be a character class to a glob, matching nothing; an existing file's name is taken as it is
+    assert expand_glob(f"{tmp_path}/report[2024].jsonl") == [f"{tmp_path}/report[2024].jsonl"]
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"PK\x03\x04\x14\x00\x06\x00" + b"[Content_Types].xml" * 10, "a zip archive"),  # .zip, .xlsx, .docx
+    (b"\x00\x00\x00\x01Bud1\x00\x00\x10\x00" * 40, "binary data (NUL bytes"),  # a .DS_Store
+    (b'{"text": "fine"}\n' + b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\n", "binary data (NUL bytes")])
+def test_a_binary_file_is_one_dead_letter_not_documents_of_garbage(data, reason):
+    for name in ("corpus.txt", "corpus.jsonl", "corpus.csv", "corpus"):
+        (letter,) = read_file(_write(f"memory://binary/{name}", data), FIELDS)
+        assert isinstance(letter, DeadLetter) and letter.position == 1
+        assert letter.reason.startswith(f"file could not be read: ValueError: {reason}")
+
+
+def test_a_reason_is_one_utf8_line_of_at_most_reason_limit_characters():
+    reason = one_line("field 'text' is\n\tbad: " + "\udc80" * 1000)  # lone surrogates escape to 6 characters each
+    assert len(reason) == REASON_LIMIT and reason.endswith("...") and reason.startswith("field 'text' is bad: \\udc80")
+    reason.encode("utf-8")
+    assert one_line(" short\r\n reason ") == "short reason"
 
 
 def test_file_format():

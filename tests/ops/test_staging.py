@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from ops.staging import STAGING_DIR, discard, publish, recover, staging_path
 
 
@@ -71,3 +73,33 @@ def test_object_store_path(tmp_path):
     publish("memory://store/.staging/run1.0123456789ab", "memory://store/run1")
     assert fs.cat("/store/run1/new.txt") == b"new" and not fs.exists("/store/run1/old.txt")
     assert not fs.exists("/store/.staging/run1.0123456789ab")
+
+
+def test_object_store_swap_cut_short_leaves_no_manifest_over_a_partial_run(monkeypatch):
+    """The manifest marks a run complete (flows/label.py skips a run that has one): on an object store it goes
+    first out of the old run and last into the new, so a swap that breaks off midway leaves no manifest."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    old = {"/swap/run1/manifest.json": b"old", "/swap/run1/predictions-00000.parquet": b"old"}
+    new = {f"/swap/.staging/run1.0123456789ab/{name}": name.encode() for name in
+           ("manifest.json", "predictions-00000.parquet", "predictions-00001.parquet", "sub/dead_letters.jsonl")}
+    fs.pipe({**old, **new})
+    copy = fs.cp_file
+
+    def copy_until_the_second_shard(path1, path2, **kwargs):
+        if path1.endswith("predictions-00001.parquet"):
+            raise ConnectionError("connection lost")
+        return copy(path1, path2, **kwargs)
+
+    monkeypatch.setattr(fs, "cp_file", copy_until_the_second_shard)
+    with pytest.raises(ConnectionError):
+        publish("memory://swap/.staging/run1.0123456789ab", "memory://swap/run1", mark="manifest.json")
+    assert not fs.exists("/swap/run1/manifest.json")  # neither the old run's nor the new one's
+
+    monkeypatch.setattr(fs, "cp_file", copy)
+    publish("memory://swap/.staging/run1.0123456789ab", "memory://swap/run1", mark="manifest.json")
+    assert {p: fs.cat(p) for p in fs.find("/swap/run1")} == {
+        f"/swap/run1/{name}": name.encode() for name in
+        ("manifest.json", "predictions-00000.parquet", "predictions-00001.parquet", "sub/dead_letters.jsonl")}
+    assert not fs.exists("/swap/.staging/run1.0123456789ab")

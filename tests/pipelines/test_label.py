@@ -118,12 +118,12 @@ def test_a_model_id_given_by_the_caller_is_what_workers_check(model_dir, tmp_pat
     write_corpus(tmp_path / "corpus")
     job = _job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="same")
     first = run(job, model_id=EarlyExitClassifier.from_pretrained(model_dir, device="cpu").model_id)
-    with pytest.raises(RuntimeError, match="changed since the job was submitted"):
+    with pytest.raises(ValueError, match="changed since the job was submitted"):
         run(job, model_id="sha256:0000000000000000")
     assert _outputs(tmp_path / "out" / "same")[3] == first
 
 
-def test_output_under_the_input_glob_is_never_read(model_dir, tmp_path, monkeypatch):
+def test_output_under_the_input_glob_is_never_read(model_dir, tmp_path, monkeypatch, caplog):
     """Relative paths, as a user types them: the second run's glob matches the first run's output files."""
     monkeypatch.chdir(tmp_path)
     Path("data").mkdir()
@@ -132,8 +132,11 @@ def test_output_under_the_input_glob_is_never_read(model_dir, tmp_path, monkeypa
     run(LabelJobConfig(**job, output="data/out", run_id="r1"))
     assert len(glob.glob("data/out/r1/*")) >= 2  # predictions and manifest, both under the glob
     for output in ("data/out", "./data//x/../out/"):
+        caplog.clear()
+        ours = len(glob.glob("data/out/*/*"))  # r1's files, and r2's once it has run
         second = run(LabelJobConfig(**job, output=output, run_id="r2"))
         assert (second["files"], second["counts"]["documents_in"], second["counts"]["dead_letters"]) == (1, 2, 0)
+        assert f"skipped {ours} file(s) under the output folder" in caplog.text  # said, not silent
 
 
 def test_a_finished_run_counts_as_done_only_for_the_same_job(model_dir, tmp_path):

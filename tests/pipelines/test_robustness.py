@@ -303,11 +303,13 @@ def test_shared_model_flag_labels_through_beams_proxy(model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["predict", "label"])
-def test_an_empty_input_is_an_empty_run_not_an_error(model_dir, tmp_path, command):
+def test_an_empty_input_is_an_empty_run_not_an_error(model_dir, tmp_path, command, caplog):
     (tmp_path / "empty.jsonl").write_bytes(b"")
     out = ["--output", str(tmp_path / "p.parquet")] if command == "predict" else \
         ["--output", str(tmp_path / "out"), "--run-id", "x"]
-    assert main([command, "--model", model_dir, "--input", str(tmp_path / "empty.jsonl"), *out]) == 0
+    with caplog.at_level("WARNING"):
+        assert main([command, "--model", model_dir, "--input", str(tmp_path / "empty.jsonl"), *out]) == 0
+    assert "metrics report" not in caplog.text  # no counter is reported when nothing was read: that is 0
     if command == "predict":
         assert pq.read_table(tmp_path / "p.parquet").num_rows == 0
     else:

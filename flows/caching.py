@@ -17,11 +17,11 @@ CACHED_TASK = dict(cache_key_fn=lambda context, parameters: parameters["cache_ke
                    result_serializer="json")
 
 
-# Failures that would happen the same way again: bad settings or input, a missing or unwritable file, a model
-# that changed, a bug in the code, a run that labelled nothing. Anything else (storage, network, the runner, a
-# worker machine lost) may pass on a retry.
+# Failures that would happen the same way again: bad settings or data, a missing file, a model that changed,
+# an error in the code, a run that labelled nothing. Anything else (storage, network, the runner, a worker
+# machine lost, credentials that expired: s3fs raises PermissionError then) may pass on a retry.
 PERMANENT = (ValueError, LookupError, TypeError, AttributeError, AssertionError, ImportError, NotImplementedError,
-             FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, NothingLabelledError)
+             FileNotFoundError, IsADirectoryError, NotADirectoryError, NothingLabelledError)
 
 
 def transient_only(task, task_run, state: State) -> bool:

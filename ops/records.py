@@ -35,6 +35,7 @@ import fsspec
 _COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 REASON_LIMIT = 500  # characters of a dead letter's reason (the raw record is never cut)
+_CUT_ESCAPE = re.compile(r"\\(u[0-9a-f]{0,3}|x[0-9a-f]?)?$")  # a \udcXX or \xNN escape cut short
 _CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)  # csv's default, 131,072 characters, rejects long documents
 _BOMS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]  # UTF-32 LE starts like UTF-16 LE
@@ -95,7 +96,10 @@ def one_line(text: str) -> str:
     """A reason as one readable line: whitespace runs collapsed, UTF-8 safe (lone surrogates as ``\\udcXX``), and
     then cut at REASON_LIMIT characters."""
     text = re.sub(r"\s+", " ", text).strip().encode("utf-8", "backslashreplace").decode("utf-8")
-    return text if len(text) <= REASON_LIMIT else text[: REASON_LIMIT - 3] + "..."
+    if len(text) <= REASON_LIMIT:
+        return text
+    return _CUT_ESCAPE.sub("", text[: REASON_LIMIT - 3]) + "..."  # no half an escape before the dots
+
 
 
 def _suffix(url: str) -> str:
@@ -271,7 +275,7 @@ def _sniff(url: str) -> _Sniffed:
     encoding = text_encoding(head)
     if encoding.startswith("utf-8") and b"\x00" in head:  # as git and grep tell binary from text
         raise ValueError(f"binary data (NUL bytes in the first {len(head):,} bytes), not text, JSON Lines, CSV or "
-                         "Parquet")
+                         "Parquet (UTF-16 or UTF-32 text that is not mostly ASCII needs a byte-order mark)")
     start = head.decode(encoding, errors="replace").lstrip(_JSON_SPACE)[:1]  # as _JsonArray will see it
     return _Sniffed(compression, False, encoding, start == "[")
 

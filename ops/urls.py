@@ -3,12 +3,14 @@ spelling of it that two ways of writing the same place share."""
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import posixpath
 
 import fsspec
 
 log = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # patterns whose hidden matches were reported
 
 
 def protocol(url: str) -> str:
@@ -30,23 +32,26 @@ def resolved(url: str) -> tuple[str, str]:
 
 
 def expand_glob(pattern: str) -> list[str]:
-    """The file URLs a glob (or a single path/URL) matches, sorted; fails when it matches nothing. A path that
-    names an existing file is that file, glob characters in its name or not ("report[2024].jsonl"). As in a
-    shell, a wildcard does not match hidden names (a folder or file starting with ".": .DS_Store, .git/): those
-    matches are skipped with a warning, unless the pattern spells the hidden name out."""
+    """The file URLs a glob (or a single path/URL) matches, sorted; fails when it matches nothing. As in a shell,
+    a wildcard does not match hidden names (a folder or file starting with ".": .DS_Store, .git/), but a part of
+    the pattern that starts with "." does (".cache", ".*.jsonl"); hidden matches are skipped with a warning (once
+    per pattern and process). A pattern that matches nothing but names an existing file is that file, glob
+    characters in its name or not ("report[2024].jsonl")."""
     fs, path = fsspec.core.url_to_fs(pattern)
-    if fs.isfile(path):
+    matched = sorted(p for p in fs.glob(pattern) if fs.isfile(p))
+    dotted = [part for part in path.split("/") if part.startswith(".")]
+    hidden = lambda p: any(part.startswith(".") and not any(fnmatch.fnmatchcase(part, d) for d in dotted)  # noqa: E731
+                           for part in p.split("/"))
+    paths = [p for p in matched if not hidden(p)]
+    if len(paths) < len(matched) and pattern not in _WARNED:
+        _WARNED.add(pattern)
+        log.warning("input %r: skipped %d hidden file(s), such as %s (a pattern part that starts with '.' matches "
+                    "them)", pattern, len(matched) - len(paths), ", ".join([p for p in matched if hidden(p)][:3]))
+    if not paths and fs.isfile(path):
         paths = [path]
-    else:
-        matched = sorted(p for p in fs.glob(pattern) if fs.isfile(p))
-        spelled = {part for part in path.split("/") if part.startswith(".")}
-        hidden = lambda p: any(part.startswith(".") and part not in spelled for part in p.split("/"))  # noqa: E731
-        paths = [p for p in matched if not hidden(p)]
-        if len(paths) < len(matched):
-            log.warning("input %r: skipped %d hidden file(s), such as %s (spell the hidden name out in the pattern "
-                        "to read them)", pattern, len(matched) - len(paths),
-                        ", ".join([p for p in matched if hidden(p)][:3]))
     if not paths:
-        raise FileNotFoundError(f"input {pattern!r} matches no file")
+        folder = f": it is a folder; give a glob of its files, such as '{pattern.rstrip('/')}/*.jsonl'" \
+            if fs.isdir(path) else ""
+        raise FileNotFoundError(f"input {pattern!r} matches no file{folder}")
     name = protocol(pattern)
     return [p if name == "file" else f"{name}://{p.lstrip('/')}" for p in paths]

@@ -32,7 +32,7 @@ def test_fingerprints_follow_content_not_paths(tmp_path):
                                             (OSError("disk full"), True), (RuntimeError("CUDA out of memory"), True),
                                             (ConnectionResetError("peer"), True), (TimeoutError("slow"), True),
                                             (TypeError("a bug"), False), (KeyError("field"), False),
-                                            (PermissionError("read-only"), False),
+                                            (PermissionError("The provided token has expired"), True),
                                             (ImportError("no module"), False),
                                             (NothingLabelledError.of("all 3 inputs are dead letters",
                                                                      ["field 'body' is missing"], "kept"), False)])

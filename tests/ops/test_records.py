@@ -1,6 +1,7 @@
 """Every input record becomes exactly one Document or one DeadLetter, whatever is wrong with it."""
 
 import json
+import re
 
 import fsspec
 import pyarrow as pa
@@ -150,14 +151,22 @@ def test_globs_skip_hidden_files_with_a_warning_and_take_a_file_name_literally(t
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "config.jsonl").write_text('{"text": "not a document"}\n')
     (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / ".h.jsonl").write_text('{"text": "hidden"}\n')
     (tmp_path / "a.jsonl").write_text('{"text": "x"}\n')
     (tmp_path / "report[2024].jsonl").write_text('{"text": "y"}\n')
     with caplog.at_level("WARNING", logger="ops.urls"):
         assert expand_glob(f"{tmp_path}/**") == [f"{tmp_path}/a.jsonl", f"{tmp_path}/report[2024].jsonl"]
-    assert "skipped 2 hidden file(s)" in caplog.text and ".DS_Store" in caplog.text
-    assert expand_glob(f"{tmp_path}/.git/*.jsonl") == [f"{tmp_path}/.git/config.jsonl"]  # spelled out: read
-    # "[2024]" would be a character class to a glob, matching nothing; an existing file's name is taken as it is
+    assert "skipped 3 hidden file(s)" in caplog.text and ".DS_Store" in caplog.text
+    # as in a shell, a pattern part that starts with "." matches hidden names, literally or with a wildcard
+    assert expand_glob(f"{tmp_path}/.git/*.jsonl") == [f"{tmp_path}/.git/config.jsonl"]
+    assert expand_glob(f"{tmp_path}/.*.jsonl") == [f"{tmp_path}/.h.jsonl"]
+    assert expand_glob(f"{tmp_path}/.*/*.jsonl") == [f"{tmp_path}/.git/config.jsonl"]
+    # "[2024]" is a character class to a glob, which matches nothing here: then the existing file is taken
     assert expand_glob(f"{tmp_path}/report[2024].jsonl") == [f"{tmp_path}/report[2024].jsonl"]
+    (tmp_path / "report2.jsonl").write_text('{"text": "z"}\n')  # now the glob matches, and wins, as in a shell
+    assert expand_glob(f"{tmp_path}/report[2024].jsonl") == [f"{tmp_path}/report2.jsonl"]
+    with pytest.raises(FileNotFoundError, match=r"it is a folder; give a glob of its files, such as '.*/\.git/\*\.jsonl'"):
+        expand_glob(f"{tmp_path}/.git/")
 
 
 @pytest.mark.parametrize("data, reason", [
@@ -171,9 +180,11 @@ def test_a_binary_file_is_one_dead_letter_not_documents_of_garbage(data, reason)
         assert letter.reason.startswith(f"file could not be read: ValueError: {reason}")
 
 
-def test_a_reason_is_one_utf8_line_of_at_most_reason_limit_characters():
-    reason = one_line("field 'text' is\n\tbad: " + "\udc80" * 1000)  # lone surrogates escape to 6 characters each
-    assert len(reason) == REASON_LIMIT and reason.endswith("...") and reason.startswith("field 'text' is bad: \\udc80")
+@pytest.mark.parametrize("head", ["", "x", "xy", "xyz", "wxyz", "vwxyz"])  # every place an escape can be cut
+def test_a_reason_is_one_utf8_line_of_at_most_reason_limit_characters(head):
+    reason = one_line("bad\n\t" + head + "\udc80" * 1000)  # lone surrogates escape to 6 characters each
+    assert len(reason) <= REASON_LIMIT and reason.startswith("bad " + head + "\\udc80") and reason.endswith("...")
+    assert re.fullmatch(r"bad \w*(\\udc80)+\.\.\.", reason)  # whole escapes only: none cut in half
     reason.encode("utf-8")
     assert one_line(" short\r\n reason ") == "short reason"
 

@@ -75,16 +75,21 @@ def test_object_store_path(tmp_path):
     assert not fs.exists("/store/.staging/run1.0123456789ab")
 
 
-def test_object_store_swap_cut_short_leaves_no_manifest_over_a_partial_run(monkeypatch):
-    """The manifest marks a run complete (flows/label.py skips a run that has one): on an object store it goes
-    first out of the old run and last into the new, so a swap that breaks off midway leaves no manifest."""
+def test_object_store_swap_copies_the_manifest_last_and_a_cut_short_swap_leaves_none(monkeypatch):
+    """The manifest marks a run complete (flows/label.py labels a run id again when it is missing): on an object
+    store it goes first out of the old run and last into the new, so a swap that breaks off midway leaves the
+    run id without one. (What it does leave: part of the new run's files, and none of the old run's.)"""
     import fsspec
 
     fs = fsspec.filesystem("memory")
+    names = ("manifest.json", "predictions-00000.parquet", "predictions-00001.parquet", "sub/deadletter.jsonl")
     old = {"/swap/run1/manifest.json": b"old", "/swap/run1/predictions-00000.parquet": b"old"}
-    new = {f"/swap/.staging/run1.0123456789ab/{name}": name.encode() for name in
-           ("manifest.json", "predictions-00000.parquet", "predictions-00001.parquet", "sub/dead_letters.jsonl")}
-    fs.pipe({**old, **new})
+    fs.pipe({**old, **{f"/swap/.staging/run1.0123456789ab/{name}": name.encode() for name in names}})
+    publish("memory://swap/.staging/run1.0123456789ab", "memory://swap/run1", mark="manifest.json")
+    assert {p: fs.cat(p) for p in fs.find("/swap/run1")} == {f"/swap/run1/{name}": name.encode() for name in names}
+    assert not fs.exists("/swap/.staging/run1.0123456789ab")
+
+    fs.pipe({f"/swap/.staging/run1.ba9876543210/{name}": b"new" for name in names})
     copy = fs.cp_file
 
     def copy_until_the_second_shard(path1, path2, **kwargs):
@@ -94,12 +99,5 @@ def test_object_store_swap_cut_short_leaves_no_manifest_over_a_partial_run(monke
 
     monkeypatch.setattr(fs, "cp_file", copy_until_the_second_shard)
     with pytest.raises(ConnectionError):
-        publish("memory://swap/.staging/run1.0123456789ab", "memory://swap/run1", mark="manifest.json")
+        publish("memory://swap/.staging/run1.ba9876543210", "memory://swap/run1", mark="manifest.json")
     assert not fs.exists("/swap/run1/manifest.json")  # neither the old run's nor the new one's
-
-    monkeypatch.setattr(fs, "cp_file", copy)
-    publish("memory://swap/.staging/run1.0123456789ab", "memory://swap/run1", mark="manifest.json")
-    assert {p: fs.cat(p) for p in fs.find("/swap/run1")} == {
-        f"/swap/run1/{name}": name.encode() for name in
-        ("manifest.json", "predictions-00000.parquet", "predictions-00001.parquet", "sub/dead_letters.jsonl")}
-    assert not fs.exists("/swap/.staging/run1.0123456789ab")

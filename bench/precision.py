@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from models import EarlyExitClassifier
@@ -34,6 +33,7 @@ from models.training import train
 from ops.examples import load_examples
 from suite.common import machine as describe_machine
 from suite.common import machine_slug, recipe, splits
+from suite.speed_accuracy import timed_predict
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ag_news"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -59,19 +59,6 @@ def prepared_model(directory: Path, exits: tuple[int, ...] | None) -> tuple[int,
     return exit_layers
 
 
-def measure(model: EarlyExitClassifier, texts, gold, threshold: float, repeats: int) -> dict:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        predictions = model.predict(texts, threshold=threshold, batch_size=64)
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
-    return {"threshold": threshold, "docs_per_s": len(texts) / seconds, "times_s": times,
-            "accuracy": sum(p.label == g for p, g in zip(predictions, gold)) / len(gold),
-            "mean_exit_layer": sum(p.exit_layer for p in predictions) / len(predictions),
-            "flops_fraction": sum(p.flops for p in predictions) / sum(p.full_flops for p in predictions)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="bench/work/ag_minilm_precision")
@@ -90,12 +77,12 @@ def main() -> None:
     rows = []
     for dtype in PRECISIONS:
         model = EarlyExitClassifier.from_pretrained(directory, device="cpu", dtype=dtype)
-        model.predict(test.texts[:64])  # warm-up
+        gold = np.array(test.label_ids(model.config.labels))
         for mode, threshold in (("full model", FULL), ("early exit", model.config.threshold)):
-            rows.append({"precision": dtype, "mode": mode, **measure(model, test.texts, test.labels, threshold,
-                                                                    args.repeats)})
-            print(rows[-1]["precision"], mode, f"{rows[-1]['docs_per_s']:.1f} docs/s",
-                  f"accuracy {rows[-1]['accuracy']:.4f}", flush=True)
+            measured = timed_predict(model, test, gold, threshold, batch_size=64, repeats=args.repeats)
+            rows.append({"precision": dtype, "mode": mode, "threshold": threshold, **measured})
+            print(dtype, mode, f"{measured['docs_per_s']:.1f} docs/s", f"accuracy {measured['accuracy']:.4f}",
+                  flush=True)
     base = rows[0]
     machine = describe_machine("cpu", args.threads)
     results = {"machine": machine, "documents": len(test), "repeats": args.repeats, "exit_layers": list(exit_layers),

@@ -16,11 +16,13 @@ Three measurements, medians of --repeats after a warm-up:
    tokens the batches of one chunk of this file and of --padding-input hold, padding included, when sorted by
    tokens, by characters alone, and in parts.
 
-Results go to bench/results/read_ahead-<device>.{json,md}.
+Results go to bench/results/read_ahead-<machine>[-<dtype>].{json,md}, a file per machine and precision (the
+older read_ahead-cpu.{json,md} are an AMD EPYC's, in float32).
 
 examples:
   python bench/read_ahead.py                        # the calibrated AG News MiniLM of `bench/run.py --parts path`
   python bench/read_ahead.py --chunk-size 250 --repeats 5
+  python bench/read_ahead.py --dtype bfloat16         # where the CPU has bfloat16 natively (AVX512-BF16, AMX)
   python bench/read_ahead.py --model runs/demo/models/m --input corpus.jsonl --device cuda
 """
 
@@ -38,11 +40,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from suite.common import DATA, WORK, machine, timed  # noqa: E402
+from suite.common import DATA, WORK, machine, machine_slug, timed  # noqa: E402
 
 from flows.predict import predict_file  # noqa: E402
 from models import EarlyExitClassifier  # noqa: E402
-from models.classifier import _token_counts, default_batch_size, part_size  # noqa: E402
+from models.classifier import _token_counts, default_batch_size, part_size, read_model_config  # noqa: E402
+from models.config import NEAREST_PRECISIONS  # noqa: E402
 from ops.records import Document, InputFields, read_file  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -85,12 +88,13 @@ def main() -> None:
                         help="a second JSONL file whose batches' padding is counted (default: SST-2 test)")
     parser.add_argument("--chunk-size", type=int, default=250, help="documents per chunk in part 2")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", help="the model's precision (as predict's --dtype)")
     parser.add_argument("--repeats", type=int, default=6, help="per measurement (part 2: per side, ABBA order)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    model = EarlyExitClassifier.from_pretrained(args.model, device=args.device)
+    model = EarlyExitClassifier.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     read = lambda: [r for r in read_file(args.input, InputFields()) if isinstance(r, Document)]  # noqa: E731
     texts = [d.text for d in read()]
     encoding = model.encode(texts)
@@ -113,10 +117,14 @@ def main() -> None:
     chunk_seconds = {key: statistics.median(times) for key, times in chunk.items()}
 
     info = machine(args.device)
+    calibrations = read_model_config(args.model).calibrations  # from_pretrained took the nearest precision's
+    source = next((d for d in (model.dtype_name, *NEAREST_PRECISIONS[model.dtype_name]) if d in calibrations), None)
+    calibrated = f"the threshold {model.config.threshold:.4f}" + (f" calibrated in {source}" if source else "")
     table = "\n".join([
         f"Reading and tokenising ahead in `predict` and `label`: {len(texts)} documents of {Path(args.input).name}, "
-        f"model {Path(args.model).name} at its calibrated threshold, {info['gpu'] or info['cpu']}, {info['threads']} "
-        f"torch threads; median of {args.repeats} after a warm-up, in one process.", "",
+        f"model {Path(args.model).name} in {model.dtype_name} at {calibrated}, "
+        f"{info['gpu'] or info['cpu']}, {info['threads']} torch threads; median of {args.repeats} after a warm-up, "
+        "in one process.", "",
         "One chunk of all the documents, step by step:", "",
         "| step | seconds | share |", "|---|---|---|",
         *[f"| {name} | {s:.4f} | {s / sum(steps.values()):.1%} |" for name, s in steps.items()],
@@ -141,9 +149,12 @@ def main() -> None:
                                           "tokens within (ahead)"))]])
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"read_ahead-{args.device}.md").write_text(table + "\n")
-    (RESULTS / f"read_ahead-{args.device}.json").write_text(json.dumps(
-        {"machine": info, "documents": len(texts), "input": args.input, "model": args.model, "repeats": args.repeats,
+    precision = "" if model.dtype_name == "float32" else f"-{model.dtype_name}"
+    stem = RESULTS / f"read_ahead-{machine_slug(info)}{precision}"
+    stem.with_suffix(".md").write_text(table + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(
+        {"machine": info, "documents": len(texts), "input": args.input, "model": args.model, "dtype": model.dtype_name,
+         "threshold": model.config.threshold, "calibrated_in": source, "repeats": args.repeats,
          "chunk_size": args.chunk_size, "step_seconds": steps, "host_share": host_share,
          "predict_file_seconds": {"read_ahead": whole[True], "in_turn": whole[False]}, "speedup": speedup,
          "chunk_seconds": {"tokenize_ahead": chunk[True], "tokenize_first": chunk[False]},

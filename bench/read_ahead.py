@@ -45,7 +45,7 @@ from suite.common import DATA, WORK, machine, machine_slug, timed  # noqa: E402
 from flows.predict import predict_file  # noqa: E402
 from models import EarlyExitClassifier  # noqa: E402
 from models.classifier import _token_counts, default_batch_size, part_size, read_model_config  # noqa: E402
-from models.config import NEAREST_PRECISIONS  # noqa: E402
+from models.config import DTYPE_CHOICES, NEAREST_PRECISIONS  # noqa: E402
 from ops.records import Document, InputFields, read_file  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -88,7 +88,8 @@ def main() -> None:
                         help="a second JSONL file whose batches' padding is counted (default: SST-2 test)")
     parser.add_argument("--chunk-size", type=int, default=250, help="documents per chunk in part 2")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", help="the model's precision (as predict's --dtype)")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
+                        help="the model's precision (as predict's --dtype)")
     parser.add_argument("--repeats", type=int, default=6, help="per measurement (part 2: per side, ABBA order)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()

@@ -10,7 +10,7 @@ import posixpath
 import fsspec
 
 log = logging.getLogger(__name__)
-_WARNED: set[str] = set()  # patterns whose hidden matches were reported
+_WARNED: set[tuple[str, int]] = set()  # (pattern, hidden files skipped) already reported
 
 
 def protocol(url: str) -> str:
@@ -34,19 +34,26 @@ def resolved(url: str) -> tuple[str, str]:
 def expand_glob(pattern: str) -> list[str]:
     """The file URLs a glob (or a single path/URL) matches, sorted; fails when it matches nothing. As in a shell,
     a wildcard does not match hidden names (a folder or file starting with ".": .DS_Store, .git/), but a part of
-    the pattern that starts with "." does (".cache", ".*.jsonl"); hidden matches are skipped with a warning (once
-    per pattern and process). A pattern that matches nothing but names an existing file is that file, glob
-    characters in its name or not ("report[2024].jsonl")."""
+    the pattern that starts with "." does, at its depth (".cache", ".*.jsonl"; in a pattern with "**", whose
+    depths do not line up with the matches', at any depth); hidden matches are skipped with a warning. A pattern
+    that matches nothing but names an existing file is that file, glob characters in its name or not
+    ("report[2024].jsonl")."""
     fs, path = fsspec.core.url_to_fs(pattern)
     matched = sorted(p for p in fs.glob(pattern) if fs.isfile(p))
-    dotted = [part for part in path.split("/") if part.startswith(".")]
-    hidden = lambda p: any(part.startswith(".") and not any(fnmatch.fnmatchcase(part, d) for d in dotted)  # noqa: E731
-                           for part in p.split("/"))
+    pattern_parts = path.split("/")
+    anywhere = [part for part in pattern_parts if part.startswith(".")] if "**" in pattern_parts else []
+
+    def asked_for(part: str, depth: int) -> bool:  # a hidden part that a dotted pattern part matches
+        here = pattern_parts[depth] if depth < len(pattern_parts) else ""
+        return any(fnmatch.fnmatchcase(part, d) for d in ([here] if here.startswith(".") else []) + anywhere)
+
+    hidden = lambda m: any(p.startswith(".") and not asked_for(p, i) for i, p in enumerate(m.split("/")))  # noqa: E731
     paths = [p for p in matched if not hidden(p)]
-    if len(paths) < len(matched) and pattern not in _WARNED:
-        _WARNED.add(pattern)
+    skipped = len(matched) - len(paths)
+    if skipped and (pattern, skipped) not in _WARNED:  # again when the count changes (a long-lived worker)
+        _WARNED.add((pattern, skipped))
         log.warning("input %r: skipped %d hidden file(s), such as %s (a pattern part that starts with '.' matches "
-                    "them)", pattern, len(matched) - len(paths), ", ".join([p for p in matched if hidden(p)][:3]))
+                    "them)", pattern, skipped, ", ".join([p for p in matched if hidden(p)][:3]))
     if not paths and fs.isfile(path):
         paths = [path]
     if not paths:

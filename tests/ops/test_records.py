@@ -161,6 +161,12 @@ def test_globs_skip_hidden_files_with_a_warning_and_take_a_file_name_literally(t
     assert expand_glob(f"{tmp_path}/.git/*.jsonl") == [f"{tmp_path}/.git/config.jsonl"]
     assert expand_glob(f"{tmp_path}/.*.jsonl") == [f"{tmp_path}/.h.jsonl"]
     assert expand_glob(f"{tmp_path}/.*/*.jsonl") == [f"{tmp_path}/.git/config.jsonl"]
+    (tmp_path / ".git" / ".x.jsonl").write_text('{"text": "hidden in hidden"}\n')  # ".*" is for the folder only
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ops.urls"):
+        assert expand_glob(f"{tmp_path}/.*/*.jsonl") == [f"{tmp_path}/.git/config.jsonl"]
+        assert len(expand_glob(f"{tmp_path}/**")) == 2
+    assert "skipped 1 hidden file(s)" in caplog.text and "skipped 4 hidden file(s)" in caplog.text  # count changed
     # "[2024]" is a character class to a glob, which matches nothing here: then the existing file is taken
     assert expand_glob(f"{tmp_path}/report[2024].jsonl") == [f"{tmp_path}/report[2024].jsonl"]
     (tmp_path / "report2.jsonl").write_text('{"text": "z"}\n')  # now the glob matches, and wins, as in a shell
@@ -172,7 +178,10 @@ def test_globs_skip_hidden_files_with_a_warning_and_take_a_file_name_literally(t
 @pytest.mark.parametrize("data, reason", [
     (b"PK\x03\x04\x14\x00\x06\x00" + b"[Content_Types].xml" * 10, "a zip archive"),  # .zip, .xlsx, .docx
     (b"\x00\x00\x00\x01Bud1\x00\x00\x10\x00" * 40, "binary data (NUL bytes"),  # a .DS_Store
-    (b'{"text": "fine"}\n' + b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\n", "binary data (NUL bytes")])
+    (b'{"text": "fine"}\n' + b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\n", "binary data (NUL bytes"),
+    ('{"text": "\u041f\u0440\u0438\u0432\u0435\u0442 \u043c\u0438\u0440"}\n'.encode("utf-16-le") * 4,  # no BOM
+     "binary data (NUL bytes in the first 184 bytes), not text, JSON Lines, CSV or Parquet (UTF-16 or UTF-32 text "
+     "that is not mostly ASCII needs a byte-order mark)")])
 def test_a_binary_file_is_one_dead_letter_not_documents_of_garbage(data, reason):
     for name in ("corpus.txt", "corpus.jsonl", "corpus.csv", "corpus"):
         (letter,) = read_file(_write(f"memory://binary/{name}", data), FIELDS)

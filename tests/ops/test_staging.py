@@ -97,7 +97,12 @@ def test_object_store_swap_copies_the_manifest_last_and_a_cut_short_swap_leaves_
             raise ConnectionError("connection lost")
         return copy(path1, path2, **kwargs)
 
+    removed, rm = [], fs.rm
+    monkeypatch.setattr(fs, "rm", lambda path, *args, **kwargs: (removed.append(path), rm(path, *args, **kwargs)))
     monkeypatch.setattr(fs, "cp_file", copy_until_the_second_shard)
     with pytest.raises(ConnectionError):
         publish("memory://swap/.staging/run1.ba9876543210", "memory://swap/run1", mark="manifest.json")
-    assert not fs.exists("/swap/run1/manifest.json")  # neither the old run's nor the new one's
+    assert removed[0] == "/swap/run1/manifest.json"  # the old run stopped counting as complete before any of it went
+    left = {p: fs.cat(p) for p in fs.find("/swap/run1")}
+    assert "/swap/run1/manifest.json" not in left  # neither the old run's nor the new one's
+    assert left and set(left.values()) == {b"new"}  # part of the new run, nothing of the old

@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("predict", "label one file in-process with early exit and write Parquet")
     p.add_argument("--model", required=True, help="model directory written by 'rightsize train'")
-    p.add_argument("--input", required=True, help="input file or glob: .jsonl (or a .json array)/.csv/.parquet, or "
+    p.add_argument("--input", required=True, help="input file or glob: .jsonl (or a .json array)/.csv/.tsv/.parquet, or "
                                                   "text with one document per line (gzip, zstd, bzip2, xz recognised)")
     p.add_argument("--output", required=True, help="output .parquet file, replaced atomically when the run "
                                                    "succeeds; dead letters go to <output stem>.deadletter.jsonl")

@@ -38,7 +38,7 @@ class DataConfig:
 class LabelStepConfig:
     """The [label] section: the corpus and how the Beam job labels it (see pipelines/label_config.py)."""
 
-    input: str  # glob of .jsonl/.csv/.parquet/.txt files, local or an fsspec URL
+    input: str  # glob of .jsonl/.csv/.tsv/.parquet/.txt files, local or an fsspec URL
     output: str = ""  # where runs go; "" means <output>/labels
     run_id: str = ""  # "" means derived from the model, the threshold and the input files' names, sizes and times
     threshold: float | None = None  # None: the calibrated threshold

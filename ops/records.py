@@ -111,11 +111,11 @@ def _suffix(url: str) -> str:
 
 
 def file_format(url: str) -> str:
-    """"json", "csv", "parquet" or "text" from the file name."""
+    """"json", "csv", "tsv", "parquet" or "text" from the file name."""
     last = _suffix(url)
     if last in JSON_SUFFIXES:
         return "json"
-    if last in (".csv", ".parquet"):
+    if last in (".csv", ".tsv", ".parquet"):
         return last[1:]
     return "text"
 
@@ -365,8 +365,11 @@ def _stray_quote(lines: list[str], ended: bool) -> bool:
     return False
 
 
-def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
-    """Rows of a CSV file (``url`` is the printable source).
+def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields,
+                 tsv: bool = False) -> Iterator[Document | DeadLetter]:
+    """Rows of a CSV file (``url`` is the printable source), or with ``tsv`` of a tab-separated file, which
+    as IANA's text/tab-separated-values has no quoting: one line is one row, quotes are text, and none of
+    what follows about quotes applies.
 
     A row with more fields than the header is a dead letter (an unquoted comma in the text would otherwise cut
     the text short). A stray quote would make csv's lenient reader swallow the lines after it into one field,
@@ -375,7 +378,7 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields) -> Itera
     becomes one dead letter holding all of them."""
     csv.field_size_limit(_CSV_FIELD_LIMIT)
     tap = _LineTap(text)
-    reader = csv.reader(tap)
+    reader = csv.reader(tap, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.reader(tap)
     header: list[str] | None = None
     position = 0  # data rows, 1-based; the header is not counted
     while True:
@@ -394,7 +397,7 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields) -> Itera
             yield DeadLetter(url, position, "".join(lines), f"CSV row runs over {MAX_ROW_LINES} lines: a stray quote, "
                                                             f"or a quoted field too long to read (all its lines are kept here)")
             continue
-        if _stray_quote(lines, tap.ended):
+        if not tsv and _stray_quote(lines, tap.ended):
             if header is None:  # the header itself: no row after it can be mapped to fields
                 header = []
                 yield DeadLetter(url, 0, lines[0], "CSV header has a stray quote")
@@ -553,9 +556,9 @@ def _records(url: str, fields: InputFields) -> Iterator[Document | DeadLetter]:
         # UTF-16/32: a lone surrogate code unit decodes as itself (surrogatepass) and fails only its record
         errors = "surrogateescape" if sniffed.encoding.startswith("utf-8") else "surrogatepass"
         text = io.TextIOWrapper(raw, encoding=sniffed.encoding, errors=errors,
-                                newline="" if kind == "csv" or array else None)
-        if kind == "csv":
-            yield from _csv_records(text, source, fields)
+                                newline="" if kind in ("csv", "tsv") or array else None)
+        if kind in ("csv", "tsv"):
+            yield from _csv_records(text, source, fields, tsv=kind == "tsv")
             return
         parse: Callable = parse_json_line if kind == "json" else parse_text_line
         numbered = enumerate(_JsonArray(text).records(), start=1) if array else _lines(text)

@@ -15,7 +15,7 @@ from ops.records import InputFields
 @dataclass(frozen=True)
 class LabelJobConfig:
     model: str  # model directory, local path or URL every worker can read (gs://, s3://, ...)
-    input: str  # glob of .jsonl/.csv/.parquet/.txt files (local, memory://, or an fsspec URL)
+    input: str  # glob of .jsonl/.csv/.tsv/.parquet/.txt files (local, memory://, or an fsspec URL)
     output: str  # output prefix; this run writes under <output>/<run_id>/
     run_id: str
     threshold: float | None = None  # None: the model's calibrated default
@@ -89,7 +89,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     """The job's own flags (one per LabelJobConfig field); everything else goes to Beam."""
     parser.add_argument("--model", required=True, help="model directory (local, or gs://, s3://... readable by workers)")
     parser.add_argument("--input", required=True,
-                        help="glob of .jsonl (or .json array)/.csv/.parquet/.txt files (local or fsspec URL)")
+                        help="glob of .jsonl (or .json array)/.csv/.tsv/.parquet/.txt files (local or fsspec URL)")
     parser.add_argument("--output", required=True, help="output prefix; the run writes under <output>/<run-id>/")
     parser.add_argument("--threshold", type=float, default=None, help="default: the model's calibrated threshold")
     parser.add_argument("--run-id", default=None,

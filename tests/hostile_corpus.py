@@ -139,10 +139,23 @@ def _no_bom_wide_text(corpus: Corpus, root: Path) -> None:
     corpus.inputs += 3
 
 
+def _tsv_binary_and_hidden(corpus: Corpus, root: Path) -> None:
+    """TSV (no quoting: quotes are text), a binary file and a zip archive (one dead letter each), and a hidden
+    file, which a glob's wildcard does not match."""
+    (root / "t.tsv").write_bytes(b'id\ttext\ntab1\t"quotes are text\ntab2\ttoo\tmany\ntab3\n')
+    corpus.good["tab1"] = '"quotes are text'
+    corpus.inputs += 3
+    (root / "u.bin").write_bytes(b"\x00\x00\x00\x01Bud1" * 50)  # the bytes of a .DS_Store
+    (root / "v.zip").write_bytes(b"PK\x03\x04" + b"\x00" * 60)
+    corpus.inputs += 2
+    (root / ".hidden.jsonl").write_text('{"id": "h1", "text": "never read"}\n')
+
+
 def write_hostile_corpus(root: Path) -> Corpus:
     root.mkdir(parents=True, exist_ok=True)
     corpus = Corpus()
-    for part in (_jsonl, _csv, _text, _parquet, _misnamed_and_broken, _csv_stray_quotes, _no_bom_wide_text):
+    for part in (_jsonl, _csv, _text, _parquet, _misnamed_and_broken, _csv_stray_quotes, _no_bom_wide_text,
+                 _tsv_binary_and_hidden):
         part(corpus, root)
     (root / "m.jsonl").write_bytes(b"")  # an empty file: no inputs
     return corpus

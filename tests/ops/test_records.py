@@ -108,6 +108,26 @@ def test_a_lone_surrogate_in_utf16_costs_its_record_only():
     assert len(out) == 50 and [r.position for r in out if isinstance(r, DeadLetter)] == [21]
 
 
+def test_tsv_is_tab_separated_without_quoting():
+    """IANA's text/tab-separated-values: one line per row, quotes are part of the text (GLUE's files are so)."""
+    import gzip
+
+    data = ('id\ttext\n'
+            '1\t" it \'s a charming and often affecting journey . "\n'  # a quote opening the field: text
+            '2\tsays "hello\n'  # an unclosed quote: text too, and the next row is its own
+            '3\ttoo\tmany\n'
+            '4\n'  # no text field
+            '\n'
+            '5\tcaf\u00e9\n').encode()
+    for url in (_write("memory://records/a.tsv", data), _write("memory://records/a.tsv.gz", gzip.compress(data))):
+        out = list(read_file(url, FIELDS))
+        assert [(type(r).__name__, r.position) for r in out] == [
+            ("Document", 1), ("Document", 2), ("DeadLetter", 3), ("DeadLetter", 4), ("Document", 5)]
+        assert [d.text for d in out if isinstance(d, Document)] == [
+            '" it \'s a charming and often affecting journey . "', 'says "hello', "caf\u00e9"]
+        assert out[2].reason == "row has 3 fields, the header 2" and out[2].raw == "3\ttoo\tmany\n"
+
+
 def test_csv_with_quoted_newlines_and_invalid_bytes():
     data = b'id,text\n1,"first line\nsecond line"\n2,\n3,"ok, with comma"\n4,caf\xe9\n'
     out = list(read_file(_write("memory://records/a.csv", data), FIELDS))
@@ -199,8 +219,8 @@ def test_a_reason_is_one_utf8_line_of_at_most_reason_limit_characters(head):
 
 
 def test_file_format():
-    assert [file_format(p) for p in ("a.jsonl", "a.JSON.gz", "b.csv", "c.parquet", "d.txt", "e")] == [
-        "json", "json", "csv", "parquet", "text", "text"]
+    assert [file_format(p) for p in ("a.jsonl", "a.JSON.gz", "b.csv", "b.TSV.zst", "c.parquet", "d.txt", "e")] == [
+        "json", "json", "csv", "tsv", "parquet", "text", "text"]
 
 
 def test_hostile_corpus_every_input_lands_once(tmp_path):

@@ -83,6 +83,9 @@ def _read(source, text_field, pair_field, label_field, split, limit, cache: str)
             raise ValueError(f"{source}: unknown file type; give a {', '.join(_BUILDERS)} file")
         folder = Path(name).expanduser()
         if folder.exists():  # a local folder of data files, all of one kind (datasets would read one kind only)
+            if tsv := next(folder.rglob("*.[tT][sS][vV]"), None):  # datasets would read it as comma-separated
+                raise ValueError(f"{source}: {tsv.name} is TSV, which training does not read; give "
+                                 f"{', '.join(_BUILDERS)} files")
             kinds = sorted({p.suffix.lower() for p in folder.rglob("*") if p.suffix.lower() in _BUILDERS})
             if len(kinds) != 1:
                 raise ValueError(f"{source}: a folder must hold data files of one kind ({', '.join(_BUILDERS)}); "

@@ -7,11 +7,14 @@ xz stream or a Parquet file is read as such whatever its name):
     .jsonl .ndjson .json   one JSON object per line; a .json file whose first visible character (in its first
                            SNIFF_BYTES) is "[" is one JSON array of objects, read an element at a time
     .csv                   header row, RFC 4180 quoting (quoted newlines are fine), no field size limit
+    .tsv                   header row, tab-separated, no quoting (IANA text/tab-separated-values): a row a line
     .parquet               columns
     .txt (anything else)   one document per line, the line is the text
 Compressed streams are recognised by their magic bytes and decompressed by fsspec. Text is UTF-8; a
 byte-order mark (UTF-8, UTF-16 or UTF-32) is honoured and removed, and UTF-16 or UTF-32 without one is
-recognised by its NUL bytes (``text_encoding``). Line ends may be LF, CRLF or CR.
+recognised by its NUL bytes (``text_encoding``). Line ends may be LF, CRLF or CR, in every text format (a lone
+CR inside a TSV field or an unquoted CSV field ends its row too).
+Not read: a zip archive, and binary data (NUL bytes in UTF-8 text): each is one dead letter for the file.
 
 Dead letters keep the raw record losslessly: bytes that are not valid UTF-8 are kept as lone surrogates
 (Python's "surrogateescape"), which ``dead_letter_line`` writes as JSON ``\\udcXX`` escapes.
@@ -274,8 +277,8 @@ def _sniff(url: str) -> _Sniffed:
                          "as JSON Lines, CSV or Parquet (gzip, zstd, bzip2 or xz compression is read)")
     encoding = text_encoding(head)
     if encoding.startswith("utf-8") and b"\x00" in head:  # as git and grep tell binary from text
-        raise ValueError(f"binary data (NUL bytes in the first {len(head):,} bytes), not text, JSON Lines, CSV or "
-                         "Parquet (UTF-16 or UTF-32 text that is not mostly ASCII needs a byte-order mark)")
+        raise ValueError(f"binary data (NUL bytes in the first {len(head):,} bytes), not text, JSON Lines, CSV, TSV "
+                         "or Parquet (UTF-16 or UTF-32 text that is not mostly ASCII needs a byte-order mark)")
     start = head.decode(encoding, errors="replace").lstrip(_JSON_SPACE)[:1]  # as _JsonArray will see it
     return _Sniffed(compression, False, encoding, start == "[")
 

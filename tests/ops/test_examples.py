@@ -90,3 +90,13 @@ def test_a_folder_of_two_kinds_of_data_file_is_refused(tmp_path):
         load_examples(str(tmp_path))
     with pytest.raises(ValueError, match="holds none"):
         load_examples(str(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else ""))
+
+
+def test_training_refuses_tsv_which_only_labelling_reads(tmp_path):
+    """datasets' CSV builder would read a .tsv in a folder of .csv files as comma-separated, one column."""
+    (tmp_path / "a.csv").write_text("text,label\ngood film,a\n")
+    (tmp_path / "b.TSV").write_text("text\tlabel\nbad film\tb\n")
+    with pytest.raises(ValueError, match=r"b\.TSV is TSV, which training does not read"):
+        load_examples(str(tmp_path))
+    with pytest.raises(ValueError, match="unknown file type"):
+        load_examples(str(tmp_path / "b.TSV"))

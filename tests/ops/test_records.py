@@ -200,7 +200,7 @@ def test_globs_skip_hidden_files_with_a_warning_and_take_a_file_name_literally(t
     (b"\x00\x00\x00\x01Bud1\x00\x00\x10\x00" * 40, "binary data (NUL bytes"),  # a .DS_Store
     (b'{"text": "fine"}\n' + b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\n", "binary data (NUL bytes"),
     ('{"text": "\u041f\u0440\u0438\u0432\u0435\u0442 \u043c\u0438\u0440"}\n'.encode("utf-16-le") * 4,  # no BOM
-     "binary data (NUL bytes in the first 184 bytes), not text, JSON Lines, CSV or Parquet (UTF-16 or UTF-32 text "
+     "binary data (NUL bytes in the first 184 bytes), not text, JSON Lines, CSV, TSV or Parquet (UTF-16 or UTF-32 text "
      "that is not mostly ASCII needs a byte-order mark)")])
 def test_a_binary_file_is_one_dead_letter_not_documents_of_garbage(data, reason):
     for name in ("corpus.txt", "corpus.jsonl", "corpus.csv", "corpus"):

@@ -45,7 +45,7 @@ from suite.common import DATA, WORK, machine, machine_slug, timed  # noqa: E402
 from flows.predict import predict_file  # noqa: E402
 from models import EarlyExitClassifier  # noqa: E402
 from models.classifier import _token_counts, default_batch_size, part_size, read_model_config  # noqa: E402
-from models.config import DTYPE_CHOICES, NEAREST_PRECISIONS  # noqa: E402
+from models.config import DTYPE_CHOICES  # noqa: E402
 from ops.records import Document, InputFields, read_file  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -118,8 +118,7 @@ def main() -> None:
     chunk_seconds = {key: statistics.median(times) for key, times in chunk.items()}
 
     info = machine(args.device)
-    calibrations = read_model_config(args.model).calibrations  # from_pretrained took the nearest precision's
-    source = next((d for d in (model.dtype_name, *NEAREST_PRECISIONS[model.dtype_name]) if d in calibrations), None)
+    source = read_model_config(args.model).calibration_source(model.dtype_name)  # what from_pretrained took
     calibrated = f"the threshold {model.config.threshold:.4f}" + (f" calibrated in {source}" if source else "")
     table = "\n".join([
         f"Reading and tokenising ahead in `predict` and `label`: {len(texts)} documents of {Path(args.input).name}, "

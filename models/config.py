@@ -96,13 +96,17 @@ class EarlyExitConfig:
         active = replace(self, temperatures=tuple(temperatures), threshold=threshold, calibration=calibration)
         return replace(active, calibrations={**self.calibrations, dtype: active._active_calibration()})
 
+    def calibration_source(self, dtype: str) -> str | None:
+        """The precision whose calibration a model run in ``dtype`` uses: its own, else the nearest calibrated
+        one; None when nothing was calibrated."""
+        return next((d for d in (dtype, *NEAREST_PRECISIONS[dtype]) if d in self.calibrations), None)
+
     def calibrated_for(self, dtype: str) -> tuple["EarlyExitConfig", str | None]:
         """The config with ``dtype``'s calibration in use, or the nearest calibrated precision's (then also a
         warning to show); unchanged, without a warning, when nothing was calibrated."""
-        if not self.calibrations:
+        source = self.calibration_source(dtype)
+        if source is None:
             return self, None
-        candidates = (dtype, *NEAREST_PRECISIONS[dtype])
-        source = next(d for d in candidates if d in self.calibrations)
         chosen = self.calibrations[source]
         config = replace(self, temperatures=tuple(chosen["temperatures"]), threshold=chosen["threshold"],
                          calibration=chosen["calibration"])

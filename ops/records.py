@@ -104,7 +104,6 @@ def one_line(text: str) -> str:
     return _CUT_ESCAPE.sub("", text[: REASON_LIMIT - 3]) + "..."  # no half an escape before the dots
 
 
-
 def _suffix(url: str) -> str:
     """The file name's last suffix that does not name a compression, lower-cased (".jsonl" of "a.JSONL.gz")."""
     suffixes = [s.lower() for s in PurePosixPath(url).suffixes]

@@ -21,7 +21,7 @@ from flows.caching import transient_only
 from flows.config import LabelStepConfig, RunConfig
 from models.classifier import artifact_id, calibration_for
 from ops.fingerprint import fingerprint
-from ops.urls import expand_glob
+from ops.urls import list_files
 from pipelines.label_config import LabelJobConfig
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,8 @@ def job_threshold(model_dir: str, dtype: str, threshold: float | None) -> float:
 
 def default_run_id(model_dir: str, model_id: str, step: LabelStepConfig) -> str:
     threshold = job_threshold(model_dir, step.dtype, step.threshold)
-    files = []
-    for url in expand_glob(step.input):
-        fs, path = fsspec.core.url_to_fs(url)
-        info = fs.info(path)
-        files.append([url, info.get("size"), str(info.get("mtime") or info.get("LastModified") or info.get("updated"))])
+    files = [[url, info.get("size"), str(info.get("mtime") or info.get("LastModified") or info.get("updated"))]
+             for url, info in list_files(step.input).items()]
     key = fingerprint(model=model_id, threshold=threshold, dtype=step.dtype, files=files,
                       fields=[getattr(step, k) for k in FIELDS])
     return f"run-{key[:12]}"

@@ -273,7 +273,7 @@ def _sniff(url: str) -> _Sniffed:
             head = _readable_head(f)
     if head.startswith(b"PK\x03\x04"):
         raise ValueError("a zip archive (.zip, .xlsx, .docx...), which is not read: unzip it, or export the text "
-                         "as JSON Lines, CSV or Parquet (gzip, zstd, bzip2 or xz compression is read)")
+                         "as JSON Lines, CSV, TSV or Parquet (gzip, zstd, bzip2 or xz compression is read)")
     encoding = text_encoding(head)
     if encoding.startswith("utf-8") and b"\x00" in head:  # as git and grep tell binary from text
         raise ValueError(f"binary data (NUL bytes in the first {len(head):,} bytes), not text, JSON Lines, CSV, TSV "
@@ -391,7 +391,7 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields,
             return
         except csv.Error as e:  # the reader goes on with the next line
             position += 1
-            yield DeadLetter(url, position, "".join(tap.row_lines), f"unreadable CSV row: {e}")
+            yield DeadLetter(url, position, "".join(tap.row_lines), f"unreadable {'TSV' if tsv else 'CSV'} row: {e}")
             continue
         lines = tap.row_lines
         if tap.over_budget:  # one dead letter for the whole span: re-reading it as rows would cost time quadratic

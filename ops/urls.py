@@ -32,14 +32,22 @@ def resolved(url: str) -> tuple[str, str]:
 
 
 def expand_glob(pattern: str) -> list[str]:
-    """The file URLs a glob (or a single path/URL) matches, sorted; fails when it matches nothing. As in a shell,
+    """The file URLs a glob (or a single path/URL) matches, sorted; fails when it matches nothing (see
+    ``list_files``)."""
+    return list(list_files(pattern))
+
+
+def list_files(pattern: str) -> dict[str, dict]:
+    """{file URL: its fsspec info (size, mtime...)} for the files a glob (or a single path/URL) matches, sorted
+    by URL, from one listing (no request per file on an object store); fails when it matches nothing. As in a shell,
     a wildcard does not match hidden names (a folder or file starting with ".": .DS_Store, .git/), but a part of
     the pattern that starts with "." does, at its depth (".cache", ".*.jsonl"; in a pattern with "**", whose
     depths do not line up with the matches', at any depth); hidden matches are skipped with a warning. A pattern
     that matches nothing but names an existing file is that file, glob characters in its name or not
     ("report[2024].jsonl")."""
     fs, path = fsspec.core.url_to_fs(pattern)
-    matched = sorted(p for p in fs.glob(pattern) if fs.isfile(p))
+    listing = fs.glob(pattern, detail=True)
+    matched = sorted(p for p, info in listing.items() if info["type"] == "file")
     pattern_parts = path.split("/")
     anywhere = [part for part in pattern_parts if part.startswith(".")] if "**" in pattern_parts else []
 
@@ -55,10 +63,10 @@ def expand_glob(pattern: str) -> list[str]:
         log.warning("input %r: skipped %d hidden file(s), such as %s (a pattern part that starts with '.' matches "
                     "them)", pattern, skipped, ", ".join([p for p in matched if hidden(p)][:3]))
     if not paths and fs.isfile(path):
-        paths = [path]
+        paths, listing = [path], {path: fs.info(path)}
     if not paths:
         folder = f": it is a folder; give a glob of its files, such as '{pattern.rstrip('/')}/*.jsonl'" \
             if fs.isdir(path) else ""
         raise FileNotFoundError(f"input {pattern!r} matches no file{folder}")
     name = protocol(pattern)
-    return [p if name == "file" else f"{name}://{p.lstrip('/')}" for p in paths]
+    return {p if name == "file" else f"{name}://{p.lstrip('/')}": listing[p] for p in paths}

@@ -10,7 +10,7 @@ import pytest
 
 from ops.records import DeadLetter, Document, InputFields, dead_letter_line, file_format, read_file, text_encoding
 from ops.records import MAX_ROW_LINES, REASON_LIMIT, SNIFF_BYTES, one_line
-from ops.urls import expand_glob
+from ops.urls import expand_glob, list_files
 from tests.hostile_corpus import write_hostile_corpus
 
 FIELDS = InputFields()
@@ -165,6 +165,28 @@ def test_empty_file_and_globs():
     assert expand_glob("memory://glob/*.jsonl") == ["memory://glob/empty.jsonl", "memory://glob/one.jsonl"]
     with pytest.raises(FileNotFoundError, match="matches no file"):
         expand_glob("memory://glob/*.csv")
+
+
+def test_a_glob_costs_one_listing_not_a_request_per_file(monkeypatch):
+    """On an object store each info/isfile is a request: 10,000 files must not cost 10,000 of them."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    calls = []
+    for name in ("info", "isfile", "isdir"):
+        original = getattr(MemoryFileSystem, name)
+        monkeypatch.setattr(MemoryFileSystem, name,
+                            lambda self, path, *a, _o=original, _n=name, **k: calls.append(_n) or _o(self, path, *a, **k))
+    requests = []
+    for n in (3, 30):
+        for i in range(n):
+            _write(f"memory://listing{n}/part-{i:03d}.jsonl", b'{"text": "x"}\n' * (i + 1))
+        _write(f"memory://listing{n}/sub/deeper.jsonl", b"")  # a folder the glob matches: not a file
+        calls.clear()
+        files = list_files(f"memory://listing{n}/*")
+        assert [info["size"] for info in files.values()] == [14 * (i + 1) for i in range(n)]
+        assert list(files)[0] == f"memory://listing{n}/part-000.jsonl"
+        requests.append(len(calls))
+    assert requests[0] == requests[1] <= 3, requests  # the same few for 3 files and for 30 (was 3 per file)
 
 
 def test_globs_skip_hidden_files_with_a_warning_and_take_a_file_name_literally(tmp_path, caplog):

@@ -28,6 +28,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ops.predictions import PREDICTION_SCHEMA
+from ops.staging import INCOMPLETE
+from ops.urls import list_files
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +78,25 @@ class ReportConfig:
             raise ValueError(f"ReportConfig.devices must be >= 1, got {self.devices}")
 
 
-def find_prediction_files(pattern: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+def find_prediction_files(pattern: str) -> tuple[fsspec.AbstractFileSystem, list[str], list[str]]:
+    """(file system, the .parquet files ``pattern`` matches, the folders left out): a folder that an object
+    store's swap was cut short in (``ops/staging.INCOMPLETE``, no manifest) holds part of a run, which the
+    next run of its id replaces; counting it would count documents twice or half a run."""
     fs, _ = fsspec.core.url_to_fs(pattern)
-    files = sorted(p for p in fs.glob(pattern) if fs.isfile(p) and p.endswith(".parquet"))
+    try:
+        files = [fsspec.core.url_to_fs(url)[1] for url in list_files(pattern) if url.endswith(".parquet")]
+    except FileNotFoundError:
+        files = []
+    cut_short = sorted(folder for folder in {f.rsplit("/", 1)[0] for f in files}
+                       if fs.isfile(f"{folder}/{INCOMPLETE}") and not fs.isfile(f"{folder}/{MANIFEST_FILE}"))
+    if cut_short:
+        log.warning("left out %d folder(s) that a swap of a run was cut short in (run the job again): %s",
+                    len(cut_short), ", ".join(fs.unstrip_protocol(f) for f in cut_short))
+    files = [f for f in files if f.rsplit("/", 1)[0] not in cut_short]
     if not files:
-        raise FileNotFoundError(f"no .parquet files match {pattern!r}")
-    return fs, files
+        raise FileNotFoundError(f"no .parquet files match {pattern!r}"
+                                + (f" outside {len(cut_short)} folder(s) of runs cut short" if cut_short else ""))
+    return fs, files, [fs.unstrip_protocol(f) for f in cut_short]
 
 
 def cost_cube(fs: fsspec.AbstractFileSystem, files: list[str]) -> pa.Table:
@@ -215,7 +230,7 @@ def count_dead_letters(fs: fsspec.AbstractFileSystem, files: list[str]) -> int:
 
 def summarize(config: ReportConfig) -> dict[str, Any]:
     """The cost account of every prediction file matching ``config.predictions``: the summary.json dict."""
-    fs, files = find_prediction_files(config.predictions)
+    fs, files, cut_short = find_prediction_files(config.predictions)
     cube = cost_cube(fs, files)
     manifests = read_manifests(fs, files)
     price = config.price_per_hour
@@ -245,7 +260,7 @@ def summarize(config: ReportConfig) -> dict[str, Any]:
     wall = sum(r["wall_seconds"] for r in timed) if timed else None
     timed_documents = sum(r["documents"] for r in timed)
     summary = {
-        "predictions": config.predictions, "files": len(files),
+        "predictions": config.predictions, "files": len(files), "left_out_cut_short": cut_short,
         **total, "dead_letters": dead_letters,
         "wall_seconds": wall,
         "documents_per_second": timed_documents / wall if wall else None,

@@ -228,12 +228,23 @@ def _money_note(summary: dict) -> str:
     return note
 
 
+def _notes(summary: dict) -> list[str]:
+    notes = [_money_note(summary)]
+    if summary.get("left_out_cut_short"):
+        notes.append(f"Left out: {len(summary['left_out_cut_short'])} folder(s) holding part of a run, from a swap "
+                     f"on an object store that was cut short (run the job again): "
+                     f"{', '.join(summary['left_out_cut_short'])}.")
+    return notes
+
+
 def render_markdown(summary: dict, plots: list[str]) -> str:
     lines = ["# rightsize cost report", "", f"Predictions: `{summary['predictions']}` ({summary['files']} files, "
              f"{len(summary['runs'])} runs, models {', '.join(summary['models'])})", "",
              "| figure | value |", "|---|---|"]
     lines += [f"| {label} | {value} |" for _, label, value in headline_rows(summary)]
-    lines += ["", _money_note(summary), ""]
+    lines.append("")
+    for note in _notes(summary):
+        lines += [note, ""]
     for title, header, rows in _tables(summary):
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -259,7 +270,7 @@ def render_html(summary: dict, plots: dict[str, bytes]) -> str:
     for key, label, value in headline_rows(summary):
         raw = "" if summary[key] is None else repr(summary[key])
         parts.append(f"<tr><td>{e(label)}</td><td data-key='{key}' data-value='{e(raw)}'>{e(value)}</td></tr>")
-    parts.append(f"</table><p class='note'>{e(_money_note(summary))}</p>")
+    parts.append("</table>" + "".join(f"<p class='note'>{e(note)}</p>" for note in _notes(summary)))
     for title, header, rows in _tables(summary):
         parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]

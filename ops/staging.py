@@ -5,7 +5,8 @@ On a local (POSIX) file system a reader of the final path sees the previous comp
 complete output, or - only when a process is killed between the two renames of a directory swap - nothing;
 ``recover`` then puts the previous output back at the next start. Never a mix. Object stores (gs://, s3://)
 have no rename: there the swap is delete-then-copy, and the run's ``manifest.json``, deleted first and copied
-last, is what marks it complete.
+last, is what marks it complete; while the files are copied in, an ``.incomplete`` file in the run says so to
+readers that do not need a manifest (the cost report), and is left there by a swap cut short.
 
 Staging names live in a ``.staging`` folder beside the final path, so a glob one level deep
 (``<output>/*/predictions-*.parquet``) never sees half-written output.
@@ -26,6 +27,7 @@ from ops.urls import local_path
 
 STAGING_DIR = ".staging"
 _REPLACED = ".replaced"
+INCOMPLETE = ".incomplete"  # in a directory on an object store while a swap copies it in (hidden to globs)
 
 
 def _split(url: str) -> tuple[str, str]:
@@ -61,7 +63,8 @@ def publish(staging: str, final: str, mark: str | None = None) -> None:
 def _copy_swap(staging: str, final: str, mark: str | None) -> None:
     """An object store's swap, which has no rename: delete the old output, then move the new one in, file by
     file. The ``mark`` file goes first out of the old output and last into the new, so a swap cut short (a
-    killed process, a lost connection) never leaves a mark over an incomplete output."""
+    killed process, a lost connection) never leaves a mark over an incomplete output; an INCOMPLETE file goes in
+    before the new output's files and out after its mark, so such a swap leaves one there."""
     fs, path = fsspec.core.url_to_fs(final)
     source = fsspec.core.url_to_fs(staging)[1].rstrip("/")
     if mark and fs.isfile(f"{path}/{mark}"):
@@ -72,9 +75,11 @@ def _copy_swap(staging: str, final: str, mark: str | None) -> None:
         fs.mv(source, path, recursive=True)
         return
     files = [f for f in fs.find(source) if f != f"{source}/{mark}"]
+    fs.pipe(f"{path}/{INCOMPLETE}", b"a swap of this output was cut short: run the job again\n")
     if files:
         fs.copy(files, [f"{path}/{posixpath.relpath(f, source)}" for f in files])
     fs.copy(f"{source}/{mark}", f"{path}/{mark}")
+    fs.rm(f"{path}/{INCOMPLETE}")
     fs.rm(source, recursive=True)
 
 

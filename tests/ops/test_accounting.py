@@ -169,3 +169,44 @@ def test_a_nan_confidence_is_an_error_naming_the_file(tmp_path):
         summarize(ReportConfig(str(tmp_path / "*.parquet")))
     with pytest.raises(ValueError, match="price_per_hour"):
         ReportConfig("x", price_per_hour=float("inf"))
+
+
+def test_a_run_whose_object_store_swap_was_cut_short_is_left_out_with_a_warning(monkeypatch, caplog):
+    """memory:// stands in for gs://: a re-run of run-a whose swap breaks off after its first shard leaves that
+    shard, no manifest and an INCOMPLETE mark; the report leaves the folder out instead of counting half a run."""
+    import fsspec
+
+    from ops.staging import publish
+
+    fs = fsspec.filesystem("memory")
+    manifest = json.dumps({"run_id": "run-a", "started": "2026-11-20T02:00:00+00:00",
+                           "finished": "2026-11-20T02:30:00+00:00", "counts": {"dead_letters": 0}}).encode()
+    for folder in ("/cut/labels/run-a", "/cut/labels/.staging/run-a.0123456789ab"):  # the last run, and its re-run
+        for shard, rows in enumerate((RUN_A[:2], RUN_A[2:])):
+            with fs.open(f"{folder}/predictions-{shard:05d}-of-00002.parquet", "wb") as f:
+                pq.write_table(_table(rows, "run-a"), f)
+        fs.pipe(f"{folder}/manifest.json", manifest)
+    with fs.open("/cut/labels/run-b/predictions-00000-of-00001.parquet", "wb") as f:
+        pq.write_table(_table(RUN_B, "run-b"), f)  # another run, complete, without a manifest (as predict's)
+    pattern = "memory://cut/labels/*/predictions-*.parquet"
+    assert summarize(ReportConfig(pattern))["documents"] == 4
+
+    copy = fs.cp_file
+    monkeypatch.setattr(fs, "cp_file", lambda a, b, **k: (_ for _ in ()).throw(ConnectionError("lost"))
+                        if a.endswith("00001-of-00002.parquet") else copy(a, b, **k))
+    with pytest.raises(ConnectionError):
+        publish("memory://cut/labels/.staging/run-a.0123456789ab", "memory://cut/labels/run-a", mark="manifest.json")
+    assert fs.exists("/cut/labels/run-a/predictions-00000-of-00002.parquet")  # half of the re-run is there
+    with caplog.at_level("WARNING", logger="ops.accounting"):
+        s = summarize(ReportConfig(pattern))
+    assert [r["run_id"] for r in s["runs"]] == ["run-b"] and s["documents"] == 1 and s["files"] == 1
+    assert s["left_out_cut_short"] == ["memory:///cut/labels/run-a"] and "left out 1 folder(s)" in caplog.text
+    from ops.report import render_html, render_markdown
+
+    for page in (render_markdown(s, []), render_html(s, {})):
+        assert "Left out: 1 folder(s) holding part of a run" in page and "memory:///cut/labels/run-a" in page
+    with pytest.raises(FileNotFoundError, match="outside 1 folder"):
+        summarize(ReportConfig("memory://cut/labels/run-a/*.parquet"))
+    fs.pipe("/cut/labels/run-a/manifest.json", manifest)  # a mark with a manifest: cut short after the manifest
+    s = summarize(ReportConfig(pattern))
+    assert s["left_out_cut_short"] == [] and s["documents"] == 2 + 1

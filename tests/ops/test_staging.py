@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from ops.staging import STAGING_DIR, discard, publish, recover, staging_path
+from ops.staging import INCOMPLETE, STAGING_DIR, discard, publish, recover, staging_path
 
 
 def _tree(root) -> dict:
@@ -86,6 +86,7 @@ def test_object_store_swap_copies_the_manifest_last_and_a_cut_short_swap_leaves_
     old = {"/swap/run1/manifest.json": b"old", "/swap/run1/predictions-00000.parquet": b"old"}
     fs.pipe({**old, **{f"/swap/.staging/run1.0123456789ab/{name}": name.encode() for name in names}})
     publish("memory://swap/.staging/run1.0123456789ab", "memory://swap/run1", mark="manifest.json")
+    # every file of the new run, and no INCOMPLETE mark left
     assert {p: fs.cat(p) for p in fs.find("/swap/run1")} == {f"/swap/run1/{name}": name.encode() for name in names}
     assert not fs.exists("/swap/.staging/run1.0123456789ab")
 
@@ -105,4 +106,5 @@ def test_object_store_swap_copies_the_manifest_last_and_a_cut_short_swap_leaves_
     assert removed[0] == "/swap/run1/manifest.json"  # the old run stopped counting as complete before any of it went
     left = {p: fs.cat(p) for p in fs.find("/swap/run1")}
     assert "/swap/run1/manifest.json" not in left  # neither the old run's nor the new one's
+    assert left.pop(f"/swap/run1/{INCOMPLETE}").startswith(b"a swap of this output was cut short")  # for the report
     assert left and set(left.values()) == {b"new"}  # part of the new run, nothing of the old

@@ -214,12 +214,15 @@ def _checked_manifest(text: str, path: str) -> tuple[str, dict]:
 def count_dead_letters(fs: fsspec.AbstractFileSystem, files: list[str]) -> int:
     """Lines of the dead-letter files beside ``files``: ``deadletter-*.jsonl`` (Beam job) or
     ``<name>.deadletter.jsonl`` (``rightsize predict``)."""
+    listed: dict[str, set[str]] = {}  # folder -> its .jsonl files: one listing per folder, not a request per file
     letters = set()
     for f in files:
         folder, name = f.rsplit("/", 1)
-        letters.update(fs.glob(f"{folder}/deadletter-*.jsonl"))
+        if folder not in listed:
+            listed[folder] = set(fs.glob(f"{folder}/*.jsonl"))
+            letters.update(p for p in listed[folder] if p.rsplit("/", 1)[1].startswith("deadletter-"))
         sibling = f"{folder}/{name.removesuffix('.parquet')}.deadletter.jsonl"
-        if fs.isfile(sibling):
+        if sibling in listed[folder]:
             letters.add(sibling)
     total = 0
     for path in sorted(letters):

@@ -224,11 +224,21 @@ class EarlyExitClassifier(nn.Module):
         """A new model to fine-tune: pretrained backbone weights, freshly initialised exits. In mode multi,
         every stage starts from the pretrained backbone's first ``exit_layers[k]`` layers."""
         path = resolve_backbone(name_or_dir)
+        if (Path(path) / CONFIG_FILE).is_file():  # its weights are named backbone.*: none would load
+            raise ValueError(f"{name_or_dir} is a rightsize model ({CONFIG_FILE}), not a pretrained encoder to "
+                             f"fine-tune: give its base model ({read_model_config(path).base_model!r}) or another")
 
         def pretrained(**overrides) -> nn.Module:
             return AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False, **overrides)
 
-        backbone = pretrained()
+        backbone, loading = pretrained(output_loading_info=True)
+        # transformers initialises what the checkpoint lacks at random and only logs it: fine-tuning would then
+        # start from noise. The pooler alone may be missing (masked-LM checkpoints): no exit uses it.
+        missing = [k for k in loading["missing_keys"] if not k.startswith("pooler.")]
+        if missing:
+            raise ValueError(f"{name_or_dir}: {len(missing)} of the encoder's weights are not in its checkpoint "
+                             f"(such as {', '.join(missing[:3])}): not a pretrained {backbone.config.model_type} "
+                             f"encoder that transformers can load")
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         num_layers = backbone.config.num_hidden_layers
         try:  # settings given here (--exits, --max-length, the labels in the data), not a file's fields

@@ -103,3 +103,30 @@ def test_checkpoint_of_another_config_is_refused(backbone_dir, tmp_path):
     with pytest.raises(ValueError, match="checkpoint of a different training config"):
         train(TrainConfig(model=backbone_dir, exits=(4,), epochs=1, batch_size=8, lr=1e-3), *data,
               checkpoint_dir=tmp_path)
+
+
+def test_a_checkpoint_without_the_encoders_weights_is_refused_not_trained_from_noise(backbone_dir, tmp_path):
+    """transformers initialises missing weights at random and only logs it: a rightsize model given as the
+    backbone (its weights are named backbone.*), or any checkpoint of other names, would fine-tune noise."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    with pytest.raises(ValueError, match=r"is a rightsize model \(rightsize.json\).*give its base model"):
+        EarlyExitClassifier.from_backbone(_saved_model(backbone_dir, tmp_path / "ours"), labels=("a", "b"))
+    renamed = tmp_path / "renamed"
+    shutil.copytree(backbone_dir, renamed)
+    weights = load_file(renamed / "model.safetensors")
+    save_file({f"encoder_v2.{k}": v for k, v in weights.items()}, renamed / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"renamed: \d+ of the encoder's weights are not in its checkpoint"):
+        EarlyExitClassifier.from_backbone(str(renamed), labels=("a", "b"), max_length=64)
+    # a checkpoint without the pooler (as masked-LM ones are) loads: no exit uses it
+    save_file({k: v for k, v in weights.items() if not k.startswith("pooler.")}, renamed / "model.safetensors",
+              metadata={"format": "pt"})
+    assert EarlyExitClassifier.from_backbone(str(renamed), labels=("a", "b"), max_length=64).config.num_layers == 4
+
+
+def _saved_model(backbone_dir, path) -> str:
+    EarlyExitClassifier.from_backbone(backbone_dir, labels=("a", "b"), max_length=64).save_pretrained(path)
+    return str(path)

@@ -129,16 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train", "fine-tune an encoder with early exits (modes joint, sweet, multi)")
     p.add_argument("--model", required=True, help="backbone: local dir, hub name, or 'minilm' (packaged all-MiniLM-L6-v2)")
-    p.add_argument("--train", required=True, help="training data: .jsonl/.csv/.parquet file or hub dataset name[:split]")
+    p.add_argument("--train", required=True, help="training data: a .jsonl/.csv/.parquet file, a folder of such files (all read), or a hub "
+                        "dataset name[:split]")
     p.add_argument("--dev", required=True, help="dev data, same format; every exit is evaluated on it each epoch")
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--exits", type=_int_list, default=None,
                    help="1-based layers with an exit, ending at the last layer (default: every quarter of the depth)")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3, help="passes over the training data (default 3)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per document after truncation (default 128)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="training examples per step (default 32)")
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW peak learning rate (default 1e-4; 2e-5..5e-5 for base-size models)")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="seed of initialisation, shuffling, dropout (default 42)")
     p.add_argument("--pooling", choices=("mean", "cls"), default="mean",
                    help="what each exit reads: mean of token states (default) or the first token")
     p.add_argument("--mode", choices=TRAINING_MODES, default="joint",
@@ -174,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("calibrate", "fit per-exit temperatures and choose the default threshold for a target")
     p.add_argument("--model", required=True, help="model directory written by 'rightsize train' (updated in place)")
-    p.add_argument("--data", required=True, help="labelled dev data (.jsonl/.csv/.parquet or hub name[:split])")
+    p.add_argument("--data", required=True, help="labelled dev data: a .jsonl/.csv/.parquet file, a folder of such files (all read), "
+                                                        "or a hub name[:split]")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--target-drop", type=float, default=None,
                         help="cheapest threshold losing at most this accuracy vs the last exit (default 0.01)")

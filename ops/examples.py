@@ -86,12 +86,21 @@ def _read(source, text_field, pair_field, label_field, split, limit, cache: str)
             if tsv := next(folder.rglob("*.[tT][sS][vV]"), None):  # datasets would read it as comma-separated
                 raise ValueError(f"{source}: {tsv.name} is TSV, which training does not read; give "
                                  f"{', '.join(_BUILDERS)} files")
-            kinds = sorted({p.suffix.lower() for p in folder.rglob("*") if p.suffix.lower() in _BUILDERS})
+            files = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in _BUILDERS and p.is_file()
+                           and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+            kinds = sorted({_BUILDERS[Path(f).suffix.lower()] for f in files})
             if len(kinds) != 1:
                 raise ValueError(f"{source}: a folder must hold data files of one kind ({', '.join(_BUILDERS)}); "
-                                 f"it holds {' and '.join(kinds) or 'none'}")
+                                 f"it holds {' and '.join(sorted({Path(f).suffix.lower() for f in files})) or 'none'}")
+            # every file, whatever its name: datasets would otherwise pick files by the split names in their
+            # names (train.jsonl, not extra.jsonl) and drop the rest. folder:split keeps datasets' choice.
+            options = {"keep_default_na": False} if kinds == ["csv"] else {}
             try:
-                data = datasets.load_dataset(str(folder), split=hub_split or split, cache_dir=cache)
+                if hub_split:
+                    data = datasets.load_dataset(str(folder), split=hub_split, cache_dir=cache)
+                else:
+                    data = datasets.load_dataset(kinds[0], data_files={split: files}, split=split, cache_dir=cache,
+                                                 **options)
             except (ValueError, datasets.exceptions.DatasetGenerationError) as e:
                 raise ValueError(f"{source}: could not be read: {e.__cause__ or e}") from e
         else:

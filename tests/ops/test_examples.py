@@ -100,3 +100,15 @@ def test_training_refuses_tsv_which_only_labelling_reads(tmp_path):
         load_examples(str(tmp_path))
     with pytest.raises(ValueError, match="unknown file type"):
         load_examples(str(tmp_path / "b.TSV"))
+
+
+def test_a_folder_is_read_whole_whatever_its_files_are_called(tmp_path):
+    """datasets picks a folder's files by the split names in their names: train.jsonl would be read and
+    extra.jsonl, validation_fold.jsonl dropped; a folder of part-0.jsonl would have no 'validation' split."""
+    for i, name in enumerate(["train.jsonl", "extra.jsonl", "validation_fold.jsonl", "sub/part-0.jsonl"]):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(f'{{"text": "t{i}", "label": "a"}}\n' * (i + 1))
+    (tmp_path / ".hidden.jsonl").write_text('{"text": "not data", "label": "a"}\n')  # as globs: skipped
+    assert sorted(load_examples(str(tmp_path)).texts) == ["t0", "t1", "t1", "t2", "t2", "t2", "t3", "t3", "t3", "t3"]
+    assert len(load_examples(str(tmp_path), split="validation")) == 10  # the calibrate / dev split: the same files
+    assert load_examples(f"{tmp_path}:train").texts == ["t0"]  # folder:split keeps datasets' choice by name

@@ -166,11 +166,14 @@ def select_training_data(directory: str | Path, selection: SelectionConfig, out:
                          overwrite: bool = False) -> tuple[int, int]:
     """Writes the examples ``selection`` picks from a model directory's dynamics to ``out``; returns (rows
     written, training set size). An existing ``out`` is replaced only with ``overwrite``, and never when it is
-    the training file the examples came from."""
+    the training file the examples came from, or in the training folder they came from."""
     dynamics, examples, fields = read_dynamics(directory)
     out, source = Path(out), Path(fields.get("source") or "")
     if out.exists() and source.exists() and out.samefile(source):
         raise ValueError(f"{out} is the training file these examples come from: write the selection elsewhere")
+    if source.is_dir() and out.resolve().is_relative_to(source.resolve()):  # a training folder is read whole
+        raise ValueError(f"{out} is inside the training folder these examples come from ({source}), whose files "
+                         f"it would replace or join: write the selection elsewhere")
     if out.exists() and not overwrite:
         raise ValueError(f"{out} exists: give another --out, or --overwrite to replace it")
     stats = data_map(dynamics, selection.exit_layer)

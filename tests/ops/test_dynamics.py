@@ -179,3 +179,19 @@ def test_commands_on_a_model_without_dynamics_are_one_line_errors(tmp_path, caps
                                                               "--out", str(tmp_path / "o.jsonl")]):
         assert main([argv[0], "--model", str(tmp_path), *argv[1:]]) == 2
         assert "no training dynamics" in capsys.readouterr().err
+
+
+def test_select_never_writes_into_the_training_folder_it_came_from(tmp_path, monkeypatch, capsys):
+    """A training folder is read whole: a selection written into it would replace a file of it, or join it."""
+    (tmp_path / "fold" / "sub").mkdir(parents=True)
+    (tmp_path / "fold" / "train.jsonl").write_text("the user's training data\n")
+    monkeypatch.chdir(tmp_path)
+    examples = Examples(["a", "b", "c", "d"], None, ["x", "y", "x", "y"], "fold")
+    write_dynamics(tmp_path / "m", _dynamics(), examples)
+    argv = ["select", "--model", "m", "--region", "easy", "--fraction", "0.5", "--overwrite", "--out"]
+    for out in ("fold/train.jsonl", "fold/sub/new.jsonl", str(tmp_path / "fold" / "new.parquet")):
+        assert main([*argv, out]) == 2
+        assert "is inside the training folder these examples come from" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "fold").rglob("*")) == ["sub", "train.jsonl"]
+    assert (tmp_path / "fold" / "train.jsonl").read_text() == "the user's training data\n"
+    assert main([*argv, "selected.jsonl"]) == 0 and len((tmp_path / "selected.jsonl").read_text().splitlines()) == 2

@@ -103,6 +103,10 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     (lambda t: t.set_column(t.schema.get_field_index("label"), "label", pa.array(["x", None, "y"])),
      r"not rightsize predictions: null values in \['label'\]"),
     (None, "not a readable Parquet file"),
+    (lambda t: _with(t, "confidence", [0.9, -0.5, 0.7]), r"not rightsize predictions: confidence from -0.5 to 0.9, outside \[0, 1\]"),
+    (lambda t: _with(t, "num_tokens", [10, -3, 70]), r"not rightsize predictions: num_tokens from -3 to 70, outside \[0, inf\]"),
+    (lambda t: _with(t, "exit_layer", [1, 0, 4]), r"not rightsize predictions: exit_layer from 0 to 4, outside \[1, inf\]"),
+    (lambda t: _with(t, "flops", [100, -1, 900]), r"not rightsize predictions: flops from -1 to 900, outside \[0, inf\]"),
 ])
 def test_a_file_that_is_not_ours_is_named_in_the_error(tmp_path, spoil, message):
     pq.write_table(_table(RUN_A, "run-a"), tmp_path / "a.parquet")
@@ -113,6 +117,21 @@ def test_a_file_that_is_not_ours_is_named_in_the_error(tmp_path, spoil, message)
         pq.write_table(spoil(_table(RUN_A, "run-b")), bad)
     with pytest.raises(ValueError, match=f"{bad}: {message}"):
         summarize(ReportConfig(str(tmp_path / "*.parquet")))
+
+
+def _with(table: pa.Table, column: str, values: list) -> pa.Table:
+    i = table.schema.get_field_index(column)
+    return table.set_column(i, column, pa.array(values, table.schema.field(i).type))
+
+
+def test_flops_sums_past_2_to_the_63_are_exact_not_wrapped(tmp_path):
+    """int64 sums wrap without a word: 4 documents of 2**62 FLOPs each once read 'FLOPs spent: -4611 PFLOP'."""
+    rows = [(f"d{i}", "x", 1, 10, 2**62 + i, 2**62 + 10, 0.9) for i in range(4)]
+    pq.write_table(_table(rows, "run-big"), tmp_path / "big.parquet")
+    s = summarize(ReportConfig(str(tmp_path / "*.parquet")))
+    assert s["flops"] == 4 * 2**62 + 6 and s["full_flops"] == 4 * (2**62 + 10)  # exact Python ints
+    assert s["flops_saved_fraction"] == pytest.approx(0, abs=1e-15) and s["by_exit_layer"][0]["flops"] == s["flops"]
+    json.dumps(s, allow_nan=False)
 
 
 def test_one_run_id_in_two_folders_is_two_runs(tmp_path):
@@ -210,3 +229,41 @@ def test_a_run_whose_object_store_swap_was_cut_short_is_left_out_with_a_warning(
     fs.pipe("/cut/labels/run-a/manifest.json", manifest)  # a mark with a manifest: cut short after the manifest
     s = summarize(ReportConfig(pattern))
     assert s["left_out_cut_short"] == [] and s["documents"] == 2 + 1
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"counts": {}}, r"KeyError: 'dead_letters'"),
+    ({"finished": "2026-11-20T01:00:00+00:00"}, r"finished \(2026-11-20T01:00:00\+00:00\) is before started"),
+    ({"started": "2026-11-20T02:00:00"}, r"TypeError: can't subtract offset-naive and offset-aware"),
+    ({"devices": 5}, r"devices is 5, not counts of workers per device type"),
+    ({"counts": {"dead_letters": -50}}, r"counts.dead_letters is -50, not a count"),
+    ({"counts": {"dead_letters": 2.9}}, r"counts.dead_letters is 2.9, not a count"),
+    ({"counts": {"dead_letters": True}}, r"counts.dead_letters is True, not a count"),
+])
+def test_a_manifest_that_cannot_be_used_is_an_error_naming_it(tmp_path, change, message):
+    pattern = write_runs(tmp_path)
+    path = tmp_path / "labels" / "run-a" / "manifest.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | change))
+    with pytest.raises(ValueError, match=f"{path}: (not a usable run manifest .*)?{message}"):
+        summarize(ReportConfig(pattern, price_per_hour=1.0))
+
+
+def test_a_manifest_of_another_run_is_named_in_a_warning_not_silently_unused(tmp_path, caplog):
+    pattern = write_runs(tmp_path)
+    path = tmp_path / "labels" / "run-a" / "manifest.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"run_id": "run-z"}))
+    with caplog.at_level("WARNING", logger="ops.accounting"):
+        s = summarize(ReportConfig(pattern, price_per_hour=1.0))
+    assert s["cost"] is None and s["documents"] == 4
+    assert f"{path} is the manifest of run 'run-z', to which no prediction beside it belongs" in caplog.text
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"price_per_hour": 1e300}, "price_per_hour must be a number from 0 to 1e"),
+    ({"price_per_hour": float("nan")}, "price_per_hour must be a number from 0"),
+    ({"price_per_hour": -1.0}, "price_per_hour must be a number from 0"),
+    ({"devices": 100_000_000_000}, "devices must be from 1 to 1,000,000"), ({"devices": 0}, "devices must be from 1"),
+])
+def test_price_and_devices_that_would_make_an_infinite_bill_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        ReportConfig("x", **settings)

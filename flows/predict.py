@@ -79,6 +79,7 @@ def predict_file(
     retried after a failure, are tokenised in parts while they are labelled instead
     (``EarlyExitClassifier.predict``'s ``tokenize_ahead``)."""
     threshold = model.config.threshold if threshold is None else threshold
+    model.config.check_pairs(fields.pair_field is not None)  # now, not as a dead letter per document
     read_ahead = model.device.type == "cuda" if read_ahead is None else read_ahead
     check_threshold(threshold)
     if (batch_size is not None and batch_size < 1) or chunk_size < 1:

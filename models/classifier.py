@@ -498,6 +498,7 @@ class EarlyExitClassifier(nn.Module):
         cut: the longest-first truncation of a pair weighs both segments' whole lengths."""
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
+        self.config.check_pairs(pairs is not None)
         if pairs is None:
             whole = texts
             texts = [cut_at_space(t, self.config.max_length * CUT_CHARS_PER_TOKEN) for t in texts]

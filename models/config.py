@@ -73,6 +73,7 @@ class EarlyExitConfig:
     temperatures: tuple[float, ...] = ()  # one per exit; () means all 1.0 (uncalibrated)
     threshold: float = DEFAULT_THRESHOLD  # default exit threshold on calibrated max-softmax confidence
     base_model: str = ""  # where fine-tuning started, for provenance
+    text_pairs: bool | None = None  # trained on text pairs (NLI: premise, hypothesis); None: not recorded (older)
     calibration: dict[str, Any] | None = None  # summary written by calibration
     # Every precision calibrated so far: dtype name -> {"temperatures", "threshold", "calibration"}. The fields
     # above hold the one in use; ``calibrated_for`` swaps in another precision's (models/precision.py).
@@ -114,6 +115,13 @@ class EarlyExitConfig:
             return config, None
         return config, (f"no calibration for {dtype} in this model; using the {source} one (calibrate with "
                         f"--dtype {dtype} for temperatures and a threshold fitted on {dtype} logits)")
+
+    def check_pairs(self, with_pairs: bool) -> None:
+        """Raises unless inputs with (or without) a second text suit this model: a pair model given one text, or
+        a one-text model given pairs, would label every document without an error, and wrongly."""
+        if self.text_pairs is not None and with_pairs != self.text_pairs:
+            raise ValueError("this model was trained on text pairs: give the pair field (--pair-field) too"
+                             if self.text_pairs else "this model was trained on single texts: give no pair field")
 
     def _check(self, source: str) -> None:
         def fail(name: str, why: str):

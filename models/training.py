@@ -27,7 +27,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +123,7 @@ def train(config: TrainConfig, train_set: Examples, dev_set: Examples, out: str 
                          f"{train_set.source}, whose labels are {labels[:10]}")
     model = EarlyExitClassifier.from_backbone(config.model, labels, config.exits, config.max_length, config.pooling,
                                               training_mode=config.mode)
+    model.set_config(replace(model.config, text_pairs=train_set.pairs is not None))  # checked at every prediction
     model.to(pick_device())
     model.dtype_name = resolve_dtype(config.dtype, model.device)  # dev evaluation and dynamics run in it too
     data = _Data(model.tokenize(train_set.texts, train_set.pairs, padding=False),

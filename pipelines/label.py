@@ -248,6 +248,7 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1, model_id: str
     from models.config import check_threshold
 
     dtype, model_config, warning = calibration_for(config.model, config.dtype)
+    model_config.check_pairs(config.pair_field is not None)
     if warning:
         log.warning("%s: %s", config.model, warning)
     # several processes on this machine: a share of the cores each; one: torch's own default (physical cores)

@@ -130,3 +130,39 @@ def test_a_checkpoint_without_the_encoders_weights_is_refused_not_trained_from_n
 def _saved_model(backbone_dir, path) -> str:
     EarlyExitClassifier.from_backbone(backbone_dir, labels=("a", "b"), max_length=64).save_pretrained(path)
     return str(path)
+
+
+def test_a_pair_model_refuses_single_texts_and_a_single_text_model_refuses_pairs(backbone_dir, tmp_path):
+    """Both would label every document without an error, and wrongly: calibration too (its threshold fitted on
+    premises alone). The model records what it was trained on; predict, calibrate and label check it."""
+    from models.calibration import CalibrationConfig, calibrate
+    from ops.records import InputFields
+    from pipelines.label import prepare_run
+    from pipelines.label_config import LabelJobConfig
+
+    single = topic_examples(32, 0)
+    pairs = Examples(single.texts, [t[::-1] for t in single.texts], single.labels, "pairs")
+    config = TrainConfig(model=backbone_dir, exits=(2, 4), epochs=1, batch_size=16, max_length=32)
+    for name, examples in (("pair", pairs), ("single", single)):
+        train(config, examples, examples, out=tmp_path / name)
+    pair_model = EarlyExitClassifier.from_pretrained(tmp_path / "pair", device="cpu")
+    assert pair_model.config.text_pairs is True and len(pair_model.predict(pairs.texts, pairs.pairs)) == 32
+    with pytest.raises(ValueError, match="trained on text pairs: give the pair field"):
+        pair_model.predict(single.texts)
+    with pytest.raises(ValueError, match="trained on text pairs: give the pair field"):
+        calibrate(pair_model, single, CalibrationConfig(target_drop=0.01), out=None)
+    single_model = EarlyExitClassifier.from_pretrained(tmp_path / "single", device="cpu")
+    with pytest.raises(ValueError, match="trained on single texts: give no pair field"):
+        single_model.predict(pairs.texts, pairs.pairs)
+    (tmp_path / "in.jsonl").write_text('{"text": "goal match", "hypothesis": "h"}\n')
+    for name, fields in (("pair", InputFields()), ("single", InputFields(pair_field="hypothesis"))):
+        job = LabelJobConfig(model=str(tmp_path / name), input=str(tmp_path / "in.jsonl"),
+                             output=str(tmp_path / "out"), run_id="r", **fields.__dict__)
+        with pytest.raises(ValueError, match="trained on (text pairs|single texts)"):  # before any work
+            prepare_run(job)
+    from flows.predict import predict_file
+
+    with pytest.raises(ValueError, match="trained on single texts"):
+        predict_file(single_model, str(tmp_path / "in.jsonl"), str(tmp_path / "p.parquet"),
+                     InputFields(pair_field="hypothesis"))
+    assert not (tmp_path / "p.parquet").exists()

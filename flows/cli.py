@@ -29,7 +29,7 @@ training example's gold-label probability after each epoch at each exit) go to <
 --no-dynamics.
 """,
     "datamap": """examples:
-  rightsize datamap --model models/ag --out models/ag/datamap
+  rightsize datamap --model models/ag --out datamaps/ag
   rightsize datamap --model models/ag --out datamap-L2 --exit-layer 2 --top 20
 
 writes datamap.png (variability vs confidence, coloured by correctness), datamap.md (the most ambiguous,
@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exits", type=_int_list, default=None,
                    help="1-based layers with an exit, ending at the last layer (default: every quarter of the depth)")
     p.add_argument("--epochs", type=int, default=3, help="passes over the training data (default 3)")
-    p.add_argument("--max-length", type=int, default=128, help="tokens per document after truncation (default 128)")
+    p.add_argument("--max-length", type=int, default=128,
+                   help="tokens per document after truncation, special tokens included (default 128, at least 8)")
     p.add_argument("--batch-size", type=int, default=32, help="training examples per step (default 32)")
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW peak learning rate (default 1e-4; 2e-5..5e-5 for base-size models)")
     p.add_argument("--seed", type=int, default=42, help="seed of initialisation, shuffling, dropout (default 42)")
@@ -231,11 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args) -> None:
     from models.training import TrainConfig, train
     from ops.examples import load_examples
-    from ops.staging import discard, publish, staging_path
+    from ops.staging import discard, publish, recover, staging_path
 
     config = TrainConfig(model=args.model, exits=args.exits, epochs=args.epochs, max_length=args.max_length,
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, pooling=args.pooling,
                          mode=args.mode, dynamics=args.dynamics, dtype=args.dtype)
+    recover(args.out)  # what a killed train of this --out left: a half-written model, or the old one set aside
     _check_model_out(Path(args.out))
     fields = dict(text_field=args.text_field, pair_field=args.pair_field, label_field=args.label_field)
     staging = staging_path(args.out)  # swapped in whole at the end: nothing of an earlier model stays behind
@@ -263,11 +265,22 @@ def _train(args) -> None:
 
 def _check_model_out(out: Path) -> None:
     """Before any work: ``train --out`` is a new or empty folder, or an earlier model (which the new one will
-    replace whole), not a file or a folder of other things."""
+    replace whole) holding nothing but what train and calibrate write, not a file or a folder of other things."""
+    from models.calibration import CALIBRATION_FILE, CURVE_FILE, CURVE_PLOT, RELIABILITY_PLOT
+    from models.config import MODEL_FILES, OPTIONAL_MODEL_FILES
+    from models.training import TRAINING_FILE
+    from ops.dynamics import DYNAMICS_DIR
+
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file: give a folder for the model")
     if out.is_dir() and any(out.iterdir()) and not (out / CONFIG_FILE).is_file():
         raise ValueError(f"--out {out} holds files and is not a rightsize model folder: give a new or empty folder")
+    ours = {*MODEL_FILES, *OPTIONAL_MODEL_FILES, TRAINING_FILE, DYNAMICS_DIR, CALIBRATION_FILE, CURVE_FILE,
+            CURVE_PLOT, RELIABILITY_PLOT}
+    others = sorted(p.name for p in out.iterdir() if p.name not in ours) if out.is_dir() else []
+    if others:  # a data map written into the model folder, the user's notes: replacing the model would delete them
+        raise ValueError(f"--out {out} is an earlier model's folder, but also holds {', '.join(others[:5])}, which "
+                         f"replacing the model would delete: move them out, or give another --out")
 
 
 def _datamap(args) -> None:

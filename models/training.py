@@ -45,6 +45,7 @@ from ops.examples import Examples, check_seed, label_names
 
 log = logging.getLogger(__name__)
 TRAINING_FILE = "training.json"
+MIN_TRAIN_LENGTH = 8  # tokens per example, [CLS] and [SEP] (and a pair's second [SEP]) included
 CHECKPOINT_STATE = "state.json"  # epoch reports, best score, numpy RNG; tensors go to the files below
 CHECKPOINT_WEIGHTS = "model.safetensors"  # weights after the last completed epoch
 CHECKPOINT_BEST = "best.safetensors"  # weights of the best epoch so far
@@ -73,9 +74,12 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.dtype must be one of {TRAIN_DTYPE_CHOICES}, got {self.dtype!r}")
         if self.mode not in TRAINING_MODES:
             raise ValueError(f"TrainConfig.mode must be one of {TRAINING_MODES}, got {self.mode!r}")
-        for name in ("epochs", "max_length", "batch_size"):
+        for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_length < MIN_TRAIN_LENGTH:  # 2 is [CLS] [SEP] alone: it would train to chance without a word
+            raise ValueError(f"TrainConfig.max_length must be >= {MIN_TRAIN_LENGTH} tokens, special tokens included, "
+                             f"got {self.max_length}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"TrainConfig.lr must be a finite number > 0, got {self.lr}")
         if self.exits is not None and not self.exits:  # an empty list is not "the default"

@@ -367,6 +367,14 @@ def test_train_out_is_checked_first_and_an_earlier_model_is_replaced_whole(backb
     model = tmp_path / "model"
     assert main([*argv, str(model)]) == 0 and (model / "dynamics").is_dir()
     (model / "calibration.json").write_text("{}")  # what calibrating this model would have added
+    (model / "datamap").mkdir()  # the user's own files beside the model: replacing it would delete them
+    (model / "notes.txt").write_text("mine")
+    assert main([*argv, str(model), "--no-dynamics", "--epochs", "1"]) == 2
+    assert "also holds datamap, notes.txt, which replacing the model would delete" in capsys.readouterr().err
+    assert (model / "notes.txt").read_text() == "mine" and (model / "dynamics").is_dir()
+    (model / "notes.txt").unlink()
+    (model / "datamap").rmdir()
+    (tmp_path / ".staging" / "model.0123456789ab").mkdir(parents=True)  # what a killed train left half-written
     assert main([*argv, str(model), "--no-dynamics", "--epochs", "1"]) == 0
     assert not (model / "dynamics").exists() and not (model / "calibration.json").exists()
     assert json.loads((model / "training.json").read_text())["config"]["epochs"] == 1

@@ -53,6 +53,7 @@ def test_dev_label_unknown_to_training_is_an_error(backbone_dir):
     ({"epochs": 0}, "TrainConfig.epochs"), ({"exits": ()}, "TrainConfig.exits is empty"),
     ({"lr": float("inf")}, "lr must be a finite number > 0"), ({"seed": -1}, "seed must be an integer in"),
     ({"seed": 2**64}, "seed must be an integer in"), ({"dtype": "int8"}, "TrainConfig.dtype must be one of"),
+    ({"max_length": 2}, "max_length must be >= 8 tokens, special tokens included, got 2"),
 ])
 def test_config_validation(settings, message):
     with pytest.raises(ValueError, match=message):

@@ -103,7 +103,10 @@ def find_prediction_files(pattern: str) -> tuple[fsspec.AbstractFileSystem, list
                     len(cut_short), ", ".join(fs.unstrip_protocol(f) for f in cut_short))
     files = [f for f in files if f.rsplit("/", 1)[0] not in cut_short]
     if not files:
-        raise FileNotFoundError(f"no .parquet files match {pattern!r}"
+        folder = pattern.rstrip("/")
+        hint = (f": it is a folder; give a glob of its files, such as '{folder}/*/predictions-*.parquet' (label's "
+                f"runs) or '{folder}/*.parquet'") if fs.isdir(fsspec.core.url_to_fs(pattern)[1]) else ""
+        raise FileNotFoundError(f"no .parquet files match {pattern!r}{hint}"
                                 + (f" outside {len(cut_short)} folder(s) of runs cut short" if cut_short else ""))
     return fs, files, [fs.unstrip_protocol(f) for f in cut_short]
 

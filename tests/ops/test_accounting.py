@@ -88,6 +88,8 @@ def test_streaming_in_small_batches_gives_the_same_account(tmp_path, monkeypatch
 def test_bad_inputs_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no .parquet files match"):
         summarize(ReportConfig(str(tmp_path / "*.parquet")))
+    with pytest.raises(FileNotFoundError, match=r"it is a folder; give a glob of its files, such as '.*/\*/predictions"):
+        summarize(ReportConfig(str(tmp_path)))
     pq.write_table(pa.table({"x": [1]}), tmp_path / "other.parquet")
     with pytest.raises(ValueError, match="not rightsize predictions, missing columns"):
         summarize(ReportConfig(str(tmp_path / "*.parquet")))

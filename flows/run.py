@@ -13,12 +13,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow
+from transformers import AutoConfig
 
 from flows.calibrate import calibrate_flow
 from flows.config import RunConfig, load_config
 from flows.label import label_flow
 from flows.report import report_flow
 from flows.train import train_flow
+from models.calibration import calibration_parts
+from models.classifier import resolve_backbone
+from models.config import default_exit_layers
+from ops.examples import load_examples
 from ops.urls import expand_glob
 
 log = logging.getLogger(__name__)
@@ -26,9 +31,24 @@ FLOW_NAME = "rightsize-run"
 RUN_FILE = "last_run.json"  # written into the workspace: where everything of the last run went
 
 
+def check_before_training(config: RunConfig) -> None:
+    """What would otherwise fail only after fine-tuning, hours in: a corpus that is not there, dev data that
+    cannot be calibrated on with [calibrate]'s settings, a [select] exit layer the model will not have."""
+    expand_glob(config.label.input)
+    data = config.data
+    calibration_parts(load_examples(data.dev, text_field=data.text_field, pair_field=data.pair_field,
+                                    label_field=data.label_field, split="validation"), config.calibrate)
+    layer = config.select and config.select.exit_layer
+    if layer is not None and not config.train.exits:  # the default exits: every quarter of the backbone's depth
+        exits = default_exit_layers(AutoConfig.from_pretrained(resolve_backbone(config.train.model)).num_hidden_layers)
+        if layer not in exits:
+            raise ValueError(f"[select] exit_layer {layer} is not among the default exits {list(exits)} of "
+                             f"{config.train.model}; give [train] exits, or one of those")
+
+
 def run_pipeline(config: RunConfig) -> dict:
     """Train -> calibrate -> label -> report; returns where everything went and what was reused."""
-    expand_glob(config.label.input)  # a corpus that is not there fails now, not after fine-tuning
+    check_before_training(config)
     cache = str(config.cache_dir)
     trained = train_flow(config.data, config.train, str(config.models_dir), cache, config.select)
     calibrated = calibrate_flow(trained["model_dir"], config.data, config.calibrate, str(config.models_dir), cache,

@@ -94,22 +94,29 @@ def exit_costs(model: EarlyExitClassifier, num_tokens: np.ndarray) -> tuple[np.n
     return passed.astype(np.float64), alone.astype(np.float64), full_model_flops(n, shape).astype(np.float64)
 
 
+def calibration_parts(data: Examples, config: CalibrationConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to fit on, rows to judge on), sorted; raises when ``data`` cannot be calibrated on with ``config``
+    (too few examples, one class, a part under MIN_PART). Needs no model: the flow checks it before training."""
+    if len(data) < 2 * MIN_PART:
+        raise ValueError(f"{data.source}: {len(data)} examples are too few to calibrate on (need >= {2 * MIN_PART})")
+    if len(set(data.labels)) < 2:  # every temperature would shrink towards 0: "always this class, surely"
+        raise ValueError(f"{data.source}: every example is labelled {data.labels[0]!r}; calibration needs dev data "
+                         "with at least two classes, drawn like the documents to be labelled")
+    order = np.random.default_rng(config.seed).permutation(len(data))
+    cut = int(round(config.fit_fraction * len(data)))
+    fit, held = np.sort(order[:cut]), np.sort(order[cut:])
+    if min(len(fit), len(held)) < MIN_PART:  # temperatures fitted on nothing, or a choice judged on nothing
+        raise ValueError(f"{data.source}: fit_fraction {config.fit_fraction} splits {len(data)} examples into "
+                         f"{len(fit)} to fit on and {len(held)} to judge on; each part needs >= {MIN_PART}")
+    return fit, held
+
+
 def calibrate(model: EarlyExitClassifier, data: Examples, config: CalibrationConfig,
               out: str | Path | None = None) -> CalibrationReport:
     """Fits temperatures, picks the threshold, sets both on ``model``; with ``out`` (the model directory)
     also saves rightsize.json, calibration.json, curve.csv and the two PNG plots there."""
     labels = np.array(data.label_ids(model.config.labels))
-    if len(labels) < 2 * MIN_PART:
-        raise ValueError(f"{data.source}: {len(labels)} examples are too few to calibrate on (need >= {2 * MIN_PART})")
-    if len(set(data.labels)) < 2:  # every temperature would shrink towards 0: "always this class, surely"
-        raise ValueError(f"{data.source}: every example is labelled {data.labels[0]!r}; calibration needs dev data "
-                         "with at least two classes, drawn like the documents to be labelled")
-    order = np.random.default_rng(config.seed).permutation(len(labels))
-    cut = int(round(config.fit_fraction * len(labels)))
-    fit, held = np.sort(order[:cut]), np.sort(order[cut:])
-    if min(len(fit), len(held)) < MIN_PART:  # temperatures fitted on nothing, or a choice judged on nothing
-        raise ValueError(f"{data.source}: fit_fraction {config.fit_fraction} splits {len(labels)} examples into "
-                         f"{len(fit)} to fit on and {len(held)} to judge on; each part needs >= {MIN_PART}")
+    fit, held = calibration_parts(data, config)
     logits, num_tokens = model.exit_logits(data.texts, data.pairs)  # (exits, n, labels): one pass over the data
     passed, alone, full = exit_costs(model, num_tokens)
     layers = model.config.exit_layers

@@ -62,6 +62,11 @@ class LabelJobConfig:
         from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
         runner = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or "DirectRunner"
+        known = {name.lower() for name in StandardOptions.KNOWN_RUNNER_NAMES}
+        if isinstance(runner, str) and "." not in runner and not {runner.lower(), runner.lower() + "runner"} & known:
+            # as Beam's create_runner resolves a name, which it does only once the job is about to start
+            raise ValueError(f"--runner {runner!r} is not a Beam runner: give one of "
+                             f"{', '.join(StandardOptions.KNOWN_RUNNER_NAMES)}, or a PipelineRunner's dotted path")
         if self.max_batch_duration_secs is not None and is_direct_runner(runner):
             # Its timers send the DirectRunner to its bundle-based mode, where a GroupByKey after the stateful
             # BatchElements fails an assertion at the end of the input (apache/beam#28716; Beam 2.77).

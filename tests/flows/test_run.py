@@ -156,6 +156,7 @@ def test_config_without_calibrate_section_targets_one_point(tmp_path):
     ("[label]\ninput = 'x'\nrun_id = '../nightly'\n", "must be one plain folder name"),
     ("[label]\ninput = 'x'\nthreshold = -1.0\n", "threshold must be a finite number >= 0"),
     ("[label]\ninput = 'x'\n[report]\ndevices = 0\n", "devices"),
+    ("[label]\ninput = 'x'\nbeam_args = ['--runner=NoSuchRunner']\n", "--runner 'NoSuchRunner' is not a Beam runner"),
 ])
 def test_step_settings_are_checked_when_the_config_is_read(tmp_path, extra, message):
     path = tmp_path / "c.toml"
@@ -242,3 +243,19 @@ def test_the_label_section_carries_every_job_setting_with_the_same_default():
     assert set(job) - set(step) == {"model"}  # the flow passes the model it trained
     for name in set(job) - {"model", "input", "output", "run_id"}:  # those four: required, or the flow's own default
         assert step[name] == job[name] != MISSING, name
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("target_drop = 0.05", "target_drop = 0.05\nfit_fraction = 0.9"),
+     "fit_fraction 0.9 splits 40 examples into 36 to fit on and 4 to judge on"),
+    (lambda t: t.replace("exits = [2, 4]\n", "") + "[select]\nregion = \"easy\"\nfraction = 0.5\nexit_layer = 5\n",
+     r"\[select\] exit_layer 5 is not among the default exits \[1, 2, 3, 4\]"),  # the tiny backbone has 4 layers
+])
+def test_settings_that_would_fail_after_fine_tuning_fail_before_it(workspace, edit, message):
+    from flows.run import run_pipeline
+
+    toml = workspace / "run.toml"
+    toml.write_text(edit(toml.read_text()))
+    with pytest.raises(ValueError, match=message):
+        run_pipeline(load_config(toml, str(workspace)))  # not a flow run yet: the first subflow would train
+    assert not (workspace / "out" / "models").exists()

@@ -277,7 +277,8 @@ def _check_model_out(out: Path) -> None:
         raise ValueError(f"--out {out} holds files and is not a rightsize model folder: give a new or empty folder")
     ours = {*MODEL_FILES, *OPTIONAL_MODEL_FILES, TRAINING_FILE, DYNAMICS_DIR, CALIBRATION_FILE, CURVE_FILE,
             CURVE_PLOT, RELIABILITY_PLOT}
-    others = sorted(p.name for p in out.iterdir() if p.name not in ours) if out.is_dir() else []
+    others = sorted(p.name for p in out.iterdir() if p.name not in ours and not p.name.startswith(".")) \
+        if out.is_dir() else []  # hidden ones (.DS_Store, .ipynb_checkpoints) go with the old model
     if others:  # a data map written into the model folder, the user's notes: replacing the model would delete them
         raise ValueError(f"--out {out} is an earlier model's folder, but also holds {', '.join(others[:5])}, which "
                          f"replacing the model would delete: move them out, or give another --out")

@@ -158,6 +158,11 @@ def load_config(path: str | Path, workdir: str | Path | None = None) -> RunConfi
         if config.train.exits and config.select.exit_layer not in (None, *config.train.exits):
             raise ValueError(f"{path}: [select] exit_layer {config.select.exit_layer} is not among [train] exits "
                              f"{list(config.train.exits)}")
+    if (config.data.pair_field is None) != (config.label.pair_field is None):  # the model checks it only when
+        # labelling starts, after fine-tuning
+        raise ValueError(f"{path}: [data] pair_field is {config.data.pair_field!r} but [label] pair_field is "
+                         f"{config.label.pair_field!r}: a model trained on text pairs labels text pairs, and one "
+                         f"trained on single texts single texts")
     unknown = unknown_beam_flags(list(config.label.beam_args))
     if unknown:
         raise ValueError(f"{path}: [label] beam_args has options Beam does not know: {unknown}")

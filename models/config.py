@@ -129,6 +129,8 @@ class EarlyExitConfig:
 
         if not self.exit_layers:
             fail("exit_layers", "is empty")
+        if not (self.text_pairs is None or isinstance(self.text_pairs, bool)):
+            fail("text_pairs", f"must be true, false or null, got {self.text_pairs!r}")
         if list(self.exit_layers) != sorted(set(self.exit_layers)):
             fail("exit_layers", f"must be strictly increasing, got {list(self.exit_layers)}")
         if self.exit_layers[0] < 1 or self.exit_layers[-1] != self.num_layers:

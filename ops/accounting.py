@@ -246,8 +246,8 @@ def count_dead_letters(fs: fsspec.AbstractFileSystem, files: list[str]) -> int:
     letters = set()
     for f in files:
         folder, name = f.rsplit("/", 1)
-        if folder not in listed:
-            listed[folder] = set(fs.glob(f"{folder}/*.jsonl"))
+        if folder not in listed:  # ls, not a glob: a folder may be called "run[1]"
+            listed[folder] = {p for p in fs.ls(folder, detail=False) if p.endswith(".jsonl")}
             letters.update(p for p in listed[folder] if p.rsplit("/", 1)[1].startswith("deadletter-"))
         sibling = f"{folder}/{name.removesuffix('.parquet')}.deadletter.jsonl"
         if sibling in listed[folder]:

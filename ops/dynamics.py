@@ -122,10 +122,11 @@ def write_dynamics(directory: str | Path, dynamics: TrainingDynamics, examples: 
     if examples.pairs is not None:
         columns["pair"] = pa.array(examples.pairs, pa.string())
     columns["label"] = pa.array(examples.labels, pa.string())
-    # a local file by its absolute path: select recognises it (and refuses to write over it) from any directory
-    source = Path(examples.source)  # as train read it: no ~ expansion
-    fields = dict(zip(("text_field", "pair_field", "label_field"), examples.fields),
-                  source=str(source.resolve()) if source.is_file() else examples.source)
+    # a local file or folder by its absolute path: select recognises it (and refuses to write over or into it)
+    # from any directory. As train read them: a file without ~ expansion, a folder (folder:split) with it.
+    file, data_dir = Path(examples.source), Path(examples.source.partition(":")[0]).expanduser()
+    source = str(file.resolve()) if file.is_file() else str(data_dir.resolve()) if data_dir.is_dir() else examples.source
+    fields = dict(zip(("text_field", "pair_field", "label_field"), examples.fields), source=source)
     table = pa.table(columns).replace_schema_metadata({_FIELDS_KEY: json.dumps(fields).encode()})
     pq.write_table(table, folder / EXAMPLES_FILE)
     # long format, ordered by (epoch, exit, example): one row per example, epoch and exit

@@ -86,21 +86,11 @@ def _read(source, text_field, pair_field, label_field, split, limit, cache: str)
             if tsv := next(folder.rglob("*.[tT][sS][vV]"), None):  # datasets would read it as comma-separated
                 raise ValueError(f"{source}: {tsv.name} is TSV, which training does not read; give "
                                  f"{', '.join(_BUILDERS)} files")
-            files = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in _BUILDERS and p.is_file()
-                           and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-            kinds = sorted({_BUILDERS[Path(f).suffix.lower()] for f in files})
-            if len(kinds) != 1:
-                raise ValueError(f"{source}: a folder must hold data files of one kind ({', '.join(_BUILDERS)}); "
-                                 f"it holds {' and '.join(sorted({Path(f).suffix.lower() for f in files})) or 'none'}")
-            # every file, whatever its name: datasets would otherwise pick files by the split names in their
-            # names (train.jsonl, not extra.jsonl) and drop the rest. folder:split keeps datasets' choice.
-            options = {"keep_default_na": False} if kinds == ["csv"] else {}
+            builder, files = _folder_split(folder, hub_split or split, source)
+            options = {"keep_default_na": False} if builder == "csv" else {}
             try:
-                if hub_split:
-                    data = datasets.load_dataset(str(folder), split=hub_split, cache_dir=cache)
-                else:
-                    data = datasets.load_dataset(kinds[0], data_files={split: files}, split=split, cache_dir=cache,
-                                                 **options)
+                data = datasets.load_dataset(builder, data_files={split: files}, split=split, cache_dir=cache,
+                                             **options)
             except (ValueError, datasets.exceptions.DatasetGenerationError) as e:
                 raise ValueError(f"{source}: could not be read: {e.__cause__ or e}") from e
         else:
@@ -171,6 +161,36 @@ def _first_bad_line(source: str, json_lines: bool) -> str | None:
             except json.JSONDecodeError as e:
                 return f"line {number}: invalid JSON: {e.msg} at column {e.colno}"
     return None
+
+
+def _folder_split(folder: Path, split: str, source: str) -> tuple[str, list[str]]:
+    """(builder, files) of ``split`` ("train", "validation", "test") in a local folder of data files of one
+    suffix, hidden ones (".name") skipped. Files named for two or more splits as datasets names them
+    (train.jsonl, dev.jsonl, test-00001.jsonl...) are split so, and a file with no split name beside them is
+    refused (datasets would drop it); otherwise the folder is one data set, read whole whatever the split
+    (datasets alone would read only train.jsonl of train.jsonl and extra.jsonl)."""
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    files = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in _BUILDERS and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    suffixes = sorted({Path(f).suffix.lower() for f in files})
+    if len(suffixes) != 1:  # .json beside .jsonl too: a dataset_info.json is not training data
+        raise ValueError(f"{source}: a folder must hold data files of one kind ({', '.join(_BUILDERS)}); "
+                         f"it holds {' and '.join(suffixes) or 'none'}")
+    patterns = get_data_patterns(str(folder))
+    found = DataFilesDict.from_patterns(patterns, base_path=str(folder))
+    named = {str(k): v for k, v in ((k, sorted(set(map(str, v)) & set(files))) for k, v in found.items()) if v}
+    if len(named) <= 1:  # no split names, or one split's only: one data set, read whole
+        return _BUILDERS[suffixes[0]], files
+    unnamed = sorted(set(files) - set().union(*named.values()))
+    if unnamed:
+        raise ValueError(f"{source}: {', '.join(Path(f).name for f in unnamed[:3])} has no split name while other "
+                         f"files are named for {' and '.join(named)}: datasets would drop it; name every file for "
+                         f"its split (train, dev, test) or give a folder of one split")
+    if split not in named:
+        raise ValueError(f"{source}: no {split} file among its files named for "
+                         f"{', '.join(f'{k} ({len(v)})' for k, v in named.items())}")
+    return _BUILDERS[suffixes[0]], named[split]
 
 
 def _load_hub_dataset(source: str, name: str, split: str):

@@ -27,7 +27,7 @@ from ops.urls import local_path
 
 STAGING_DIR = ".staging"
 _REPLACED = ".replaced"
-INCOMPLETE = ".incomplete"  # in a directory on an object store while a swap copies it in (hidden to globs)
+INCOMPLETE = ".incomplete"  # in a directory on an object store while a swap replaces it (hidden to globs)
 
 
 def _split(url: str) -> tuple[str, str]:
@@ -64,18 +64,23 @@ def _copy_swap(staging: str, final: str, mark: str | None) -> None:
     """An object store's swap, which has no rename: delete the old output, then move the new one in, file by
     file. The ``mark`` file goes first out of the old output and last into the new, so a swap cut short (a
     killed process, a lost connection) never leaves a mark over an incomplete output; an INCOMPLETE file goes in
-    before the new output's files and out after its mark, so such a swap leaves one there."""
+    before the old output's other files go and out after the new one's mark, so such a swap, wherever it was cut
+    short, leaves one there."""
     fs, path = fsspec.core.url_to_fs(final)
     source = fsspec.core.url_to_fs(staging)[1].rstrip("/")
-    if mark and fs.isfile(f"{path}/{mark}"):
-        fs.rm(f"{path}/{mark}")
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
     if not (mark and fs.isfile(f"{source}/{mark}")):
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
         fs.mv(source, path, recursive=True)
         return
+    if fs.isfile(f"{path}/{mark}"):
+        fs.rm(f"{path}/{mark}")
+    incomplete = f"{path}/{INCOMPLETE}"
+    fs.pipe(incomplete, b"a swap of this output was cut short: run the job again\n")  # before any old file goes
+    old = [f for f in fs.find(path) if f != incomplete]
+    if old:
+        fs.rm(old)
     files = [f for f in fs.find(source) if f != f"{source}/{mark}"]
-    fs.pipe(f"{path}/{INCOMPLETE}", b"a swap of this output was cut short: run the job again\n")
     if files:
         fs.copy(files, [f"{path}/{posixpath.relpath(f, source)}" for f in files])
     fs.copy(f"{source}/{mark}", f"{path}/{mark}")

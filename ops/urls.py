@@ -47,7 +47,9 @@ def list_files(pattern: str) -> dict[str, dict]:
     ("report[2024].jsonl")."""
     fs, path = fsspec.core.url_to_fs(pattern)
     listing = fs.glob(pattern, detail=True)
-    matched = sorted(p for p, info in listing.items() if info["type"] == "file")
+    # a local symbolic link is listed as "other": it counts when it leads to a file (a request for links only)
+    matched = sorted(p for p, info in listing.items()
+                     if info["type"] == "file" or (info["type"] == "other" and fs.isfile(p)))
     pattern_parts = path.split("/")
     anywhere = [part for part in pattern_parts if part.startswith(".")] if "**" in pattern_parts else []
 

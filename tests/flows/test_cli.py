@@ -374,6 +374,7 @@ def test_train_out_is_checked_first_and_an_earlier_model_is_replaced_whole(backb
     assert (model / "notes.txt").read_text() == "mine" and (model / "dynamics").is_dir()
     (model / "notes.txt").unlink()
     (model / "datamap").rmdir()
+    (model / ".DS_Store").write_bytes(b"\0")  # hidden: goes with the old model
     (tmp_path / ".staging" / "model.0123456789ab").mkdir(parents=True)  # what a killed train left half-written
     assert main([*argv, str(model), "--no-dynamics", "--epochs", "1"]) == 0
     assert not (model / "dynamics").exists() and not (model / "calibration.json").exists()

@@ -157,6 +157,7 @@ def test_config_without_calibrate_section_targets_one_point(tmp_path):
     ("[label]\ninput = 'x'\nthreshold = -1.0\n", "threshold must be a finite number >= 0"),
     ("[label]\ninput = 'x'\n[report]\ndevices = 0\n", "devices"),
     ("[label]\ninput = 'x'\nbeam_args = ['--runner=NoSuchRunner']\n", "--runner 'NoSuchRunner' is not a Beam runner"),
+    ("[label]\ninput = 'x'\npair_field = 'hypothesis'\n", r"\[data\] pair_field is None but \[label\] pair_field is 'hypothesis'"),
 ])
 def test_step_settings_are_checked_when_the_config_is_read(tmp_path, extra, message):
     path = tmp_path / "c.toml"

@@ -153,6 +153,10 @@ def test_a_pair_model_refuses_single_texts_and_a_single_text_model_refuses_pairs
     with pytest.raises(ValueError, match="trained on text pairs: give the pair field"):
         calibrate(pair_model, single, CalibrationConfig(target_drop=0.01), out=None)
     single_model = EarlyExitClassifier.from_pretrained(tmp_path / "single", device="cpu")
+    from models.config import ConfigError, EarlyExitConfig
+
+    with pytest.raises(ConfigError, match="field 'text_pairs' must be true, false or null, got 'false'"):
+        EarlyExitConfig(**{**single_model.config.__dict__, "text_pairs": "false"})
     with pytest.raises(ValueError, match="trained on single texts: give no pair field"):
         single_model.predict(pairs.texts, pairs.pairs)
     (tmp_path / "in.jsonl").write_text('{"text": "goal match", "hypothesis": "h"}\n')

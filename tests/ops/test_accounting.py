@@ -269,3 +269,9 @@ def test_a_manifest_of_another_run_is_named_in_a_warning_not_silently_unused(tmp
 def test_price_and_devices_that_would_make_an_infinite_bill_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         ReportConfig("x", **settings)
+
+
+def test_dead_letters_beside_predictions_in_a_folder_named_with_glob_characters(tmp_path):
+    write_runs(tmp_path)
+    (tmp_path / "labels" / "adhoc").rename(tmp_path / "labels" / "adhoc[1]")  # "[1]" is a character class to a glob
+    assert summarize(ReportConfig(str(tmp_path / "labels" / "*" / "*.parquet")))["dead_letters"] == 1 + 2

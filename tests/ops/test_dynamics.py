@@ -192,6 +192,10 @@ def test_select_never_writes_into_the_training_folder_it_came_from(tmp_path, mon
     for out in ("fold/train.jsonl", "fold/sub/new.jsonl", str(tmp_path / "fold" / "new.parquet")):
         assert main([*argv, out]) == 2
         assert "is inside the training folder these examples come from" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path / "fold" / "sub")  # "fold" as train was given it names nothing from here
+    assert main([*argv[:2], "../../m", *argv[3:], "../new.jsonl"]) == 2
+    assert "is inside the training folder these examples come from" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
     assert sorted(p.name for p in (tmp_path / "fold").rglob("*")) == ["sub", "train.jsonl"]
     assert (tmp_path / "fold" / "train.jsonl").read_text() == "the user's training data\n"
     assert main([*argv, "selected.jsonl"]) == 0 and len((tmp_path / "selected.jsonl").read_text().splitlines()) == 2

@@ -102,13 +102,32 @@ def test_training_refuses_tsv_which_only_labelling_reads(tmp_path):
         load_examples(str(tmp_path / "b.TSV"))
 
 
-def test_a_folder_is_read_whole_whatever_its_files_are_called(tmp_path):
-    """datasets picks a folder's files by the split names in their names: train.jsonl would be read and
-    extra.jsonl, validation_fold.jsonl dropped; a folder of part-0.jsonl would have no 'validation' split."""
-    for i, name in enumerate(["train.jsonl", "extra.jsonl", "validation_fold.jsonl", "sub/part-0.jsonl"]):
-        (tmp_path / name).parent.mkdir(exist_ok=True)
-        (tmp_path / name).write_text(f'{{"text": "t{i}", "label": "a"}}\n' * (i + 1))
-    (tmp_path / ".hidden.jsonl").write_text('{"text": "not data", "label": "a"}\n')  # as globs: skipped
-    assert sorted(load_examples(str(tmp_path)).texts) == ["t0", "t1", "t1", "t2", "t2", "t2", "t3", "t3", "t3", "t3"]
-    assert len(load_examples(str(tmp_path), split="validation")) == 10  # the calibrate / dev split: the same files
-    assert load_examples(f"{tmp_path}:train").texts == ["t0"]  # folder:split keeps datasets' choice by name
+def test_a_folder_is_one_data_set_unless_its_files_are_named_for_two_splits(tmp_path):
+    """datasets picks a folder's files by the split names in their names: of train.jsonl and extra.jsonl it
+    would read train.jsonl alone, and a folder of part-0.jsonl has no 'validation' split. Such a folder is one
+    data set, read whole; one of train/dev/test files is split so, and no test row leaks into training."""
+    def write(folder, names):
+        for i, name in enumerate(names):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(f'{{"text": "{name}", "label": "a"}}\n' * (i + 1))
+        return str(folder)
+
+    whole = write(tmp_path / "whole", ["train.jsonl", "extra.jsonl", "sub/part-0.jsonl"])
+    (tmp_path / "whole" / ".hidden.jsonl").write_text('{"text": "not data", "label": "a"}\n')  # as globs: skipped
+    expected = ["extra.jsonl"] * 2 + ["sub/part-0.jsonl"] * 3 + ["train.jsonl"]
+    for split in ("train", "validation"):  # --train and --dev alike
+        assert sorted(load_examples(whole, split=split).texts) == expected
+    splits = write(tmp_path / "splits", ["train.jsonl", "dev.jsonl", "test-00000.jsonl"])
+    assert load_examples(splits).texts == ["train.jsonl"]
+    assert load_examples(splits, split="validation").texts == ["dev.jsonl"] * 2
+    assert load_examples(f"{splits}:test").texts == ["test-00000.jsonl"] * 3
+    write(tmp_path / "splits", ["extra.jsonl"])
+    with pytest.raises(ValueError, match=r"extra.jsonl has no split name while other files are named for train and "
+                                         r"validation and test: datasets would drop it"):
+        load_examples(splits)
+    only = write(tmp_path / "only", ["train.jsonl", "test.jsonl"])
+    with pytest.raises(ValueError, match=r"no validation file among its files named for train \(1\), test \(1\)"):
+        load_examples(only, split="validation")
+    (tmp_path / "only" / "test.json").write_text('[{"text": "x", "label": "a"}]')  # a .json beside .jsonl: refused
+    with pytest.raises(ValueError, match=r"holds .json and .jsonl"):
+        load_examples(only)

@@ -189,6 +189,17 @@ def test_a_glob_costs_one_listing_not_a_request_per_file(monkeypatch):
     assert requests[0] == requests[1] <= 3, requests  # the same few for 3 files and for 30 (was 3 per file)
 
 
+def test_a_glob_takes_symbolic_links_to_files_and_not_broken_ones(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.jsonl").write_text('{"text": "x"}\n')
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").symlink_to(tmp_path / "real" / "a.jsonl")
+    (tmp_path / "in" / "broken.jsonl").symlink_to(tmp_path / "nothing.jsonl")
+    (tmp_path / "in" / "b.jsonl").write_text('{"text": "y"}\n')
+    files = list_files(f"{tmp_path}/in/*.jsonl")
+    assert list(files) == [f"{tmp_path}/in/a.jsonl", f"{tmp_path}/in/b.jsonl"] and files[f"{tmp_path}/in/a.jsonl"]["size"] == 14
+
+
 def test_globs_skip_hidden_files_with_a_warning_and_take_a_file_name_literally(tmp_path, caplog):
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "config.jsonl").write_text('{"text": "not a document"}\n')

@@ -108,3 +108,26 @@ def test_object_store_swap_copies_the_manifest_last_and_a_cut_short_swap_leaves_
     assert "/swap/run1/manifest.json" not in left  # neither the old run's nor the new one's
     assert left.pop(f"/swap/run1/{INCOMPLETE}").startswith(b"a swap of this output was cut short")  # for the report
     assert left and set(left.values()) == {b"new"}  # part of the new run, nothing of the old
+
+
+def test_an_object_store_swap_cut_short_while_deleting_the_old_run_leaves_the_incomplete_mark(monkeypatch):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe({"/del/run1/manifest.json": b"old", "/del/run1/predictions-00000.parquet": b"old",
+             "/del/run1/predictions-00001.parquet": b"old",
+             "/del/.staging/run1.0123456789ab/manifest.json": b"new",
+             "/del/.staging/run1.0123456789ab/predictions-00000.parquet": b"new"})
+    remove = fs.rm_file
+
+    def lose_the_connection_at_the_second_shard(path, **kwargs):
+        if path.endswith("predictions-00001.parquet"):
+            raise ConnectionError("connection lost")
+        return remove(path, **kwargs)
+
+    monkeypatch.setattr(fs, "rm_file", lose_the_connection_at_the_second_shard)
+    with pytest.raises(ConnectionError):
+        publish("memory://del/.staging/run1.0123456789ab", "memory://del/run1", mark="manifest.json")
+    left = set(fs.find("/del/run1"))
+    assert f"/del/run1/{INCOMPLETE}" in left and "/del/run1/manifest.json" not in left  # the report leaves it out
+    assert "/del/run1/predictions-00001.parquet" in left  # what the cut left of the old run

@@ -129,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train", "fine-tune an encoder with early exits (modes joint, sweet, multi)")
     p.add_argument("--model", required=True, help="backbone: local dir, hub name, or 'minilm' (packaged all-MiniLM-L6-v2)")
-    p.add_argument("--train", required=True, help="training data: a .jsonl/.csv/.parquet file, a folder of such files (all read), or a hub "
-                        "dataset name[:split]")
+    p.add_argument("--train", required=True,
+                   help="training data: a .jsonl/.csv/.parquet file, a folder of such files (its train files when "
+                        "named for splits, else all), or a hub dataset name[:split]")
     p.add_argument("--dev", required=True, help="dev data, same format; every exit is evaluated on it each epoch")
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--exits", type=_int_list, default=None,
@@ -176,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("calibrate", "fit per-exit temperatures and choose the default threshold for a target")
     p.add_argument("--model", required=True, help="model directory written by 'rightsize train' (updated in place)")
-    p.add_argument("--data", required=True, help="labelled dev data: a .jsonl/.csv/.parquet file, a folder of such files (all read), "
-                                                        "or a hub name[:split]")
+    p.add_argument("--data", required=True,
+                   help="labelled dev data: a .jsonl/.csv/.parquet file, a folder of such files (its dev files when "
+                        "named for splits, else all), or a hub name[:split]")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--target-drop", type=float, default=None,
                         help="cheapest threshold losing at most this accuracy vs the last exit (default 0.01)")

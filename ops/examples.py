@@ -51,8 +51,18 @@ def load_examples(
     Local files are prepared in a temporary ``datasets`` cache, removed once they are read: ``datasets``' own
     cache knows a local file by its path, size and modification time, so a file rewritten in place with the
     same size and time (a label fixed, then ``cp -p``) would come back as it was."""
-    with tempfile.TemporaryDirectory(prefix="rightsize-data-") as cache:
-        return _read(source, text_field, pair_field, label_field, split, limit, cache)
+    import datasets
+
+    # "Generating train split" of a local file read in seconds is noise in every log; a hub download keeps its bar
+    shown = datasets.is_progress_bar_enabled() and Path(source.partition(":")[0]).expanduser().exists()
+    if shown:
+        datasets.disable_progress_bars()
+    try:
+        with tempfile.TemporaryDirectory(prefix="rightsize-data-") as cache:
+            return _read(source, text_field, pair_field, label_field, split, limit, cache)
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
 
 
 def _read(source, text_field, pair_field, label_field, split, limit, cache: str) -> Examples:
@@ -177,9 +187,10 @@ def _folder_split(folder: Path, split: str, source: str) -> tuple[str, list[str]
     if len(suffixes) != 1:  # .json beside .jsonl too: a dataset_info.json is not training data
         raise ValueError(f"{source}: a folder must hold data files of one kind ({', '.join(_BUILDERS)}); "
                          f"it holds {' and '.join(suffixes) or 'none'}")
-    patterns = get_data_patterns(str(folder))
-    found = DataFilesDict.from_patterns(patterns, base_path=str(folder))
-    named = {str(k): v for k, v in ((k, sorted(set(map(str, v)) & set(files))) for k, v in found.items()) if v}
+    named = {}  # split -> its files of ours (datasets' patterns may also match other kinds, hidden files)
+    for split_name, matched in DataFilesDict.from_patterns(get_data_patterns(str(folder)), str(folder)).items():
+        if ours := sorted(set(map(str, matched)) & set(files)):
+            named[str(split_name)] = ours
     if len(named) <= 1:  # no split names, or one split's only: one data set, read whole
         return _BUILDERS[suffixes[0]], files
     unnamed = sorted(set(files) - set().union(*named.values()))

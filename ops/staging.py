@@ -5,8 +5,8 @@ On a local (POSIX) file system a reader of the final path sees the previous comp
 complete output, or - only when a process is killed between the two renames of a directory swap - nothing;
 ``recover`` then puts the previous output back at the next start. Never a mix. Object stores (gs://, s3://)
 have no rename: there the swap is delete-then-copy, and the run's ``manifest.json``, deleted first and copied
-last, is what marks it complete; while the files are copied in, an ``.incomplete`` file in the run says so to
-readers that do not need a manifest (the cost report), and is left there by a swap cut short.
+last, is what marks it complete; while a swap replaces a run, an ``.incomplete`` file in it says so to readers
+that do not need a manifest (the cost report), and a swap cut short leaves it there.
 
 Staging names live in a ``.staging`` folder beside the final path, so a glob one level deep
 (``<output>/*/predictions-*.parquet``) never sees half-written output.
@@ -84,7 +84,7 @@ def _copy_swap(staging: str, final: str, mark: str | None) -> None:
     if files:
         fs.copy(files, [f"{path}/{posixpath.relpath(f, source)}" for f in files])
     fs.copy(f"{source}/{mark}", f"{path}/{mark}")
-    fs.rm(f"{path}/{INCOMPLETE}")
+    fs.rm(incomplete)
     fs.rm(source, recursive=True)
 
 

@@ -161,8 +161,8 @@ def _checked(path: str, batch: pa.RecordBatch) -> pa.RecordBatch:
             break
         bounds = pc.min_max(batch.column(column)).as_py()
         if bounds["min"] < low or (high is not None and bounds["max"] > high):
-            raise ValueError(f"{path}: not rightsize predictions: {column} from {bounds['min']:g} to {bounds['max']:g}, "
-                             f"outside [{low}, {high if high is not None else 'inf'}]")
+            raise ValueError(f"{path}: not rightsize predictions: {column} from {bounds['min']:g} to "
+                             f"{bounds['max']:g}, outside [{low}, {high if high is not None else 'inf'}]")
     return batch
 
 

@@ -93,9 +93,6 @@ def _read(source, text_field, pair_field, label_field, split, limit, cache: str)
             raise ValueError(f"{source}: unknown file type; give a {', '.join(_BUILDERS)} file")
         folder = Path(name).expanduser()
         if folder.exists():  # a local folder of data files, all of one kind (datasets would read one kind only)
-            if tsv := next(folder.rglob("*.[tT][sS][vV]"), None):  # datasets would read it as comma-separated
-                raise ValueError(f"{source}: {tsv.name} is TSV, which training does not read; give "
-                                 f"{', '.join(_BUILDERS)} files")
             builder, files = _folder_split(folder, hub_split or split, source)
             options = {"keep_default_na": False} if builder == "csv" else {}
             try:
@@ -181,8 +178,12 @@ def _folder_split(folder: Path, split: str, source: str) -> tuple[str, list[str]
     (datasets alone would read only train.jsonl of train.jsonl and extra.jsonl)."""
     from datasets.data_files import DataFilesDict, get_data_patterns
 
-    files = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in _BUILDERS and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    found = [p for p in folder.rglob("*") if p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    if tsv := next((p for p in found if p.suffix.lower() == ".tsv"), None):  # datasets would read it comma-separated
+        raise ValueError(f"{source}: {tsv.name} is TSV, which training does not read; give "
+                         f"{', '.join(_BUILDERS)} files")
+    files = sorted(str(p) for p in found if p.suffix.lower() in _BUILDERS)
     suffixes = sorted({Path(f).suffix.lower() for f in files})
     if len(suffixes) != 1:  # .json beside .jsonl too: a dataset_info.json is not training data
         raise ValueError(f"{source}: a folder must hold data files of one kind ({', '.join(_BUILDERS)}); "

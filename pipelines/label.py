@@ -112,7 +112,7 @@ class EarlyExitModelHandler(ModelHandler[Document, dict, Any]):
         model = EarlyExitClassifier.from_pretrained(self.model_dir, dtype=self.dtype)
         if model.model_id != self.model_id:
             raise ValueError(f"{self.model_dir} changed since the job was submitted "
-                               f"(model id {model.model_id}, expected {self.model_id})")
+                             f"(model id {model.model_id}, expected {self.model_id})")
         log.info("loaded %s (%s) on %s in %s, %d threads", self.model_dir, model.model_id, model.device_type(),
                  self.dtype, torch.get_num_threads())
         return model

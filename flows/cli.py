@@ -346,11 +346,14 @@ def _label(args) -> None:
 
 def _run(args) -> None:
     from flows.config import load_config
-    from flows.run import rightsize_run
+    from flows.run import check_before_training, rightsize_run
     from flows.serve import api_url, check_api
 
-    load_config(args.config)  # a bad config fails here in one line, before Prefect starts
+    config = load_config(args.config)
     check_api()
+    # a corpus that is not there, dev data that cannot be calibrated on: one line, before Prefect starts (the
+    # flow checks again when it runs, as each run of a schedule must)
+    check_before_training(config)
     print(f"Prefect: {api_url() or 'temporary local server (PREFECT_API_URL not set)'}")
     print_outcome(rightsize_run(config_file=str(Path(args.config).resolve()), workdir=str(Path.cwd())))
 
@@ -427,6 +430,32 @@ def _predict(args) -> None:
         print(f"FLOPs: {s.flops / s.full_flops:.1%} of the full model ({1 - s.flops / s.full_flops:.1%} saved)")
 
 
+# Warnings Beam logs on the root logger in every run that mislead here: the BigQuery client (which we do not use)
+# is missing, and "memory usage cannot be fetched" on Linux, where `resource` exists but RunInference imports
+# it together with its ModelManager, which needs scipy (not installed: we do not use it either).
+BEAM_NOISE = ("apitools not found, and bigquery client libraries are not available",
+              "Resource module is not available for current platform")
+
+
+class _DropBeamNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(BEAM_NOISE)
+
+
+def configure_logging(verbose: bool) -> None:
+    """Our INFO lines; with ``verbose`` everything, DEBUG included; else other libraries' chatter left out."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose:
+        return
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO lines drown our progress lines
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # notes about categorical axes
+    root = logging.getLogger()
+    if not any(isinstance(f, _DropBeamNoise) for f in root.filters):
+        root.addFilter(_DropBeamNoise())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -439,12 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.extra = extra
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO lines drown our progress lines
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call
-        logging.getLogger("matplotlib").setLevel(logging.WARNING)  # notes about categorical axes
+    configure_logging(args.verbose)
     # Our modules' log lines go to the Prefect UI with the flow's own (a default, the user's setting wins).
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "models,ops,pipelines,flows")
     try:

@@ -390,3 +390,36 @@ def test_training_that_diverges_fails_instead_of_saving_nan_weights(backbone_dir
     assert main([*argv, "--lr", "1e30", "--batch-size", "2"]) == 2
     assert "training diverged in epoch 1: the weights are no longer finite" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_two_misleading_beam_warnings_are_left_out_unless_verbose(caplog):
+    """Beam logs both in every run here (the BigQuery client is missing; "memory usage cannot be fetched" on
+    Linux); both are called from Beam itself, so a change of Beam's wording shows here."""
+    import importlib
+    import logging
+
+    import apache_beam.io.gcp.internal.clients.bigquery as bigquery
+    from apache_beam.ml.inference.base import _get_current_process_memory_in_bytes
+
+    from flows.cli import BEAM_NOISE, _DropBeamNoise, configure_logging
+
+    def warnings_logged() -> list[str]:
+        caplog.clear()
+        importlib.reload(bigquery)  # logs its warning at import
+        _get_current_process_memory_in_bytes()  # what RunInference calls after loading a model
+        logging.warning("a warning of our own")
+        return [record.getMessage() for record in caplog.records]
+
+    root = logging.getLogger()
+    filters = list(root.filters)
+    root.filters[:] = [f for f in filters if not isinstance(f, _DropBeamNoise)]  # left by main() in other tests
+    try:
+        with caplog.at_level(logging.WARNING):
+            configure_logging(verbose=True)
+            loud = warnings_logged()
+            configure_logging(verbose=False)
+            quiet = warnings_logged()
+    finally:
+        root.filters[:] = filters
+    assert [message.startswith(BEAM_NOISE) for message in loud] == [True, True, False]
+    assert quiet == ["a warning of our own"]

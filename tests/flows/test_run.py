@@ -207,6 +207,20 @@ def test_a_corpus_that_is_not_there_fails_before_fine_tuning(tmp_path):
     assert not (tmp_path / "ws" / "models").exists()
 
 
+def test_run_checks_the_corpus_in_one_line_before_prefect_starts(tmp_path, capsys, monkeypatch):
+    from flows.cli import main
+
+    monkeypatch.chdir(tmp_path)  # relative paths in the config are taken from here
+
+    config = tmp_path / "c.toml"
+    config.write_text('output = "ws"\n[data]\ntrain = "t.jsonl"\ndev = "d.jsonl"\n[train]\nmodel = "m"\n'
+                      '[label]\ninput = "nomatch/*.jsonl"\n')
+    assert main(["run", "--config", str(config)]) == 2
+    out, err = capsys.readouterr()
+    assert "Prefect:" not in out  # printed once the checks have passed, as Prefect starts
+    assert err.strip().splitlines() == [f"rightsize run: error: input '{tmp_path}/nomatch/*.jsonl' matches no file"]
+
+
 def test_run_and_serve_say_so_when_the_configured_prefect_server_does_not_answer(tmp_path, capsys):
     import socket
 

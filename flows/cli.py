@@ -118,7 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rightsize", description="Early-exit transformer classification: label large corpora cheaply.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # a prefix is not a flag: 'train --mode x' must not be read as '--model x'
-        epilog="run 'rightsize COMMAND --help' for the flags and examples of each command",
+        epilog="""examples:
+  rightsize train --model minilm --train train.jsonl --dev dev.jsonl --out models/ag
+  rightsize calibrate --model models/ag --data dev.jsonl --target-drop 0.01
+  rightsize predict --model models/ag --input 'docs/*.jsonl' --output preds.parquet
+  rightsize label --model models/ag --input 'corpus/*.jsonl' --output out/labels
+  rightsize report --predictions 'out/labels/*/predictions-*.parquet' --out report
+  rightsize run --config examples/bbc_demo.toml      # all of it as Prefect flows, from one config file
+
+run 'rightsize COMMAND --help' for the flags and examples of each command""",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -215,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=1, help="devices billed for each run's wall time (default 1)")
     p.set_defaults(run=_report)
 
-    p = command("predict", "label one file in-process with early exit and write Parquet")
+    p = command("predict", "label a file, or a glob of files, in-process with early exit into one Parquet file")
     p.add_argument("--model", required=True, help="model directory written by 'rightsize train'")
     p.add_argument("--input", required=True, help="input file or glob: .jsonl (or a .json array)/.csv/.tsv/.parquet, or "
                                                   "text with one document per line (gzip, zstd, bzip2, xz recognised)")
@@ -340,8 +348,9 @@ def _label(args) -> None:
     counts = manifest["counts"]
     print(f"run {manifest['run_id']}: {counts['documents_in']} inputs, {counts['labelled']} labelled "
           f"({counts['truncated']} truncated), {counts['dead_letters']} dead letters -> {manifest['output']}")
-    print("exits: " + ", ".join(f"L{k}: {v}" for k, v in counts["exit_layers"].items()))
-    print(f"precision: {manifest['dtype']}, {manifest['threads'] or 'default'} threads per process")
+    print("exits: " + (", ".join(f"L{k}: {v}" for k, v in counts["exit_layers"].items()) or "none"))
+    threads = manifest["threads"] or "torch's default"
+    print(f"precision: {manifest['dtype']}, {threads} threads per process")
 
 
 def _run(args) -> None:
@@ -469,8 +478,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.extra = extra
     configure_logging(args.verbose)
-    # Our modules' log lines go to the Prefect UI with the flow's own (a default, the user's setting wins).
+    # Our modules' log lines go to the Prefect UI with the flow's own (defaults, the user's settings win); the
+    # same lines logged outside a flow run (a command without Prefect, the checks before a flow) stay local,
+    # without a warning from Prefect that it could not send them.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "models,ops,pipelines,flows")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     try:
         args.run(args)
     except (ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback
@@ -479,11 +491,16 @@ def main(argv: list[str] | None = None) -> int:
     except NothingLabelledError as e:  # a run that failed as a whole; its dead letters' reasons say why
         print(f"rightsize {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except OSError as e:  # a disk full, a permission, a lost connection: the message says it; -v: the traceback
-        if args.verbose:
+    except (OSError, ImportError) as e:  # a disk full, a lost connection, gs:// without gcsfs: the message says
+        if args.verbose:                  # it; -v: the traceback
             raise
         print(f"rightsize {args.command}: error: {e} (-v for the traceback)", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # outputs are swapped in only once complete: nothing half-written is left in place
+        if args.verbose:
+            raise
+        print(f"rightsize {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

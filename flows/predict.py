@@ -195,6 +195,8 @@ def _check_output(output_url: str) -> None:
             raise ValueError(f"output {url!r} cannot be written: {e}") from None
         finally:
             discard(probe)
+    if not output_url.endswith(".parquet"):  # what it holds, and what the report's globs look for
+        raise ValueError(f"output {output_url!r} must end in .parquet: the predictions are written as Parquet")
     fs, path = fsspec.core.url_to_fs(output_url)
     if fs.isfile(path) and not is_predictions_file(output_url):
         raise ValueError(f"output {output_url!r} exists and is not a rightsize predictions file (a data file the "

@@ -24,6 +24,7 @@ from typing import Iterator, Sequence
 import fsspec
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 from tqdm.auto import tqdm
@@ -325,15 +326,22 @@ class EarlyExitClassifier(nn.Module):
         config, warning = read_model_config(directory).calibrated_for(dtype)  # fails early, before any copy
         if warning:
             log.warning("%s: %s", directory, warning)
+        named = str(directory).rstrip("/")  # in messages: the directory as given, not a remote one's local copy
         with _localized(str(directory)) as local:  # a remote directory's copy is deleted once loaded
             backbone_config = AutoConfig.from_pretrained(local, trust_remote_code=False)
             backbone = AutoModel.from_config(backbone_config, trust_remote_code=False)
-            tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=False)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=False)
+            except Exception as e:  # a file cut short or edited by hand: JSON, tokenizers' and transformers' errors
+                raise ConfigError(f"{named}: the tokenizer files (tokenizer.json, tokenizer_config.json) cannot be "
+                                  f"loaded: {type(e).__name__}: {e}") from e
             model = cls(backbone, tokenizer, config)
             try:
                 load_model(model, str(local / WEIGHTS_FILE), strict=True)
             except RuntimeError as e:
-                raise ConfigError(f"{local / WEIGHTS_FILE}: weights do not match {CONFIG_FILE}/config.json: {e}") from e
+                raise ConfigError(f"{named}/{WEIGHTS_FILE}: weights do not match {CONFIG_FILE}/config.json: {e}") from e
+            except SafetensorError as e:  # a file cut short or not safetensors at all
+                raise ConfigError(f"{named}/{WEIGHTS_FILE}: not a readable safetensors file: {e}") from e
             model.model_id = artifact_id(local)
         if dtype == "int8":
             quantize_feed_forward(layer for runner in model.stage_runners for layer in runner.layers)

@@ -44,7 +44,7 @@ KEYS = _ROW_KEYS + ["folder"]
 # truncated: documents cut at the model's max_length (files written before that column existed count 0)
 SUMS = ["documents", "tokens", "flops", "full_flops", "confidence", "layer_documents", "truncated"]
 _COLUMNS = ["run_id", "model_id", "label", "exit_layer", "num_tokens", "flops", "full_flops", "confidence"]
-_OPTIONAL_COLUMNS = ["truncated"]
+_OPTIONAL_COLUMNS = ["truncated", "num_layers"]  # num_layers: read only to check exit_layer against it
 
 
 def _is_text(t: pa.DataType) -> bool:  # string, large_string, string_view, or a dictionary of them (pandas)
@@ -56,10 +56,10 @@ def _is_text(t: pa.DataType) -> bool:  # string, large_string, string_view, or a
 # columns are cast to these types, so that files written by pandas or another writer reduce alike
 _KINDS = {"run_id": _is_text, "model_id": _is_text, "label": _is_text, "confidence": pa.types.is_floating,
           "truncated": pa.types.is_boolean,
-          **{c: pa.types.is_integer for c in ("exit_layer", "num_tokens", "flops", "full_flops")}}
+          **{c: pa.types.is_integer for c in ("exit_layer", "num_layers", "num_tokens", "flops", "full_flops")}}
 _CAST = {"run_id": pa.string(), "model_id": pa.string(), "label": pa.string(), "confidence": pa.float64(),
-         "truncated": pa.bool_(), "exit_layer": pa.int16(), "num_tokens": pa.int64(), "flops": pa.int64(),
-         "full_flops": pa.int64()}
+         "truncated": pa.bool_(), "exit_layer": pa.int16(), "num_layers": pa.int16(), "num_tokens": pa.int64(),
+         "flops": pa.int64(), "full_flops": pa.int64()}
 _RANGES = [("confidence", 0, 1), ("exit_layer", 1, None), ("num_tokens", 0, None), ("flops", 0, None),
            ("full_flops", 0, None)]  # (column, lowest, highest) a prediction can hold
 _FLOPS_SUM = pa.decimal128(38, 0)
@@ -163,6 +163,10 @@ def _checked(path: str, batch: pa.RecordBatch) -> pa.RecordBatch:
         if bounds["min"] < low or (high is not None and bounds["max"] > high):
             raise ValueError(f"{path}: not rightsize predictions: {column} from {bounds['min']:g} to "
                              f"{bounds['max']:g}, outside [{low}, {high if high is not None else 'inf'}]")
+    if "num_layers" in batch.schema.names:
+        deeper = pc.sum(pc.greater(batch.column("exit_layer"), batch.column("num_layers"))).as_py()
+        if deeper:
+            raise ValueError(f"{path}: not rightsize predictions: {deeper} rows have an exit_layer above num_layers")
     return batch
 
 
@@ -218,7 +222,6 @@ def read_manifests(fs: fsspec.AbstractFileSystem, files: list[str]) -> dict[tupl
     return manifests
 
 
-
 def _checked_manifest(text: str, path: str) -> tuple[str, dict]:
     try:
         manifest = json.loads(text)
@@ -267,6 +270,9 @@ def summarize(config: ReportConfig) -> dict[str, Any]:
 
     runs, by_run = [], _totals(cube, ["run_id", "folder"])
     for run_id, folder in sorted(set(manifests) - {(row["run_id"], row["folder"]) for row in by_run}):
+        if manifests[run_id, folder]["counts"].get("labelled") == 0:  # a run of an empty input: its time was spent
+            by_run.append({"run_id": run_id, "folder": folder})
+            continue
         log.warning("%s is the manifest of run %r, to which no prediction beside it belongs (files of another run "
                     "copied there?): its wall time is in no figure", manifests[run_id, folder]["_path"], run_id)
     for row in by_run:
@@ -327,7 +333,8 @@ def _money(run: dict, price: float | None, devices: int) -> dict:
     if price is None or wall is None:
         return money | {"cost": None, "full_model_cost_estimate": None, "cost_per_1000_documents": None}
     cost = wall / 3600 * devices * price
-    return money | {"cost": cost, "full_model_cost_estimate": cost * run["full_flops"] / run["flops"] if run["flops"] else None,
+    # a run of no documents spent its time on start-up alone, which the full model would have spent too
+    return money | {"cost": cost, "full_model_cost_estimate": cost * run["full_flops"] / run["flops"] if run["flops"] else cost,
                     "cost_per_1000_documents": 1000 * cost / run["documents"] if run["documents"] else None}
 
 

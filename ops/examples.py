@@ -178,6 +178,7 @@ def _folder_split(folder: Path, split: str, source: str) -> tuple[str, list[str]
     (datasets alone would read only train.jsonl of train.jsonl and extra.jsonl)."""
     from datasets.data_files import DataFilesDict, get_data_patterns
 
+    folder = folder.absolute()  # datasets names the files it matches by absolute paths, compared with ours below
     found = [p for p in folder.rglob("*") if p.is_file()
              and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     if tsv := next((p for p in found if p.suffix.lower() == ".tsv"), None):  # datasets would read it comma-separated

@@ -219,7 +219,8 @@ def _as_read(result: Document | DeadLetter, raw: str) -> Document | DeadLetter:
 
 def parse_text_line(line: str, source: str, position: int, fields: InputFields) -> Document | DeadLetter:
     """Plain text: the line is the document; its id is derived from file and line."""
-    return _undecodable(line, source, position) or parse_record({fields.text_field: line}, source, position, fields)
+    return _undecodable(line, source, position) or _as_read(
+        parse_record({fields.text_field: line}, source, position, fields), line)
 
 
 _WIDE = [("utf-32-le", 4, (1, 2, 3)), ("utf-32-be", 4, (0, 1, 2)), ("utf-16-le", 2, (1,)), ("utf-16-be", 2, (0,))]
@@ -413,6 +414,12 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields,
             continue
         if header is None:
             header = row
+            twice = [f for f in dict.fromkeys((fields.text_field, fields.pair_field, fields.id_field))
+                     if f is not None and header.count(f) > 1]
+            if twice:  # which column holds the text would be a guess: the rows go to dead letters instead
+                header = []
+                yield DeadLetter(url, 0, "".join(lines), f"{'TSV' if tsv else 'CSV'} header names "
+                                                         f"{' and '.join(map(repr, twice))} more than once")
             continue
         position += 1
         if not header:

@@ -47,9 +47,11 @@ def list_files(pattern: str) -> dict[str, dict]:
     ("report[2024].jsonl")."""
     fs, path = fsspec.core.url_to_fs(pattern)
     listing = fs.glob(pattern, detail=True)
-    # a local symbolic link is listed as "other": it counts when it leads to a file (a request for links only)
-    matched = sorted(p for p, info in listing.items()
-                     if info["type"] == "file" or (info["type"] == "other" and fs.isfile(p)))
+    # A local symbolic link is listed as "other": it counts when it leads to a file, and when it leads nowhere,
+    # so that reading it fails as for any file that cannot be opened (a dead letter), instead of it vanishing
+    # from the input; a link to a folder, a socket or a pipe does not (a request for links only).
+    matched = sorted(p for p, info in listing.items() if info["type"] == "file" or (
+        info["type"] == "other" and info.get("islink") and (fs.isfile(p) or not fs.exists(p))))
     pattern_parts = path.split("/")
     anywhere = [part for part in pattern_parts if part.startswith(".")] if "**" in pattern_parts else []
 

@@ -20,6 +20,8 @@ import itertools
 import json
 import logging
 import os
+import posixpath
+import re
 import threading
 import time
 import uuid
@@ -28,6 +30,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import apache_beam as beam
+import fsspec
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -48,6 +51,8 @@ log = logging.getLogger(__name__)
 NAMESPACE = "rightsize"
 PROGRESS_SECONDS = 30.0
 MANIFEST_FILE = "manifest.json"
+# What a run's folder holds (Beam's default shard names): anything else there is not ours to delete
+RUN_FILE = re.compile(r"manifest\.json|predictions-\d+-of-\d+\.parquet|deadletter-\d+-of-\d+\.jsonl|\.incomplete")
 # Before a job whose workers run on this machine, the first TRIAL_DOCUMENTS readable documents (looked for in
 # the first TRIAL_RECORDS records of the first TRIAL_FILES files) are labelled here, so that a broken model
 # fails in seconds instead of at the end of the job, after every chunk was halved down to single documents.
@@ -266,6 +271,7 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1, model_id: str
     write_probe = FileSystems.join(staging, ".write-probe")
     try:
         recover(config.run_dir)  # what an earlier killed run of this id left behind
+        check_replaceable(config.run_dir)
         with FileSystems.create(write_probe) as f:
             f.write(b"ok")
         FileSystems.delete([write_probe])
@@ -273,6 +279,23 @@ def prepare_run(config: LabelJobConfig, processes: int | None = 1, model_id: str
         raise ValueError(f"output {config.run_dir!r} cannot be written: {e}") from e
     return Plan(files, model_id or artifact_id(config.model), model_config.num_layers, threshold, dtype, threads,
                 staging)
+
+
+def check_replaceable(run_dir: str) -> None:
+    """Raises unless ``run_dir`` is absent or holds a labelling run's files only: a run replaces that folder
+    whole, and a folder of the user's that a --run-id happens to name must not go with it."""
+    fs, path = fsspec.core.url_to_fs(run_dir)
+    if not fs.exists(path):
+        return
+    if not fs.isdir(path):
+        raise ValueError(f"output {run_dir!r} is a file, not a labelling run's folder; give another --run-id "
+                         "or --output")
+    names = {posixpath.relpath(p, path) for p in fs.find(path, withdirs=True)} - {"."}  # "." is the folder itself
+    foreign = sorted(name for name in names if not RUN_FILE.fullmatch(name))
+    if foreign:
+        raise ValueError(f"output {run_dir!r} holds what a labelling run does not write ({', '.join(foreign[:3])}"
+                         f"{'...' if len(foreign) > 3 else ''}), which this run would delete with the folder; "
+                         "give another --run-id or --output")
 
 
 def try_model(handler: EarlyExitModelHandler, documents: Sequence[Document]) -> None:

@@ -10,6 +10,7 @@ from typing import Sequence
 from models.config import DTYPE_CHOICES, check_threshold
 from ops.predictions import check_run_id, new_run_id
 from ops.records import InputFields
+from ops.urls import local_path
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class LabelJobConfig:
     tokenize_ahead: bool | None = None
 
     def __post_init__(self):
+        if self.output.startswith("file://"):  # Beam's file systems know plain paths only, not file:// URLs
+            object.__setattr__(self, "output", local_path(self.output))
         check_run_id(self.run_id)
         if self.threshold is not None:
             check_threshold(self.threshold)
@@ -49,7 +52,9 @@ class LabelJobConfig:
             raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {self.dtype!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
-        if self.chunk_size < 1 or (self.batch_size is not None and not 1 <= self.batch_size <= self.chunk_size):
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.batch_size is not None and not 1 <= self.batch_size <= self.chunk_size:
             raise ValueError(f"need 1 <= batch_size <= chunk_size, got {self.batch_size} and {self.chunk_size}")
         if self.model_copies is not None and self.model_copies < 1:
             raise ValueError(f"model_copies must be >= 1, got {self.model_copies}")
@@ -100,9 +105,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", default=None,
                         help="one folder name (letters, digits, '.', '_', '-'); default: time + random suffix; "
                              "re-using one replaces that run")
-    parser.add_argument("--text-field", default="text")
-    parser.add_argument("--pair-field", default=None)
-    parser.add_argument("--id-field", default="id", help="missing ids are derived from file and line")
+    parser.add_argument("--text-field", default="text", help="field holding the text (default: text)")
+    parser.add_argument("--pair-field", default=None, help="field holding the second text of a pair task (e.g. NLI)")
+    parser.add_argument("--id-field", default="id", help="field holding the document id (default: id; missing ids "
+                                                         "are derived from file and line)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="rows per early-exit forward pass (default: 64 on a CPU worker, 256 on a GPU worker)")
     parser.add_argument("--chunk-size", type=int, default=1024,

@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.cli import main
+from models import EarlyExitClassifier
 from ops.predictions import PREDICTION_SCHEMA
 from tests.conftest import TEXTS, tiny_classifier
 
@@ -197,6 +198,26 @@ def test_user_errors_are_one_line(model_dir, tmp_path, capsys):
     assert "rightsize.json is missing" in capsys.readouterr().err
 
 
+def test_a_missing_file_system_package_and_an_interrupt_are_one_line(model_dir, tmp_path, capsys, monkeypatch):
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        assert main(["predict", "--model", str(model_dir), "--input", "gs://no-bucket/*.jsonl",
+                     "--output", str(tmp_path / "p.parquet")]) == 1
+        assert capsys.readouterr().err.strip().splitlines() == [
+            "rightsize predict: error: Please install gcsfs to access Google Storage (-v for the traceback)"]
+    (tmp_path / "in.jsonl").write_text('{"text": "a document"}\n')
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EarlyExitClassifier, "predict", interrupt)  # Ctrl-C while labelling
+    assert main(["predict", "--model", str(model_dir), "--input", str(tmp_path / "in.jsonl"),
+                 "--output", str(tmp_path / "p.parquet")]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "rightsize predict: interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # nothing half-written left in place
+
+
 @pytest.mark.parametrize("flag,value,message", [
     ("--threads", "0", "threads must be >= 1, got 0"),
     ("--threads", "-3", "threads must be >= 1, got -3"),
@@ -206,6 +227,7 @@ def test_user_errors_are_one_line(model_dir, tmp_path, capsys):
     ("--output", "{tmp}/new-folder/", "is a folder: give a file name"),
     ("--output", "{tmp}/a-folder.parquet", "a-folder.deadletter.jsonl' is a folder"),  # the dead letters' name
     ("--output", "{tmp}/a-file/out.parquet", "cannot be written"),
+    ("--output", "{tmp}/preds.csv", "must end in .parquet: the predictions are written as Parquet"),
 ])
 def test_predict_refuses_bad_settings_before_any_work(model_dir, tmp_path, capsys, monkeypatch, flag, value, message):
     if flag.startswith(("--threads", "--threshold")):  # refused before the model is loaded
@@ -230,24 +252,27 @@ def test_predict_refuses_bad_settings_before_any_work(model_dir, tmp_path, capsy
 def test_predict_never_replaces_a_file_that_is_not_its_predictions(model_dir, tmp_path, capsys):
     """An output name that is one of the input's data files (the glob matches it): refused, the file kept; an
     earlier run's predictions at that name are replaced as before."""
-    for name in ("a.jsonl", "b.jsonl"):
-        (tmp_path / name).write_text('{"text": "one"}\n')
-    argv = ["predict", "--model", str(model_dir), "--input", str(tmp_path / "*.jsonl"), "--output"]
-    assert main([*argv, str(tmp_path / "b.jsonl")]) == 2
+    import pyarrow as pa
+
+    data = pa.table({"text": ["one"]})
+    for name in ("a.parquet", "b.parquet"):
+        pq.write_table(data, tmp_path / name)
+    argv = ["predict", "--model", str(model_dir), "--input", str(tmp_path / "*.parquet"), "--output"]
+    assert main([*argv, str(tmp_path / "b.parquet")]) == 2
     assert "exists and is not a rightsize predictions file" in capsys.readouterr().err
-    assert (tmp_path / "b.jsonl").read_text() == '{"text": "one"}\n'
+    assert pq.read_table(tmp_path / "b.parquet").equals(data)
     assert main([*argv, str(tmp_path / "p.parquet")]) == main([*argv, str(tmp_path / "p.parquet")]) == 0
-    assert pq.read_table(tmp_path / "p.parquet").num_rows == 2
+    assert pq.read_table(tmp_path / "p.parquet").num_rows == 2  # the second run did not read the first's output
 
 
 @pytest.mark.parametrize("command", ["train", "predict", "calibrate", "label", "run", "serve", "report", "datamap",
-                                     "select"])
+                                     "select", None])  # None: rightsize --help
 def test_help_has_examples(command, capsys):
     with pytest.raises(SystemExit) as exit:
-        main([command, "--help"])
+        main([command, "--help"] if command else ["--help"])
     assert exit.value.code == 0
     out = capsys.readouterr().out
-    assert "examples:" in out and f"  rightsize {command} --" in out.split("examples:")[1]
+    assert "examples:" in out and f"  rightsize {command or ''}" in out.split("examples:")[1]
     # every example parses: its flags exist and take what it gives them (the way main() checks them)
     import shlex
 

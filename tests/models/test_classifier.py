@@ -81,6 +81,19 @@ def test_every_file_that_decides_predictions_is_required(saved, name):
         EarlyExitClassifier.from_pretrained(path)
 
 
+@pytest.mark.parametrize("name,message", [
+    (WEIGHTS_FILE, f"{WEIGHTS_FILE}: not a readable safetensors file"),
+    ("tokenizer.json", r"the tokenizer files \(tokenizer.json, tokenizer_config.json\) cannot be loaded"),
+    ("tokenizer_config.json", r"the tokenizer files \(tokenizer.json, tokenizer_config.json\) cannot be loaded"),
+])
+def test_a_file_cut_short_is_named(saved, name, message):
+    _, path = saved
+    with open(path / name, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(ConfigError, match=message):
+        EarlyExitClassifier.from_pretrained(path, device="cpu")
+
+
 def test_the_content_id_changes_with_every_file_the_tokenizer_reads(saved):
     """Each of these changes the token ids of the same text, so the id must change with it."""
     model, path = saved

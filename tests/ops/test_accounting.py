@@ -108,6 +108,7 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     (lambda t: _with(t, "confidence", [0.9, -0.5, 0.7]), r"not rightsize predictions: confidence from -0.5 to 0.9, outside \[0, 1\]"),
     (lambda t: _with(t, "num_tokens", [10, -3, 70]), r"not rightsize predictions: num_tokens from -3 to 70, outside \[0, inf\]"),
     (lambda t: _with(t, "exit_layer", [1, 0, 4]), r"not rightsize predictions: exit_layer from 0 to 4, outside \[1, inf\]"),
+    (lambda t: _with(t, "exit_layer", [1, 5, 4]), r"not rightsize predictions: 1 rows have an exit_layer above num_layers"),
     (lambda t: _with(t, "flops", [100, -1, 900]), r"not rightsize predictions: flops from -1 to 900, outside \[0, inf\]"),
 ])
 def test_a_file_that_is_not_ours_is_named_in_the_error(tmp_path, spoil, message):
@@ -248,6 +249,24 @@ def test_a_manifest_that_cannot_be_used_is_an_error_naming_it(tmp_path, change, 
     path.write_text(json.dumps(json.loads(path.read_text()) | change))
     with pytest.raises(ValueError, match=f"{path}: (not a usable run manifest .*)?{message}"):
         summarize(ReportConfig(pattern, price_per_hour=1.0))
+
+
+def test_a_run_of_an_empty_input_counts_its_time_without_a_warning(tmp_path, caplog):
+    pattern = write_runs(tmp_path)
+    empty = tmp_path / "labels" / "run-e"
+    empty.mkdir()
+    pq.write_table(_table([], "run-e"), empty / "predictions-00000-of-00001.parquet")  # as Beam writes it
+    (empty / "manifest.json").write_text(json.dumps({
+        "run_id": "run-e", "started": "2026-11-21T02:00:00+00:00", "finished": "2026-11-21T02:10:00+00:00",
+        "counts": {"labelled": 0, "dead_letters": 0}}))
+    with caplog.at_level("WARNING", logger="ops.accounting"):
+        s = summarize(ReportConfig(pattern, price_per_hour=3.0))
+    assert caplog.text == "" and s["documents"] == 4
+    runs = {r["run_id"]: r for r in s["runs"]}
+    assert (runs["run-e"]["documents"], runs["run-e"]["wall_seconds"], runs["run-e"]["dead_letters"]) == (0, 600, 0)
+    assert runs["run-e"]["cost"] == pytest.approx(0.5) and s["wall_seconds"] == 1800 + 600
+    assert s["cost"] == pytest.approx(1.5 + 0.5)  # run A's half hour and run E's ten minutes at 3.0 per hour
+    assert s["full_model_cost_estimate"] == pytest.approx(1.5 * 1800 / 1250 + 0.5)  # E: start-up, as for any model
 
 
 def test_a_manifest_of_another_run_is_named_in_a_warning_not_silently_unused(tmp_path, caplog):

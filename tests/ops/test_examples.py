@@ -102,7 +102,7 @@ def test_training_refuses_tsv_which_only_labelling_reads(tmp_path):
         load_examples(str(tmp_path / "b.TSV"))
 
 
-def test_a_folder_is_one_data_set_unless_its_files_are_named_for_two_splits(tmp_path):
+def test_a_folder_is_one_data_set_unless_its_files_are_named_for_two_splits(tmp_path, monkeypatch):
     """datasets picks a folder's files by the split names in their names: of train.jsonl and extra.jsonl it
     would read train.jsonl alone, and a folder of part-0.jsonl has no 'validation' split. Such a folder is one
     data set, read whole; one of train/dev/test files is split so, and no test row leaks into training."""
@@ -121,6 +121,9 @@ def test_a_folder_is_one_data_set_unless_its_files_are_named_for_two_splits(tmp_
     assert load_examples(splits).texts == ["train.jsonl"]
     assert load_examples(splits, split="validation").texts == ["dev.jsonl"] * 2
     assert load_examples(f"{splits}:test").texts == ["test-00000.jsonl"] * 3
+    monkeypatch.chdir(tmp_path)  # a relative folder is split the same way
+    assert load_examples("splits", split="validation").texts == ["dev.jsonl"] * 2
+    assert load_examples("splits:test").texts == ["test-00000.jsonl"] * 3
     write(tmp_path / "splits", ["extra.jsonl"])
     with pytest.raises(ValueError, match=r"extra.jsonl has no split name while other files are named for train and "
                                          r"validation and test: datasets would drop it"):

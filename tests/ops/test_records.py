@@ -73,6 +73,15 @@ def test_csv_stray_quotes_cost_one_row_each_and_the_rows_after_them_are_read():
         (0, "CSV header has a stray quote"), (1, "no readable CSV header to name this row's fields")]
 
 
+def test_a_header_that_names_a_field_read_twice_sends_the_rows_to_dead_letters():
+    twice = list(read_file(_write("memory://records/twice.csv", b"id,text,text\n1,one,two\n"), FIELDS))
+    assert [(r.position, r.raw, r.reason) for r in twice] == [
+        (0, "id,text,text\n", "CSV header names 'text' more than once"),
+        (1, "1,one,two\n", "no readable CSV header to name this row's fields")]
+    other = list(read_file(_write("memory://records/other.tsv", b"id\ttext\tnote\tnote\n1\tone\ta\tb\n"), FIELDS))
+    assert [(r.id, r.text) for r in other] == [("1", "one")]  # a column that is not read may repeat
+
+
 def test_a_csv_row_over_max_row_lines_is_one_dead_letter_holding_all_its_lines():
     rows = [f"{i},row {i}" for i in range(2, 3 * MAX_ROW_LINES)]
     data = ("id,text\n1,\"opens early\n" + "\n".join(rows) + "\n").encode()
@@ -189,15 +198,20 @@ def test_a_glob_costs_one_listing_not_a_request_per_file(monkeypatch):
     assert requests[0] == requests[1] <= 3, requests  # the same few for 3 files and for 30 (was 3 per file)
 
 
-def test_a_glob_takes_symbolic_links_to_files_and_not_broken_ones(tmp_path):
+def test_a_glob_takes_symbolic_links_to_files_and_broken_ones_become_dead_letters(tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "real" / "a.jsonl").write_text('{"text": "x"}\n')
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jsonl").symlink_to(tmp_path / "real" / "a.jsonl")
     (tmp_path / "in" / "broken.jsonl").symlink_to(tmp_path / "nothing.jsonl")
+    (tmp_path / "in" / "folder.jsonl").symlink_to(tmp_path / "real")  # a folder, as folders are: not an input
     (tmp_path / "in" / "b.jsonl").write_text('{"text": "y"}\n')
     files = list_files(f"{tmp_path}/in/*.jsonl")
-    assert list(files) == [f"{tmp_path}/in/a.jsonl", f"{tmp_path}/in/b.jsonl"] and files[f"{tmp_path}/in/a.jsonl"]["size"] == 14
+    assert list(files) == [f"{tmp_path}/in/{name}.jsonl" for name in ("a", "b", "broken")]
+    assert files[f"{tmp_path}/in/a.jsonl"]["size"] == 14
+    (letter,) = read_file(f"{tmp_path}/in/broken.jsonl", InputFields())
+    assert isinstance(letter, DeadLetter) and letter.position == 1
+    assert letter.reason.startswith("file could not be read: FileNotFoundError")
 
 
 def test_globs_skip_hidden_files_with_a_warning_and_take_a_file_name_literally(tmp_path, caplog):
@@ -484,3 +498,10 @@ def test_an_array_gives_what_the_same_records_give_as_json_lines(monkeypatch, in
     for piece in (1, 2, 3, 5, 7, 13, 64, 4096):
         _small_pieces(monkeypatch, piece)
         assert seen(array) == expected, piece
+
+
+def test_a_text_lines_dead_letter_keeps_the_line_as_read(tmp_path):
+    (tmp_path / "docs.txt").write_text("a document\n\u200b\u200b\n", encoding="utf-8")
+    document, letter = read_file(str(tmp_path / "docs.txt"), InputFields())
+    assert isinstance(document, Document) and document.text == "a document"
+    assert isinstance(letter, DeadLetter) and letter.raw == "\u200b\u200b" and letter.position == 2

@@ -102,7 +102,8 @@ def test_precision_and_threads_reach_workers_rows_and_manifest(model_dir, tmp_pa
 
 def test_rerun_with_same_run_id_replaces_output(model_dir, tmp_path):
     write_corpus(tmp_path / "corpus")
-    run(_job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="same"))
+    run(_job(model_dir, tmp_path / "corpus", f"file://{tmp_path}/out", run_id="same"))  # a file:// URL: the same place
+    assert (tmp_path / "out" / "same" / MANIFEST_FILE).is_file()
     small = tmp_path / "small"
     small.mkdir()
     (small / "x.jsonl").write_text('{"id": "only", "text": "just one document"}\n')
@@ -110,6 +111,23 @@ def test_rerun_with_same_run_id_replaces_output(model_dir, tmp_path):
     _, rows, letters, _ = _outputs(tmp_path / "out" / "same")
     assert [r["id"] for r in rows] == ["only"] and letters == []
     assert rows[0]["exit_layer"] == 4 and manifest["counts"]["labelled"] == 1
+
+
+def test_a_run_id_that_names_a_folder_or_file_of_the_users_is_refused(model_dir, tmp_path):
+    """A run replaces its folder whole: a folder holding anything a run does not write, or a file, at
+    <output>/<run id> is refused before any work, and left as it was."""
+    write_corpus(tmp_path / "corpus")
+    out = tmp_path / "out"
+    (out / "notes").mkdir(parents=True)
+    (out / "notes" / "notes.txt").write_text("precious")
+    (out / "notes" / "predictions-00000-of-00001.parquet").write_text("not even Parquet")
+    (out / "file").write_text("precious too")
+    with pytest.raises(ValueError, match=r"'.*/out/notes' holds what a labelling run does not write \(notes.txt\)"):
+        run(_job(model_dir, tmp_path / "corpus", out, run_id="notes"))
+    with pytest.raises(ValueError, match=r"'.*/out/file' is a file, not a labelling run's folder"):
+        run(_job(model_dir, tmp_path / "corpus", out, run_id="file"))
+    assert (out / "notes" / "notes.txt").read_text() == "precious" and (out / "file").read_text() == "precious too"
+    assert sorted(p.name for p in out.iterdir()) == ["file", "notes"]  # no staging left behind
 
 
 def test_a_model_id_given_by_the_caller_is_what_workers_check(model_dir, tmp_path):
@@ -209,7 +227,8 @@ def test_memory_filesystem_input(model_dir, tmp_path):
     ({"model": "/nonexistent/model"}, "rightsize.json is missing"),
     ({"input": "/nonexistent/*.jsonl"}, "matches no file"),
     ({"output": "/proc/no-such-dir/out"}, "cannot be written"),
-    ({"chunk_size": 0, "batch_size": None}, "need 1 <= batch_size <= chunk_size"),
+    ({"chunk_size": 0, "batch_size": None}, "chunk_size must be >= 1, got 0"),
+    ({"chunk_size": 8, "batch_size": 16}, "need 1 <= batch_size <= chunk_size, got 16 and 8"),
     ({"threshold": -0.5}, "threshold must be a finite number >= 0"),
     ({"threshold": float("nan")}, "threshold must be a finite number >= 0"),
     ({"run_id": "../escape"}, "must be one plain folder name"),

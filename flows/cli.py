@@ -412,17 +412,18 @@ def _report(args) -> None:
 def _predict(args) -> None:
     import torch
 
-    from flows.predict import predict_file
+    from flows.predict import check_output_name, predict_file
     from models import EarlyExitClassifier
     from models.config import check_threshold
     from ops.records import InputFields
 
+    check_output_name(args.output)  # these checks now, not after the model has loaded
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.threshold is not None:
-        check_threshold(args.threshold)  # now, not after the model has loaded
+        check_threshold(args.threshold)
     model = EarlyExitClassifier.from_pretrained(args.model, dtype=args.dtype)
     print(f"precision: {model.dtype_name}, {torch.get_num_threads()} threads")
     fields = InputFields(text_field=args.text_field, pair_field=args.pair_field, id_field=args.id_field)

@@ -176,13 +176,20 @@ def predict_file(
     return summary
 
 
+def check_output_name(output_url: str) -> None:
+    """A file name ending in .parquet: what the output holds, and what the report's globs look for."""
+    if output_url.endswith("/"):
+        raise ValueError(f"output {output_url!r} is a folder: give a file name, such as "
+                         f"{output_url}predictions.parquet")
+    if not output_url.endswith(".parquet"):
+        raise ValueError(f"output {output_url!r} must end in .parquet: the predictions are written as Parquet")
+
+
 def _check_output(output_url: str) -> None:
     """Before any work: the output and its dead-letter file are files that can be written (not folders, not
     under a file), else the whole corpus would be labelled for the swap at the end to fail; and an existing
     output is an earlier run's predictions, not a file of the user's that the run would replace."""
-    if output_url.endswith("/"):
-        raise ValueError(f"output {output_url!r} is a folder: give a file name, such as "
-                         f"{output_url}predictions.parquet")
+    check_output_name(output_url)
     for url in (output_url, dead_letter_path(output_url)):
         fs, path = fsspec.core.url_to_fs(url)
         if fs.isdir(path):
@@ -195,8 +202,6 @@ def _check_output(output_url: str) -> None:
             raise ValueError(f"output {url!r} cannot be written: {e}") from None
         finally:
             discard(probe)
-    if not output_url.endswith(".parquet"):  # what it holds, and what the report's globs look for
-        raise ValueError(f"output {output_url!r} must end in .parquet: the predictions are written as Parquet")
     fs, path = fsspec.core.url_to_fs(output_url)
     if fs.isfile(path) and not is_predictions_file(output_url):
         raise ValueError(f"output {output_url!r} exists and is not a rightsize predictions file (a data file the "

@@ -423,7 +423,8 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields,
             continue
         position += 1
         if not header:
-            yield DeadLetter(url, position, "".join(lines), "no readable CSV header to name this row's fields")
+            yield DeadLetter(url, position, "".join(lines),
+                             f"no readable {'TSV' if tsv else 'CSV'} header to name this row's fields")
             continue
         if len(row) > len(header):
             yield DeadLetter(url, position, "".join(lines), f"row has {len(row)} fields, the header {len(header)}")
@@ -597,7 +598,10 @@ def _read_parquet(url: str, source: str, fields: InputFields) -> Iterator[Docume
 
     with fsspec.open(url, "rb") as f:
         parquet = pq.ParquetFile(f)
-        wanted = [c for c in (fields.id_field, fields.text_field, fields.pair_field) if c in parquet.schema_arrow.names]
+        names = parquet.schema_arrow.names
+        wanted = [c for c in dict.fromkeys((fields.id_field, fields.text_field, fields.pair_field)) if c in names]
+        if twice := [c for c in wanted if names.count(c) > 1]:  # as for a CSV header: the file's one dead letter
+            raise ValueError(f"the Parquet file has more than one column named {' and '.join(map(repr, twice))}")
         position = 0
         for batch in parquet.iter_batches(batch_size=4096, columns=wanted):
             for record in batch.to_pylist():

@@ -49,9 +49,9 @@ def list_files(pattern: str) -> dict[str, dict]:
     listing = fs.glob(pattern, detail=True)
     # A local symbolic link is listed as "other": it counts when it leads to a file, and when it leads nowhere,
     # so that reading it fails as for any file that cannot be opened (a dead letter), instead of it vanishing
-    # from the input; a link to a folder, a socket or a pipe does not (a request for links only).
-    matched = sorted(p for p, info in listing.items() if info["type"] == "file" or (
-        info["type"] == "other" and info.get("islink") and (fs.isfile(p) or not fs.exists(p))))
+    # from the input; a link to a folder, a socket or a pipe does not (a request for "other" entries only).
+    matched = sorted(p for p, info in listing.items()
+                     if info["type"] == "file" or (info["type"] == "other" and (fs.isfile(p) or not fs.exists(p))))
     pattern_parts = path.split("/")
     anywhere = [part for part in pattern_parts if part.startswith(".")] if "**" in pattern_parts else []
 

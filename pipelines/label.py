@@ -51,8 +51,10 @@ log = logging.getLogger(__name__)
 NAMESPACE = "rightsize"
 PROGRESS_SECONDS = 30.0
 MANIFEST_FILE = "manifest.json"
-# What a run's folder holds (Beam's default shard names): anything else there is not ours to delete
-RUN_FILE = re.compile(r"manifest\.json|predictions-\d+-of-\d+\.parquet|deadletter-\d+-of-\d+\.jsonl|\.incomplete")
+# What a run's folder holds (Beam's default shard names; a temporary folder Beam failed to delete; hidden files
+# such as .DS_Store): anything else there is not ours to delete
+RUN_FILE = re.compile(r"manifest\.json|predictions-\d+-of-\d+\.parquet|deadletter-\d+-of-\d+\.jsonl"
+                      r"|(\.|beam-temp-).*", re.DOTALL)
 # Before a job whose workers run on this machine, the first TRIAL_DOCUMENTS readable documents (looked for in
 # the first TRIAL_RECORDS records of the first TRIAL_FILES files) are labelled here, so that a broken model
 # fails in seconds instead of at the end of the job, after every chunk was halved down to single documents.
@@ -401,12 +403,24 @@ def run(config: LabelJobConfig, beam_args: Sequence[str] = (), model_id: str | N
         with FileSystems.create(FileSystems.join(staging, MANIFEST_FILE)) as f:
             f.write((json.dumps(manifest, indent=2) + "\n").encode())
         publish(staging, config.run_dir, mark=MANIFEST_FILE)
-    except BaseException:
+    except BaseException as error:
         discard(staging)
+        if not isinstance(error, KeyboardInterrupt) and _interrupted(error):  # a Ctrl-C that Beam re-raised as a
+            raise KeyboardInterrupt from error  # RuntimeError: an interrupt, which the flows must not retry
         raise
     finally:
         RoutePredictionsFn.forget(run_key)  # counted in this process (an in-process runner's workers)
     return manifest
+
+
+def _interrupted(error: BaseException | None) -> bool:
+    """Whether ``error`` is, or was caused by, a KeyboardInterrupt: Beam's runners re-raise one from a worker as
+    ``RuntimeError("KeyboardInterrupt [while running '...']")``."""
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt) or str(error).startswith("KeyboardInterrupt"):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _local_processes(options: PipelineOptions, runner: str) -> int | None:

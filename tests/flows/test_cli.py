@@ -223,17 +223,17 @@ def test_a_missing_file_system_package_and_an_interrupt_are_one_line(model_dir, 
     ("--threads", "-3", "threads must be >= 1, got -3"),
     ("--threshold=-0.5", None, "threshold must be a finite number >= 0"),
     ("--threshold=nan", None, "threshold must be a finite number >= 0"),
-    ("--output", "{tmp}/a-folder", "is a folder, where this run writes a file"),
     ("--output", "{tmp}/new-folder/", "is a folder: give a file name"),
+    ("--output", "{tmp}/new/deep/preds.csv", "must end in .parquet: the predictions are written as Parquet"),
+    ("--output", "{tmp}/a-folder", "must end in .parquet"),
+    ("--output", "{tmp}/dir.parquet", "is a folder, where this run writes a file"),
     ("--output", "{tmp}/a-folder.parquet", "a-folder.deadletter.jsonl' is a folder"),  # the dead letters' name
     ("--output", "{tmp}/a-file/out.parquet", "cannot be written"),
-    ("--output", "{tmp}/preds.csv", "must end in .parquet: the predictions are written as Parquet"),
 ])
 def test_predict_refuses_bad_settings_before_any_work(model_dir, tmp_path, capsys, monkeypatch, flag, value, message):
-    if flag.startswith(("--threads", "--threshold")):  # refused before the model is loaded
-        from models import EarlyExitClassifier
-
-        monkeypatch.setattr(EarlyExitClassifier, "from_pretrained", pytest.fail)
+    if not (flag == "--output" and value.endswith(".parquet")):  # checked on disk after the model loads; the
+        monkeypatch.setattr(EarlyExitClassifier, "from_pretrained", pytest.fail)  # rest before it
+    (tmp_path / "dir.parquet").mkdir()
     (tmp_path / "a-folder").mkdir()
     (tmp_path / "a-folder.deadletter.jsonl").mkdir()
     (tmp_path / "a-file").write_text("not a folder")
@@ -245,7 +245,7 @@ def test_predict_refuses_bad_settings_before_any_work(model_dir, tmp_path, capsy
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-folder", "a-folder.deadletter.jsonl",
-                                                          "in.jsonl"]  # nothing written
+                                                          "dir.parquet", "in.jsonl"]  # nothing written
     assert list((tmp_path / "a-folder").iterdir()) == list((tmp_path / "a-folder.deadletter.jsonl").iterdir()) == []
 
 

@@ -73,13 +73,19 @@ def test_csv_stray_quotes_cost_one_row_each_and_the_rows_after_them_are_read():
         (0, "CSV header has a stray quote"), (1, "no readable CSV header to name this row's fields")]
 
 
-def test_a_header_that_names_a_field_read_twice_sends_the_rows_to_dead_letters():
+def test_a_field_read_that_a_header_or_parquet_schema_names_twice_is_a_dead_letter_not_a_guess():
     twice = list(read_file(_write("memory://records/twice.csv", b"id,text,text\n1,one,two\n"), FIELDS))
     assert [(r.position, r.raw, r.reason) for r in twice] == [
         (0, "id,text,text\n", "CSV header names 'text' more than once"),
         (1, "1,one,two\n", "no readable CSV header to name this row's fields")]
     other = list(read_file(_write("memory://records/other.tsv", b"id\ttext\tnote\tnote\n1\tone\ta\tb\n"), FIELDS))
     assert [(r.id, r.text) for r in other] == [("1", "one")]  # a column that is not read may repeat
+    table = pa.Table.from_arrays([pa.array(["1"]), pa.array(["one"]), pa.array(["two"])], names=["id", "text", "text"])
+    with fsspec.open("memory://records/twice.parquet", "wb") as f:
+        pq.write_table(table, f)
+    (letter,) = read_file("memory://records/twice.parquet", FIELDS)
+    assert letter.reason == ("file could not be read: ValueError: the Parquet file has more than one column named "
+                             "'text'")
 
 
 def test_a_csv_row_over_max_row_lines_is_one_dead_letter_holding_all_its_lines():

@@ -128,6 +128,36 @@ def test_a_run_id_that_names_a_folder_or_file_of_the_users_is_refused(model_dir,
         run(_job(model_dir, tmp_path / "corpus", out, run_id="file"))
     assert (out / "notes" / "notes.txt").read_text() == "precious" and (out / "file").read_text() == "precious too"
     assert sorted(p.name for p in out.iterdir()) == ["file", "notes"]  # no staging left behind
+    (out / "notes" / "notes.txt").unlink()  # a run's files, a hidden file and a temporary folder Beam left: a run's
+    (out / "notes" / ".DS_Store").write_text("")
+    (out / "notes" / "beam-temp-predictions-0a1b" / "part").mkdir(parents=True)
+    assert run(_job(model_dir, tmp_path / "corpus", out, run_id="notes"))["counts"]["labelled"] > 0
+    assert sorted(p.name for p in (out / "notes").iterdir())[0] == "deadletter-00000-of-00001.jsonl"
+
+
+def test_a_ctrl_c_inside_the_pipeline_is_an_interrupt_and_replaces_nothing(model_dir, tmp_path, monkeypatch):
+    """Beam re-raises a worker's KeyboardInterrupt as a RuntimeError, which the CLI would show as a failure and
+    the flows would retry; the job turns it back into an interrupt."""
+    from pipelines.label import EarlyExitModelHandler
+
+    write_corpus(tmp_path / "corpus")
+    job = _job(model_dir, tmp_path / "corpus", tmp_path / "out", run_id="same")
+    first = run(job)
+    calls = []
+    real = EarlyExitModelHandler.run_inference
+
+    def interrupted(self, batch, model, inference_args=None):
+        calls.append(len(batch))
+        if len(calls) > 1:  # the first call is the trial before the job starts, outside Beam
+            raise KeyboardInterrupt
+        return real(self, batch, model, inference_args)
+
+    monkeypatch.setattr(EarlyExitModelHandler, "run_inference", interrupted)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        run(job)
+    assert len(calls) > 1 and isinstance(caught.value.__cause__, RuntimeError)  # as Beam wrapped it
+    assert _outputs(tmp_path / "out" / "same")[3] == first
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["same"]  # the staging is gone
 
 
 def test_a_model_id_given_by_the_caller_is_what_workers_check(model_dir, tmp_path):

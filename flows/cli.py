@@ -453,9 +453,15 @@ class _DropBeamNoise(logging.Filter):
 
 
 def configure_logging(verbose: bool) -> None:
-    """Our INFO lines; with ``verbose`` everything, DEBUG included; else other libraries' chatter left out."""
+    """Our INFO lines; with ``verbose`` everything, DEBUG included; else other libraries' chatter left out.
+    Called before Prefect is imported, which reads its logging settings then."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Our modules' log lines go to the Prefect UI with the flow's own (defaults, the user's settings win); the
+    # same lines logged outside a flow run (a command without Prefect, the checks before a flow) stay local,
+    # without a warning from Prefect that it could not send them.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "models,ops,pipelines,flows")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     if verbose:
         return
     logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam's INFO lines drown our progress lines
@@ -479,11 +485,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.extra = extra
     configure_logging(args.verbose)
-    # Our modules' log lines go to the Prefect UI with the flow's own (defaults, the user's settings win); the
-    # same lines logged outside a flow run (a command without Prefect, the checks before a flow) stay local,
-    # without a warning from Prefect that it could not send them.
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "models,ops,pipelines,flows")
-    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     try:
         args.run(args)
     except (ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback

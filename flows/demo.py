@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import time
 from pathlib import Path
 
@@ -46,11 +44,9 @@ def main(argv: list[str] | None = None) -> None:
         epilog=f"example:\n  python -m flows.demo          # runs {CONFIG.relative_to(Path.cwd()) if CONFIG.is_relative_to(Path.cwd()) else CONFIG}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "models,ops,pipelines,flows")
-    from flows.cli import print_outcome  # imports Prefect, after the settings above
+    from flows.cli import configure_logging, print_outcome
+
+    configure_logging(verbose=False)  # as the rightsize command does, before Prefect is imported
     from flows.config import load_config
     from flows.run import rightsize_run
 

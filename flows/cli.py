@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from models.config import CONFIG_FILE, TRAIN_DTYPE_CHOICES, TRAINING_MODES
-from pipelines.label_config import add_flags, add_precision_flags
+from pipelines.label_config import add_field_flags, add_flags, add_precision_flags
 from ops.dynamics import REGIONS
 from ops.predictions import NothingLabelledError
 
@@ -103,16 +103,6 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers like 2,4,6, got {text!r}")
 
 
-def _add_field_flags(p: argparse.ArgumentParser, with_label: bool) -> None:
-    p.add_argument("--text-field", default="text", help="field holding the text (default: text)")
-    p.add_argument("--pair-field", default=None, help="field holding the second text of a pair task (e.g. NLI)")
-    if with_label:
-        p.add_argument("--label-field", default="label", help="field holding the gold label (default: label)")
-    else:
-        p.add_argument("--id-field", default="id", help="field holding the document id (default: id; "
-                                                         "missing ids are derived from file and line)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rightsize", description="Early-exit transformer classification: label large corpora cheaply.",
@@ -160,7 +150,7 @@ run 'rightsize COMMAND --help' for the flags and examples of each command""",
     p.add_argument("--dynamics", action=argparse.BooleanOptionalAction, default=True,
                    help="record training dynamics for 'datamap' and 'select' (default: on; an evaluation pass "
                         "over the training set after each epoch, and a copy of the training texts in <out>/dynamics/)")
-    _add_field_flags(p, with_label=True)
+    add_field_flags(p, with_label=True)
     p.set_defaults(run=_train)
 
     p = command("datamap", "plot the data map of a trained model's training dynamics (Dataset Cartography)")
@@ -198,7 +188,7 @@ run 'rightsize COMMAND --help' for the flags and examples of each command""",
                    help="share of --data used to fit; the rest judges the choice (default 0.5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fit/held-out split")
     add_precision_flags(p, threads=False)
-    _add_field_flags(p, with_label=True)
+    add_field_flags(p, with_label=True)
     p.set_defaults(run=_calibrate)
 
     p = command("label", "label a corpus with the Apache Beam pipeline (DirectRunner, Dataflow, Flink, Spark)")
@@ -234,7 +224,7 @@ run 'rightsize COMMAND --help' for the flags and examples of each command""",
     p.add_argument("--batch-size", type=int, default=None, help="rows per forward pass (default: 64 on a CPU, 256 on a GPU)")
     p.add_argument("--run-id", default=None, help="run id written in every row (default: time + random)")
     add_precision_flags(p, threads=True)
-    _add_field_flags(p, with_label=False)
+    add_field_flags(p, with_label=False)
     p.set_defaults(run=_predict)
     return parser
 

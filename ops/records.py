@@ -380,6 +380,7 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields,
     its first line, and the lines after that are read again as rows. A row that runs over MAX_ROW_LINES lines
     becomes one dead letter holding all of them."""
     csv.field_size_limit(_CSV_FIELD_LIMIT)
+    kind = "TSV" if tsv else "CSV"  # in reasons
     tap = _LineTap(text)
     reader = csv.reader(tap, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.reader(tap)
     header: list[str] | None = None
@@ -392,7 +393,7 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields,
             return
         except csv.Error as e:  # the reader goes on with the next line
             position += 1
-            yield DeadLetter(url, position, "".join(tap.row_lines), f"unreadable {'TSV' if tsv else 'CSV'} row: {e}")
+            yield DeadLetter(url, position, "".join(tap.row_lines), f"unreadable {kind} row: {e}")
             continue
         lines = tap.row_lines
         if tap.over_budget:  # one dead letter for the whole span: re-reading it as rows would cost time quadratic
@@ -418,13 +419,12 @@ def _csv_records(text: io.TextIOWrapper, url: str, fields: InputFields,
                      if f is not None and header.count(f) > 1]
             if twice:  # which column holds the text would be a guess: the rows go to dead letters instead
                 header = []
-                yield DeadLetter(url, 0, "".join(lines), f"{'TSV' if tsv else 'CSV'} header names "
-                                                         f"{' and '.join(map(repr, twice))} more than once")
+                yield DeadLetter(url, 0, "".join(lines),
+                                 f"{kind} header names {' and '.join(map(repr, twice))} more than once")
             continue
         position += 1
         if not header:
-            yield DeadLetter(url, position, "".join(lines),
-                             f"no readable {'TSV' if tsv else 'CSV'} header to name this row's fields")
+            yield DeadLetter(url, position, "".join(lines), f"no readable {kind} header to name this row's fields")
             continue
         if len(row) > len(header):
             yield DeadLetter(url, position, "".join(lines), f"row has {len(row)} fields, the header {len(header)}")

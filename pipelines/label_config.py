@@ -95,6 +95,17 @@ def is_direct_runner(runner: object) -> bool:
     return "direct" in str(runner).lower()
 
 
+def add_field_flags(parser: argparse.ArgumentParser, with_label: bool) -> None:
+    """Which fields of a record hold the text, its pair, and the gold label (training data) or the id (inputs)."""
+    parser.add_argument("--text-field", default="text", help="field holding the text (default: text)")
+    parser.add_argument("--pair-field", default=None, help="field holding the second text of a pair task (e.g. NLI)")
+    if with_label:
+        parser.add_argument("--label-field", default="label", help="field holding the gold label (default: label)")
+    else:
+        parser.add_argument("--id-field", default="id", help="field holding the document id (default: id; missing "
+                                                              "ids are derived from file and line)")
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """The job's own flags (one per LabelJobConfig field); everything else goes to Beam."""
     parser.add_argument("--model", required=True, help="model directory (local, or gs://, s3://... readable by workers)")
@@ -105,10 +116,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", default=None,
                         help="one folder name (letters, digits, '.', '_', '-'); default: time + random suffix; "
                              "re-using one replaces that run")
-    parser.add_argument("--text-field", default="text", help="field holding the text (default: text)")
-    parser.add_argument("--pair-field", default=None, help="field holding the second text of a pair task (e.g. NLI)")
-    parser.add_argument("--id-field", default="id", help="field holding the document id (default: id; missing ids "
-                                                         "are derived from file and line)")
+    add_field_flags(parser, with_label=False)
     parser.add_argument("--batch-size", type=int, default=None,
                         help="rows per early-exit forward pass (default: 64 on a CPU worker, 256 on a GPU worker)")
     parser.add_argument("--chunk-size", type=int, default=1024,
